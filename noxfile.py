@@ -1,0 +1,162 @@
+"""Development sessions for the rlblocks monorepo.
+
+    python3 -m nox -s tests standalone lint    # what CI runs (see README)
+
+PyTorch is installed first and pinned, because a bare ``torch`` requirement pulls a
+multi-GB CUDA build. The default is the CPU build ``torch==2.13.0``; override it with
+``RLBLOCKS_TORCH_SPEC`` (e.g. ``"torch==2.13.0"`` with
+``RLBLOCKS_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu`` on a machine where PyPI would
+serve a CUDA wheel, or ``"torch>=2.4"`` to use whatever you have).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+TORCH_SPEC = os.environ.get("RLBLOCKS_TORCH_SPEC", "torch==2.13.0")
+TORCH_INDEX_URL = os.environ.get("RLBLOCKS_TORCH_INDEX_URL", "")
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "standalone", "lint"]
+nox.options.error_on_missing_interpreters = True
+
+# The distributions of the tree: name -> folder. Plugins are picked up from plugins/*.
+PACKAGES = {
+    "core": "packages/rlcore",
+    "envs": "packages/rlenvs",
+    "buffers": "packages/rlbuffers",
+    "objectives": "packages/rlobjectives",
+    "collectors": "packages/rlcollectors",
+}
+# Test-only plugin distributions: the real entry-point path needs them installed.
+TEST_FIXTURE_PLUGINS = ["tests/fixtures/plugins/good", "tests/fixtures/plugins/broken"]
+# Plugins whose tests need a heavy simulator or service run in their own session instead.
+OWN_SESSION_PLUGINS: set[str] = set()
+
+
+def _pyproject(folder: str) -> dict:
+    return tomllib.loads((ROOT / folder / "pyproject.toml").read_text())
+
+
+def _plugin_folders() -> list[str]:
+    return sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob("plugins/*/pyproject.toml"))
+
+
+def _local_dists() -> dict[str, str]:
+    """Distribution name -> folder, for every distribution in the tree."""
+    folders = list(PACKAGES.values()) + _plugin_folders()
+    return {_pyproject(f)["project"]["name"]: f for f in folders}
+
+
+def _requirement_name(requirement: str) -> tuple[str, list[str]]:
+    match = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(\[([^\]]*)\])?", requirement)
+    assert match, requirement
+    extras = [e.strip() for e in (match.group(3) or "").split(",") if e.strip()]
+    return match.group(1).lower().replace("_", "-"), extras
+
+
+def _local_closure(folder: str, extras: list[str]) -> dict[str, set[str]]:
+    """``folder`` and every in-tree distribution it needs, each with the extras it needs.
+
+    pip cannot find rlblocks-core & co. on PyPI, so in-tree dependencies (also those reached
+    through extras, like ``rlblocks-buffers[kernel]``) are given to pip as folders.
+    """
+    local = _local_dists()
+    found: dict[str, set[str]] = {}
+
+    def visit(path: str, wanted: list[str]) -> None:
+        project = _pyproject(path)["project"]
+        new = set(wanted) - found.get(path, set())
+        if path in found and not new:
+            return
+        found.setdefault(path, set()).update(wanted)
+        requirements = list(project.get("dependencies", []))
+        for extra in wanted:
+            requirements += project.get("optional-dependencies", {}).get(extra, [])
+        for requirement in requirements:
+            name, sub_extras = _requirement_name(requirement)
+            if name in local:
+                visit(local[name], sub_extras)
+
+    visit(folder, extras)
+    return found
+
+
+def _pip_args(closure: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{ROOT / path}[{','.join(sorted(extras))}]" if extras else str(ROOT / path)
+        for path, extras in closure.items()
+    ]
+
+
+def _install_torch(session: nox.Session) -> None:
+    args = [TORCH_SPEC]
+    if TORCH_INDEX_URL:
+        args += ["--index-url", TORCH_INDEX_URL]
+    session.install(*args)
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    session.run("python", "-m", "pytest", *paths, *session.posargs)
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Every package and plugin installed together; the whole suite."""
+    _install_torch(session)
+    closure: dict[str, set[str]] = {}
+    folders = [(f, ["test"]) for f in PACKAGES.values()]
+    folders += [(f, []) for f in _plugin_folders() if Path(f).name not in OWN_SESSION_PLUGINS]
+    for folder, extras in folders:
+        for path, needed in _local_closure(folder, extras).items():
+            closure.setdefault(path, set()).update(needed)
+    session.install(*_pip_args(closure), *(str(ROOT / f) for f in TEST_FIXTURE_PLUGINS))
+    _pytest(session, "tests")
+
+
+@nox.session(python="3.11")
+@nox.parametrize("package", list(PACKAGES))
+def standalone(session: nox.Session, package: str) -> None:
+    """One package with only its declared dependencies; only its own tests.
+
+    This is what proves that each distribution installs and works alone.
+    """
+    _install_torch(session)
+    closure = _local_closure(PACKAGES[package], ["test"])
+    fixtures = [str(ROOT / f) for f in TEST_FIXTURE_PLUGINS] if package == "core" else []
+    session.install(*_pip_args(closure), *fixtures)
+    # The tests of this package must not lean on a sibling that it does not declare.
+    expected = sorted(_pyproject(path)["project"]["name"] for path in closure)
+    session.run("python", str(ROOT / "tests" / "installed_rlblocks.py"), *expected)
+    _pytest(session, f"tests/{package}")
+
+
+def _plugin_module(folder: str) -> str:
+    (module,) = [p.name for p in (ROOT / folder / "src" / "rlblocks").iterdir() if p.is_dir()]
+    return module
+
+
+PLUGINS = {Path(f).name: f for f in _plugin_folders()}
+
+
+@nox.session(python="3.11")
+@nox.parametrize("plugin", sorted(PLUGINS))
+def plugins(session: nox.Session, plugin: str) -> None:
+    """One plugin built from source with its dependencies and ``test`` extra; its own tests."""
+    _install_torch(session)
+    session.install(*_pip_args(_local_closure(PLUGINS[plugin], ["test"])))
+    _pytest(session, f"tests/{_plugin_module(PLUGINS[plugin])}")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

@@ -1,0 +1,19 @@
+"""rlblocks-core's own components, registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rlblocks.core.hookspecs import hookimpl
+
+
+@hookimpl
+def rlblocks_loggers() -> Mapping[str, Callable[..., Any]]:
+    from rlblocks.core import loggers
+
+    return {
+        "csv": loggers.CSVLogger,
+        "tensorboard": loggers.TensorBoardLogger,
+        "wandb": loggers.WandbLogger,
+    }

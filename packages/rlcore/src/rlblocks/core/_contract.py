@@ -1,0 +1,168 @@
+"""The dict-tensor contract: key names, ``step_mdp`` and done-flag helpers.
+
+A transition is one TensorDict with the keys below at its root (the state the action was
+taken in) and the consequences under ``"next"``::
+
+    TensorDict({
+        "observation": ..., "action": ..., "done": ..., "terminated": ..., "truncated": ...,
+        "next": {
+            "observation": ..., "reward": ...,
+            "done": ..., "terminated": ..., "truncated": ...,
+        },
+    }, batch_size=[*batch])
+
+Flags are ``bool`` and rewards float, both with a trailing singleton dimension
+(``[*batch, 1]``), and ``done == terminated | truncated`` always.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+
+from rlblocks.core.errors import MissingKeyError
+
+__all__ = [
+    "OBSERVATION",
+    "ACTION",
+    "REWARD",
+    "DONE",
+    "TERMINATED",
+    "TRUNCATED",
+    "NEXT",
+    "RESET",
+    "IS_INIT",
+    "PIXELS",
+    "DONE_KEYS",
+    "step_mdp",
+    "terminated_or_truncated",
+]
+
+OBSERVATION = "observation"
+ACTION = "action"
+REWARD = "reward"
+DONE = "done"
+TERMINATED = "terminated"
+TRUNCATED = "truncated"
+NEXT = "next"
+RESET = "_reset"
+"""Boolean mask ``[*batch, 1]`` passed to ``reset`` of a batched env: which ones to reset."""
+IS_INIT = "is_init"
+"""True on the first step of an episode (written by ``InitTracker``, read by RNNs)."""
+PIXELS = "pixels"
+DONE_KEYS: tuple[str, str, str] = (DONE, TERMINATED, TRUNCATED)
+
+
+def _as_keys(keys: NestedKey | Sequence[NestedKey]) -> list[NestedKey]:
+    # A tuple is one nested key (TensorDict's convention); a list is several keys.
+    if isinstance(keys, (str, tuple)):
+        return [keys]
+    return list(keys)
+
+
+def step_mdp(
+    tensordict: TensorDictBase,
+    *,
+    keep_other: bool = True,
+    exclude_reward: bool = True,
+    exclude_done: bool = False,
+    exclude_action: bool = True,
+    reward_keys: NestedKey | Sequence[NestedKey] = REWARD,
+    done_keys: NestedKey | Sequence[NestedKey] | None = None,
+    action_keys: NestedKey | Sequence[NestedKey] = ACTION,
+) -> TensorDictBase:
+    """Move ``tensordict["next"]`` up one level, ready to pick the next action.
+
+    The result holds the next observation and done flags at its root. The old root
+    observation and done flags are replaced, the action and reward are dropped (by default),
+    and any other root entry (e.g. collector metadata) is kept when ``keep_other``.
+    The input is not modified; tensors are shared, not copied.
+
+    Args:
+        tensordict: A transition with a ``"next"`` entry.
+        keep_other: Keep root entries that ``"next"`` does not overwrite.
+        exclude_reward: Drop ``reward_keys`` from the result.
+        exclude_done: Drop ``done_keys`` from the result.
+        exclude_action: Drop ``action_keys`` from the result.
+        reward_keys: Reward key(s).
+        done_keys: Done flag key(s); ``None`` means :data:`DONE_KEYS`.
+        action_keys: Action key(s).
+
+    Returns:
+        A new TensorDict with the same batch size.
+
+    Raises:
+        MissingKeyError: ``tensordict`` has no ``"next"`` entry.
+
+    Example:
+        >>> td = env.step(env.rand_action(env.reset()))
+        >>> td = step_mdp(td)  # td["observation"] is now the next observation
+    """
+    next_td = tensordict.get(NEXT, None)
+    if next_td is None:
+        raise MissingKeyError(
+            f"step_mdp needs a 'next' entry (the output of env.step), but the TensorDict has "
+            f"keys {sorted(map(str, tensordict.keys()))}. Call env.step(td) first."
+        )
+    if done_keys is None:
+        done_keys = list(DONE_KEYS)
+    dropped = []
+    if exclude_reward:
+        dropped += _as_keys(reward_keys)
+    if exclude_done:
+        dropped += _as_keys(done_keys)
+    next_part = next_td.exclude(*dropped) if dropped else next_td.copy()
+    if not keep_other:
+        if not exclude_action:
+            for key in _as_keys(action_keys):
+                value = tensordict.get(key, None)
+                if value is not None:
+                    next_part.set(key, value)
+        return next_part
+    root_dropped = [NEXT, *_as_keys(reward_keys), *_as_keys(done_keys)]
+    if exclude_action:
+        root_dropped += _as_keys(action_keys)
+    return tensordict.exclude(*root_dropped).update(next_part)
+
+
+def terminated_or_truncated(
+    tensordict: TensorDictBase, *, write_done: bool = False
+) -> torch.Tensor:
+    """Return ``terminated | truncated`` for the flags at the root of ``tensordict``.
+
+    Pass ``td["next"]`` to read the flags a step produced. If neither ``terminated`` nor
+    ``truncated`` is present, ``done`` is returned as is.
+
+    Args:
+        tensordict: Holds ``terminated`` and/or ``truncated`` (or only ``done``).
+        write_done: Also store the result as ``tensordict["done"]``.
+
+    Returns:
+        A ``bool`` tensor shaped like the flags (``[*batch, 1]``).
+
+    Raises:
+        MissingKeyError: None of ``done``, ``terminated``, ``truncated`` is present.
+    """
+    terminated = tensordict.get(TERMINATED, None)
+    truncated = tensordict.get(TRUNCATED, None)
+    if terminated is None and truncated is None:
+        done = tensordict.get(DONE, None)
+        if done is None:
+            raise MissingKeyError(
+                f"terminated_or_truncated needs 'terminated', 'truncated' or 'done', but the "
+                f"TensorDict has keys {sorted(map(str, tensordict.keys()))}. Pass td['next'] "
+                f"to read the flags of a step."
+            )
+        return done.bool()
+    if terminated is None:
+        done = truncated.bool()
+    elif truncated is None:
+        done = terminated.bool()
+    else:
+        done = terminated | truncated
+    if write_done:
+        tensordict.set(DONE, done)
+    return done
