@@ -1,0 +1,81 @@
+"""rlblocks-objectives: what gets trained, and the losses that train it.
+
+- :mod:`rlblocks.objectives.modules`: networks (``MLP``, ``ConvNet``, ``LSTMModule``...),
+  policies and critics (``ProbabilisticActor``, ``ValueOperator``, ``QValueActor``...),
+  distributions and exploration modules.
+- :mod:`rlblocks.objectives.value`: returns and advantages (``GAE``, TD(lambda), TD(0)).
+- Here: the losses (``ClipPPOLoss``, ``SACLoss``, ``DQNLoss``...), each a
+  :class:`LossModule`, and the target-network updaters ``SoftUpdate``/``HardUpdate``.
+
+Every loss is also registered with the plugin system: ``rlblocks.core.make_loss("sac",
+actor_network=..., qvalue_network=...)``.
+"""
+
+from __future__ import annotations
+
+from rlblocks.objectives._keys import (
+    ACTION_VALUE,
+    ADVANTAGE,
+    CHOSEN_ACTION_VALUE,
+    SAMPLE_LOG_PROB,
+    STATE_ACTION_VALUE,
+    STATE_VALUE,
+    TD_ERROR,
+    VALUE_TARGET,
+    TensorKeys,
+)
+from rlblocks.objectives._losses.a2c import A2CLoss, ReinforceLoss
+from rlblocks.objectives._losses.base import HardUpdate, LossModule, SoftUpdate, total_loss
+from rlblocks.objectives._losses.cql import CQLLoss
+from rlblocks.objectives._losses.ddpg import DDPGLoss, TD3Loss
+from rlblocks.objectives._losses.dqn import DQNLoss
+from rlblocks.objectives._losses.offline import BCLoss, IQLLoss
+from rlblocks.objectives._losses.ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
+from rlblocks.objectives._losses.sac import DiscreteSACLoss, SACLoss
+from rlblocks.objectives._version import __version__
+from rlblocks.objectives.errors import (
+    MissingInputError,
+    ObjectiveConfigError,
+    ObjectiveError,
+    ShapeMismatchError,
+)
+from rlblocks.objectives.value import ValueEstimators
+
+__all__ = [
+    "__version__",
+    # losses
+    "LossModule",
+    "PPOLoss",
+    "ClipPPOLoss",
+    "KLPENPPOLoss",
+    "A2CLoss",
+    "ReinforceLoss",
+    "DQNLoss",
+    "DDPGLoss",
+    "TD3Loss",
+    "SACLoss",
+    "DiscreteSACLoss",
+    "IQLLoss",
+    "CQLLoss",
+    "BCLoss",
+    "total_loss",
+    "ValueEstimators",
+    # target networks
+    "SoftUpdate",
+    "HardUpdate",
+    # keys
+    "TensorKeys",
+    "SAMPLE_LOG_PROB",
+    "STATE_VALUE",
+    "STATE_ACTION_VALUE",
+    "ACTION_VALUE",
+    "CHOSEN_ACTION_VALUE",
+    "ADVANTAGE",
+    "VALUE_TARGET",
+    "TD_ERROR",
+    # errors
+    "ObjectiveError",
+    "MissingInputError",
+    "ShapeMismatchError",
+    "ObjectiveConfigError",
+]

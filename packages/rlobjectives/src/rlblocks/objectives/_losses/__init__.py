@@ -1,0 +1,1 @@
+"""Loss implementations (private); the public names are re-exported by rlblocks.objectives."""

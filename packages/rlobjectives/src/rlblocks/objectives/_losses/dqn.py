@@ -1,0 +1,102 @@
+"""Deep Q-learning loss (Mnih et al., 2015), with the double-DQN target as an option."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import Tensor
+
+from rlblocks.objectives._keys import ACTION_VALUE
+from rlblocks.objectives._losses.base import check_distance, distance_loss
+from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
+from rlblocks.objectives.errors import ShapeMismatchError
+
+__all__ = ["DQNLoss", "select_action_values"]
+
+
+def select_action_values(owner: str, values: Tensor, action: Tensor) -> Tensor:
+    """``Q(s, a)`` of the taken actions: ``values [*batch, n]``, one-hot or index actions.
+
+    Returns:
+        ``[*batch, 1]``.
+    """
+    if action.shape == values.shape:  # one-hot
+        return (values * action.to(values.dtype)).sum(-1, keepdim=True)
+    batch = values.shape[:-1]
+    if action.shape in (batch, (*batch, 1)):
+        return values.gather(-1, action.reshape(*batch, 1).long())
+    raise ShapeMismatchError(
+        f"{owner}: the action has shape {list(action.shape)} but the action values have shape "
+        f"{list(values.shape)}; expected a one-hot action {list(values.shape)} or an index "
+        f"{list(batch)} / {[*batch, 1]}"
+    )
+
+
+class DQNLoss(OffPolicyLoss):
+    """The DQN loss ``mean(d(Q(s, a), r + gamma * (1 - terminated) * max_a' Q_target(s', a')))``.
+
+    With ``double_dqn=True`` the next action is chosen by the online network and valued by
+    the target network (van Hasselt et al., 2016). The target network is a frozen copy
+    (``target_value_network``) updated by :class:`SoftUpdate`/:class:`HardUpdate`; with
+    ``delay_value=False`` the online network is used (without gradient).
+
+    Args:
+        value_network: A ``QValueActor`` (writes ``action_value``, one value per action).
+        loss_function: ``"l2"``, ``"l1"`` or ``"smooth_l1"``.
+        delay_value: Keep a target network.
+        double_dqn: Use the double-DQN target.
+        gamma: Discount.
+
+    Returns (per call): ``loss_qvalue`` and diagnostics ``pred_value``, ``target_value``. The batch
+    gets ``td_error`` (``|Q - target|`` per sample) for prioritized replay.
+
+    Example:
+        >>> loss = DQNLoss(QValueActor(MLP(out_features=2), spec=Categorical(2)))
+        >>> updater = HardUpdate(loss, period=500)
+    """
+
+    default_keys: ClassVar = {**OFF_POLICY_KEYS, "action_value": ACTION_VALUE}
+
+    def __init__(
+        self,
+        value_network: TensorDictModuleBase,
+        *,
+        loss_function: str = "l2",
+        delay_value: bool = True,
+        double_dqn: bool = False,
+        gamma: float = 0.99,
+    ) -> None:
+        super().__init__(gamma=gamma)
+        self.value_network = value_network
+        self.loss_function = check_distance("DQNLoss", loss_function)
+        self.delay_value = delay_value
+        self.double_dqn = double_dqn
+        if delay_value:
+            self._register_target("value_network")
+
+    def _required_keys(self, tensordict=None):
+        loss_keys = {"action": self._keys.action, **self._transition_keys()}
+        return loss_keys, self._network_keys(self.value_network, "value network", nested=True)
+
+    def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        key = self._keys.action_value
+        values = self.value_network(tensordict.copy()).get(key)
+        pred = select_action_values("DQNLoss", values, tensordict.get(self._keys.action))
+        with torch.no_grad():
+            target_net = self._target("value_network", self.delay_value)
+            next_values = target_net(self._with_action(tensordict, None, nested=True)).get(key)
+            if self.double_dqn:
+                online = self.value_network(self._with_action(tensordict, None, nested=True))
+                best = online.get(key).argmax(-1, keepdim=True)
+            else:
+                best = next_values.argmax(-1, keepdim=True)
+            next_value = next_values.gather(-1, best)
+        target = self._bootstrap(tensordict, next_value)
+        loss = distance_loss("DQNLoss", pred, target, self.loss_function).mean()
+        self._write_priority(tensordict, [pred], target)
+        return self._output(
+            loss_qvalue=loss, pred_value=pred.detach().mean(), target_value=target.mean()
+        )

@@ -1,0 +1,203 @@
+"""Proximal policy optimization losses (Schulman et al., 2017)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import Tensor
+from torch import distributions as D
+
+from rlblocks.objectives._checks import check_same_shape
+from rlblocks.objectives._losses.base import as_column, reduce_to_batch
+from rlblocks.objectives._losses.policy_gradient import PolicyGradientLoss
+from rlblocks.objectives.errors import ObjectiveConfigError
+
+__all__ = ["PPOLoss", "ClipPPOLoss", "KLPENPPOLoss"]
+
+
+class PPOLoss(PolicyGradientLoss):
+    """The importance-weighted policy gradient that PPO's variants build on.
+
+    ``loss_objective = -mean(r * A)`` with ``r = pi(a|s) / pi_old(a|s)`` (``pi_old`` is
+    ``exp(sample_log_prob)`` from collection), plus an entropy bonus
+    ``loss_entropy = -entropy_coef * H`` and a critic term
+    ``loss_critic = critic_coef * mean(d(V(s), value_target))``. When the batch has no
+    ``advantage``, it is computed first with the value estimator (GAE by default), which
+    also writes ``value_target``.
+
+    Args:
+        actor_network: A probabilistic policy (``ProbabilisticActor``).
+        critic_network: A ``ValueOperator`` writing ``state_value``, or ``None``.
+        entropy_bonus: Add the entropy term.
+        samples_mc_entropy: Samples for the entropy when it has no closed form.
+        entropy_coef: Weight of the entropy term.
+        critic_coef: Weight of the critic term.
+        loss_critic_type: ``"l1"``, ``"l2"`` or ``"smooth_l1"``.
+        normalize_advantage: Standardize the advantage over the batch.
+        clip_value: If set, also clip the value update to ``old +- clip_value`` (PPO2).
+        gamma: Discount of the default value estimator.
+        lmbda: Lambda of the default value estimator.
+
+    Diagnostics: ``entropy``, ``kl_approx`` (mean ``log pi_old - log pi``), ``ESS``
+    (normalized effective sample size of the importance weights).
+
+    Example:
+        >>> loss = PPOLoss(actor, critic)
+        >>> total_loss(loss(batch)).backward()
+    """
+
+    needs_old_log_prob: ClassVar[bool] = True
+
+    def _log_weight(
+        self, tensordict: TensorDictBase, dist: D.Distribution, advantage: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``log pi(a|s) - log pi_old(a|s)`` shaped like the advantage, and its per-sample form."""
+        owner = type(self).__name__
+        new = self._log_prob(dist, tensordict)
+        old = reduce_to_batch(
+            tensordict.get(self._keys.sample_log_prob).detach(), tensordict.batch_dims
+        )
+        check_same_shape(owner, "log pi(a|s)", new, "sample_log_prob", old)
+        log_weight = new - old
+        return as_column(owner, "the log-ratio", log_weight, "advantage", advantage), log_weight
+
+    @staticmethod
+    def _diagnostics(log_weight: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            flat = log_weight.reshape(-1)
+            ess = (2 * flat.logsumexp(0) - (2 * flat).logsumexp(0)).exp() / flat.numel()
+            return {"kl_approx": (-flat).mean(), "ESS": ess}
+
+    def _policy_terms(self, tensordict, dist, advantage):
+        log_weight, per_sample = self._log_weight(tensordict, dist, advantage)
+        gain = log_weight.exp() * advantage
+        return {"loss_objective": -gain.mean(), **self._diagnostics(per_sample)}
+
+
+class ClipPPOLoss(PPOLoss):
+    """PPO with the clipped surrogate objective.
+
+    ``loss_objective = -mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A))``; otherwise as
+    :class:`PPOLoss` (same arguments, plus ``clip_epsilon``). Adds the diagnostic
+    ``clip_fraction`` (share of samples with ``|r - 1| > eps``).
+
+    Args:
+        actor_network: See :class:`PPOLoss`.
+        critic_network: See :class:`PPOLoss`.
+        clip_epsilon: The clipping range ``eps``.
+        **kwargs: The other arguments of :class:`PPOLoss`.
+
+    Example:
+        >>> loss = ClipPPOLoss(actor, critic, clip_epsilon=0.2, entropy_coef=0.01)
+        >>> out = loss(batch)  # loss_objective, loss_critic, loss_entropy, clip_fraction...
+    """
+
+    def __init__(
+        self,
+        actor_network: TensorDictModuleBase,
+        critic_network: TensorDictModuleBase | None = None,
+        *,
+        clip_epsilon: float = 0.2,
+        **kwargs,
+    ) -> None:
+        super().__init__(actor_network, critic_network, **kwargs)
+        if not clip_epsilon > 0:
+            raise ObjectiveConfigError(f"ClipPPOLoss: clip_epsilon must be > 0, got {clip_epsilon}")
+        self.clip_epsilon = clip_epsilon
+
+    def _policy_terms(self, tensordict, dist, advantage):
+        log_weight, per_sample = self._log_weight(tensordict, dist, advantage)
+        ratio = log_weight.exp()
+        eps = self.clip_epsilon
+        gain = torch.minimum(ratio * advantage, ratio.clamp(1 - eps, 1 + eps) * advantage)
+        clip_fraction = ((ratio - 1).abs() > eps).float().mean().detach()
+        return {
+            "loss_objective": -gain.mean(),
+            "clip_fraction": clip_fraction,
+            **self._diagnostics(per_sample),
+        }
+
+
+class KLPENPPOLoss(PPOLoss):
+    """PPO with an adaptive KL penalty instead of clipping.
+
+    ``loss_objective = -mean(r * A) + beta * mean(KL(pi_old || pi))``. ``pi_old`` is
+    rebuilt from the distribution parameters stored in the batch at collection (e.g.
+    ``loc``/``scale``); the KL is analytic when torch knows it, else estimated from
+    ``samples_mc_kl`` samples of ``pi_old``. After each call ``beta`` is multiplied by
+    ``increment`` when the KL exceeds ``1.5 * dtarg`` and by ``decrement`` when it is below
+    ``dtarg / 1.5``.
+
+    Args:
+        actor_network: See :class:`PPOLoss`.
+        critic_network: See :class:`PPOLoss`.
+        dtarg: Target KL.
+        beta: Initial penalty weight.
+        increment: Factor applied to ``beta`` when the KL is too large.
+        decrement: Factor applied to ``beta`` when the KL is too small.
+        samples_mc_kl: Samples for a Monte-Carlo KL.
+        **kwargs: The other arguments of :class:`PPOLoss`.
+
+    Example:
+        >>> loss = KLPENPPOLoss(actor, critic, dtarg=0.01)
+    """
+
+    def __init__(
+        self,
+        actor_network: TensorDictModuleBase,
+        critic_network: TensorDictModuleBase | None = None,
+        *,
+        dtarg: float = 0.01,
+        beta: float = 1.0,
+        increment: float = 2.0,
+        decrement: float = 0.5,
+        samples_mc_kl: int = 1,
+        **kwargs,
+    ) -> None:
+        super().__init__(actor_network, critic_network, **kwargs)
+        if not callable(getattr(actor_network, "build_dist_from_params", None)):
+            raise ObjectiveConfigError(
+                "KLPENPPOLoss: actor_network must rebuild the collection-time distribution "
+                "from stored parameters (a ProbabilisticActor has build_dist_from_params)"
+            )
+        self.dtarg = dtarg
+        self.increment = increment
+        self.decrement = decrement
+        self.samples_mc_kl = samples_mc_kl
+        self.register_buffer("beta", torch.tensor(float(beta)))
+
+    def _required_keys(self, tensordict=None):
+        loss_keys, network_keys = super()._required_keys(tensordict)
+        for key in self.actor_network.dist_params_keys:
+            network_keys.setdefault(key, "actor network, whose pi_old is rebuilt from them")
+        return loss_keys, network_keys
+
+    def _kl(self, old: D.Distribution, new: D.Distribution, batch_dims: int) -> Tensor:
+        try:
+            return reduce_to_batch(D.kl_divergence(old, new), batch_dims)
+        except NotImplementedError:
+            draws = old.sample((self.samples_mc_kl,))
+            diff = old.log_prob(draws) - new.log_prob(draws)
+            return reduce_to_batch(diff, batch_dims + 1).mean(0)
+
+    def _policy_terms(self, tensordict, dist, advantage):
+        log_weight, per_sample = self._log_weight(tensordict, dist, advantage)
+        with torch.no_grad():
+            old = self.actor_network.build_dist_from_params(tensordict.copy())
+        kl = self._kl(old, dist, tensordict.batch_dims).mean()
+        gain = (log_weight.exp() * advantage).mean()
+        beta = self.beta.clone()
+        with torch.no_grad():
+            grow = kl > 1.5 * self.dtarg
+            shrink = kl < self.dtarg / 1.5
+            factor = torch.where(grow, self.increment, torch.where(shrink, self.decrement, 1.0))
+            self.beta.mul_(factor)
+        return {
+            "loss_objective": -gain + beta * kl,
+            "kl": kl.detach(),
+            "beta": beta,
+            **self._diagnostics(per_sample),
+        }

@@ -1,0 +1,51 @@
+"""What gets trained: networks, policies, critics, distributions and exploration.
+
+Everything here is a ``torch.nn.Module``; the policies and critics are TensorDict modules
+built on ``tensordict.nn`` that read and write the keys of the rlblocks contract.
+``OneHotCategorical`` and ``NormalParamExtractor`` are tensordict's, re-exported.
+"""
+
+from __future__ import annotations
+
+from tensordict.nn import NormalParamExtractor, OneHotCategorical
+
+from rlblocks.objectives.modules._actors import (
+    Actor,
+    ActorValueOperator,
+    ProbabilisticActor,
+    QValueActor,
+    QValueModule,
+    ValueOperator,
+)
+from rlblocks.objectives.modules._distributions import TanhDelta, TanhNormal
+from rlblocks.objectives.modules._exploration import (
+    AdditiveGaussianModule,
+    EGreedyModule,
+    OrnsteinUhlenbeckProcessModule,
+)
+from rlblocks.objectives.modules._networks import MLP, ConvNet
+from rlblocks.objectives.modules._rnn import GRUModule, LSTMModule
+
+__all__ = [
+    # networks
+    "MLP",
+    "ConvNet",
+    "LSTMModule",
+    "GRUModule",
+    # policies and critics
+    "Actor",
+    "ProbabilisticActor",
+    "ValueOperator",
+    "QValueModule",
+    "QValueActor",
+    "ActorValueOperator",
+    # distributions
+    "TanhNormal",
+    "TanhDelta",
+    "OneHotCategorical",
+    "NormalParamExtractor",
+    # exploration
+    "EGreedyModule",
+    "AdditiveGaussianModule",
+    "OrnsteinUhlenbeckProcessModule",
+]

@@ -1,0 +1,403 @@
+"""Policy and value wrappers on ``tensordict.nn`` modules.
+
+``Actor``, ``ValueOperator`` and ``QValueModule`` read and write keys of the contract;
+``ProbabilisticActor`` adds a distribution (tensordict's ``ProbabilisticTensorDictModule``)
+that samples under ``ExplorationType.RANDOM`` and acts deterministically otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import (
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+    TensorDictModuleBase,
+    TensorDictSequential,
+    dispatch,
+)
+from tensordict.utils import NestedKey
+from torch import distributions as D
+from torch import nn
+
+from rlblocks.core import ACTION, DEFAULT_EXPLORATION_TYPE, OBSERVATION, ExplorationType
+from rlblocks.core.specs import Bounded, Categorical, Composite, OneHot, TensorSpec
+from rlblocks.objectives._keys import (
+    ACTION_VALUE,
+    CHOSEN_ACTION_VALUE,
+    SAMPLE_LOG_PROB,
+    STATE_ACTION_VALUE,
+    STATE_VALUE,
+)
+from rlblocks.objectives.errors import ObjectiveConfigError
+from rlblocks.objectives.modules._distributions import TanhDelta, TanhNormal
+
+__all__ = [
+    "Actor",
+    "ProbabilisticActor",
+    "ValueOperator",
+    "QValueModule",
+    "QValueActor",
+    "ActorValueOperator",
+    "project_outputs",
+]
+
+
+def _keys(
+    keys: NestedKey | Sequence[NestedKey] | None, default: list[NestedKey]
+) -> list[NestedKey]:
+    if keys is None:
+        return list(default)
+    if isinstance(keys, (str, tuple)):
+        return [keys]
+    return list(keys)
+
+
+def _output_specs(
+    spec: TensorSpec | None, out_keys: Sequence[NestedKey]
+) -> dict[NestedKey, TensorSpec]:
+    """``{out_key: spec}``: a Composite is looked up by key, a leaf spec is the first key's."""
+    if spec is None:
+        return {}
+    if isinstance(spec, Composite):
+        return {k: spec.get(k, None) for k in out_keys if spec.get(k, None) is not None}
+    return {out_keys[0]: spec}
+
+
+def project_outputs(tensordict: TensorDictBase, specs: dict[NestedKey, TensorSpec]) -> None:
+    """Replace each ``tensordict[key]`` by its projection into ``specs[key]``, in place."""
+    for key, spec in specs.items():
+        value = tensordict.get(key, None)
+        if value is not None:
+            tensordict.set(key, spec.project(value))
+
+
+def _as_td_module(
+    module: nn.Module | Callable, in_keys: list[NestedKey], out_keys: list[NestedKey]
+) -> TensorDictModuleBase:
+    if isinstance(module, TensorDictModuleBase):
+        return module
+    return TensorDictModule(module, in_keys=in_keys, out_keys=out_keys)
+
+
+class Actor(TensorDictModule):
+    """A deterministic policy: ``action = module(observation)``.
+
+    Args:
+        module: A network taking the ``in_keys`` tensors.
+        in_keys: Keys read (default ``["observation"]``).
+        out_keys: Keys written (default ``["action"]``).
+        spec: Spec of the action (or a ``Composite`` keyed by out key).
+        safe: Project the outputs into ``spec`` (e.g. clamp into a ``Bounded`` box).
+
+    Example:
+        >>> actor = Actor(MLP(out_features=2), spec=Bounded(-1.0, 1.0, shape=(2,)), safe=True)
+        >>> actor(TensorDict(observation=torch.randn(4, 3), batch_size=[4]))["action"].shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(
+        self,
+        module: nn.Module | Callable,
+        in_keys: NestedKey | Sequence[NestedKey] | None = None,
+        out_keys: NestedKey | Sequence[NestedKey] | None = None,
+        *,
+        spec: TensorSpec | None = None,
+        safe: bool = False,
+    ) -> None:
+        out = _keys(out_keys, [ACTION])
+        super().__init__(module, in_keys=_keys(in_keys, [OBSERVATION]), out_keys=out)
+        self.spec = spec
+        self.safe = safe
+        if safe and spec is None:
+            raise ObjectiveConfigError("Actor: safe=True needs a spec to project into")
+        self._specs = _output_specs(spec, out) if safe else {}
+
+    @dispatch(auto_batch_size=False)
+    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
+        """Run the network and, with ``safe=True``, project the outputs into the spec."""
+        out = super().forward(tensordict, *args, **kwargs)
+        project_outputs(out, self._specs)
+        return out
+
+
+class _ProjectingSequential(ProbabilisticTensorDictSequential):
+    """A probabilistic pipeline that projects its outputs into ``_specs`` (empty: no-op)."""
+
+    _specs: dict[NestedKey, TensorSpec] = {}  # noqa: RUF012 (replaced per instance)
+
+    @dispatch(auto_batch_size=False)
+    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
+        """Compute the parameters, sample (or act deterministically), project if ``safe``."""
+        out = super().forward(tensordict, *args, **kwargs)
+        project_outputs(out, self._specs)
+        return out
+
+
+class ProbabilisticActor(_ProjectingSequential):
+    """A stochastic policy: a network writing distribution parameters, then a sampler.
+
+    Under ``ExplorationType.RANDOM`` (the default when nothing is set) the action is sampled;
+    under ``DETERMINISTIC``/``MODE``/``MEAN`` the distribution's deterministic value is used.
+
+    Args:
+        module: A TensorDict module writing the distribution parameters (e.g. ``loc`` and
+            ``scale`` from an ``MLP`` followed by ``NormalParamExtractor``).
+        in_keys: The parameter keys the distribution reads, e.g. ``["loc", "scale"]`` (or a
+            dict ``{distribution kwarg: key}``).
+        out_keys: Keys of the sample (default ``["action"]``).
+        spec: Spec of the action. For :class:`TanhNormal`/:class:`TanhDelta` with a
+            ``Bounded`` spec, ``low``/``high`` default to the spec's bounds.
+        safe: Project the sampled action into ``spec`` (the logged log-probability is that
+            of the sample before projection).
+        distribution_class: A ``torch.distributions`` class (or factory).
+        distribution_kwargs: Extra keyword arguments of ``distribution_class``.
+        return_log_prob: Also write the sample's log-probability at ``log_prob_key``.
+        log_prob_key: Where the log-probability goes (default ``"sample_log_prob"``).
+        default_interaction_type: The exploration type used when none is set.
+
+    Example:
+        >>> net = TensorDictModule(
+        ...     nn.Sequential(MLP(out_features=4), NormalParamExtractor()),
+        ...     in_keys=["observation"], out_keys=["loc", "scale"],
+        ... )
+        >>> actor = ProbabilisticActor(net, ["loc", "scale"], distribution_class=TanhNormal,
+        ...                            return_log_prob=True)
+    """
+
+    def __init__(
+        self,
+        module: TensorDictModuleBase,
+        in_keys: NestedKey | Sequence[NestedKey] | dict[str, NestedKey],
+        out_keys: NestedKey | Sequence[NestedKey] | None = None,
+        *,
+        spec: TensorSpec | None = None,
+        safe: bool = False,
+        distribution_class: type[D.Distribution] | Callable[..., D.Distribution] = TanhNormal,
+        distribution_kwargs: dict[str, Any] | None = None,
+        return_log_prob: bool = False,
+        log_prob_key: NestedKey = SAMPLE_LOG_PROB,
+        default_interaction_type: ExplorationType = DEFAULT_EXPLORATION_TYPE,
+    ) -> None:
+        out = _keys(out_keys, [ACTION])
+        kwargs = dict(distribution_kwargs or {})
+        if (
+            distribution_class in (TanhNormal, TanhDelta)
+            and isinstance(spec, Bounded)
+            and "low" not in kwargs
+            and "high" not in kwargs
+        ):
+            kwargs.update(low=spec.low, high=spec.high)
+        if not isinstance(in_keys, dict):
+            in_keys = _keys(in_keys, [])
+        sampler = ProbabilisticTensorDictModule(
+            in_keys=in_keys,
+            out_keys=out,
+            distribution_class=distribution_class,
+            distribution_kwargs=kwargs,
+            return_log_prob=return_log_prob,
+            log_prob_key=log_prob_key,
+            default_interaction_type=default_interaction_type,
+        )
+        super().__init__(module, sampler)
+        self.spec = spec
+        self.safe = safe
+        if safe and spec is None:
+            raise ObjectiveConfigError("ProbabilisticActor: safe=True needs a spec to project into")
+        self._specs = _output_specs(spec, out) if safe else {}
+
+
+class ValueOperator(TensorDictModule):
+    """A critic: ``state_value = V(observation)`` or ``state_action_value = Q(obs, action)``.
+
+    Args:
+        module: The network.
+        in_keys: Keys read (default ``["observation"]``).
+        out_keys: Keys written; by default ``["state_action_value"]`` when ``"action"`` is an
+            input, else ``["state_value"]``.
+
+    Example:
+        >>> critic = ValueOperator(MLP(out_features=1))
+        >>> qvalue = ValueOperator(QNet(), in_keys=["observation", "action"])
+    """
+
+    def __init__(
+        self,
+        module: nn.Module | Callable,
+        in_keys: NestedKey | Sequence[NestedKey] | None = None,
+        out_keys: NestedKey | Sequence[NestedKey] | None = None,
+    ) -> None:
+        ins = _keys(in_keys, [OBSERVATION])
+        default_out = STATE_ACTION_VALUE if ACTION in ins else STATE_VALUE
+        super().__init__(module, in_keys=ins, out_keys=_keys(out_keys, [default_out]))
+
+
+_ACTION_SPACES = ("one_hot", "categorical")
+
+
+class QValueModule(TensorDictModuleBase):
+    """Greedy action from per-action values: ``action``, ``action_value``, ``chosen_action_value``.
+
+    Args:
+        spec: The action spec: ``OneHot`` gives one-hot actions, ``Categorical`` indices.
+        action_space: ``"one_hot"`` or ``"categorical"`` when no spec is given.
+        action_value_key: Where the per-action values are read.
+        out_keys: ``[action, action_value, chosen_action_value]`` keys.
+        action_mask_key: Optional boolean mask of allowed actions (``[*batch, n]``).
+
+    Example:
+        >>> qmodule = QValueModule(spec=Categorical(4))
+        >>> td = qmodule(TensorDict(action_value=torch.randn(8, 4), batch_size=[8]))
+        >>> td["action"].shape, td["chosen_action_value"].shape
+        (torch.Size([8]), torch.Size([8, 1]))
+    """
+
+    def __init__(
+        self,
+        spec: TensorSpec | None = None,
+        action_space: str | None = None,
+        *,
+        action_value_key: NestedKey = ACTION_VALUE,
+        out_keys: Sequence[NestedKey] | None = None,
+        action_mask_key: NestedKey | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(spec, Composite):
+            spec = spec.get(ACTION)
+        if action_space is None:
+            if isinstance(spec, OneHot):
+                action_space = "one_hot"
+            elif isinstance(spec, Categorical):
+                action_space = "categorical"
+        if action_space not in _ACTION_SPACES:
+            raise ObjectiveConfigError(
+                f"QValueModule needs a OneHot or Categorical spec, or action_space in "
+                f"{_ACTION_SPACES}; got spec={spec!r}, action_space={action_space!r}"
+            )
+        self.spec = spec
+        self.action_space = action_space
+        self.action_value_key = action_value_key
+        self.action_mask_key = action_mask_key
+        self.in_keys = [action_value_key] + ([action_mask_key] if action_mask_key else [])
+        self.out_keys = _keys(out_keys, [ACTION, action_value_key, CHOSEN_ACTION_VALUE])
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Write the greedy action and its value."""
+        values = tensordict.get(self.action_value_key)
+        if self.action_mask_key is not None:
+            mask = tensordict.get(self.action_mask_key)
+            values = values.masked_fill(~mask.bool(), float("-inf"))
+        greedy = values.argmax(-1, keepdim=True)
+        chosen = tensordict.get(self.action_value_key).gather(-1, greedy)
+        if self.action_space == "one_hot":
+            dtype = self.spec.dtype if self.spec is not None else torch.long
+            action = torch.zeros_like(values, dtype=dtype).scatter_(-1, greedy, 1)
+        else:
+            action = greedy.squeeze(-1)
+            if self.spec is not None:
+                # A Categorical spec of shape (1,) keeps a trailing singleton dim.
+                action = action.reshape(*values.shape[:-1], *self.spec.shape)
+                action = action.to(self.spec.dtype)
+        action_key, value_key, chosen_key = self.out_keys
+        tensordict.set(action_key, action)
+        tensordict.set(value_key, tensordict.get(self.action_value_key))
+        tensordict.set(chosen_key, chosen)
+        return tensordict
+
+
+class QValueActor(TensorDictSequential):
+    """A value network writing ``action_value``, followed by a greedy :class:`QValueModule`.
+
+    Args:
+        module: Network mapping observations to one value per action (or a TensorDict
+            module writing ``action_value_key``).
+        in_keys: Keys the network reads (default ``["observation"]``).
+        spec: Action spec (``OneHot`` or ``Categorical``).
+        action_space: ``"one_hot"`` or ``"categorical"`` when no spec is given.
+        action_value_key: Key of the per-action values.
+        action_mask_key: Optional mask of allowed actions.
+
+    Example:
+        >>> actor = QValueActor(MLP(out_features=4), spec=Categorical(4))
+        >>> actor(TensorDict(observation=torch.randn(8, 3), batch_size=[8]))["action"]
+    """
+
+    def __init__(
+        self,
+        module: nn.Module | Callable,
+        in_keys: NestedKey | Sequence[NestedKey] | None = None,
+        *,
+        spec: TensorSpec | None = None,
+        action_space: str | None = None,
+        action_value_key: NestedKey = ACTION_VALUE,
+        action_mask_key: NestedKey | None = None,
+    ) -> None:
+        net = _as_td_module(module, _keys(in_keys, [OBSERVATION]), [action_value_key])
+        qmodule = QValueModule(
+            spec,
+            action_space,
+            action_value_key=action_value_key,
+            action_mask_key=action_mask_key,
+        )
+        super().__init__(net, qmodule)
+        self.spec = qmodule.spec
+        self.action_space = qmodule.action_space
+        self.action_value_key = action_value_key
+
+
+class ActorValueOperator(TensorDictSequential):
+    """A shared trunk feeding a policy head and a value head.
+
+    Calling it runs all three. :meth:`get_policy_operator` and :meth:`get_value_operator`
+    return trunk+head pipelines that share the parameters, to give to a collector and to a
+    loss.
+
+    Args:
+        common_operator: The trunk (writes e.g. ``"hidden"``).
+        policy_operator: The policy head (reads the trunk's output); may be probabilistic.
+        value_operator: The value head.
+
+    Example:
+        >>> trunk = TensorDictModule(MLP(out_features=32), ["observation"], ["hidden"])
+        >>> policy_head = ProbabilisticActor(...)  # reads "hidden"
+        >>> value_head = ValueOperator(MLP(out_features=1), in_keys=["hidden"])
+        >>> model = ActorValueOperator(trunk, policy_head, value_head)
+        >>> policy, critic = model.get_policy_operator(), model.get_value_operator()
+    """
+
+    def __init__(
+        self,
+        common_operator: TensorDictModuleBase,
+        policy_operator: TensorDictModuleBase,
+        value_operator: TensorDictModuleBase,
+    ) -> None:
+        super().__init__(common_operator, policy_operator, value_operator)
+
+    def get_policy_operator(self) -> TensorDictSequential:
+        """Trunk followed by the policy head (probabilistic if the head is)."""
+        trunk, head = self.module[0], self.module[1]
+        if isinstance(head, ProbabilisticTensorDictSequential):
+            # Flattened: tensordict cannot build the distribution of a nested pipeline
+            # whose last stage has its own deterministic part.
+            policy = _ProjectingSequential(trunk, *head.module)
+            policy._specs = getattr(head, "_specs", {})
+            return policy
+        if isinstance(head, ProbabilisticTensorDictModule):
+            return ProbabilisticTensorDictSequential(trunk, head)
+        return TensorDictSequential(trunk, head)
+
+    def get_value_operator(self) -> TensorDictSequential:
+        """Trunk followed by the value head."""
+        return TensorDictSequential(self.module[0], self.module[2])
+
+    def get_policy_head(self) -> TensorDictModuleBase:
+        """The policy head alone."""
+        return self.module[1]
+
+    def get_value_head(self) -> TensorDictModuleBase:
+        """The value head alone."""
+        return self.module[2]

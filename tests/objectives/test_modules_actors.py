@@ -1,0 +1,151 @@
+"""Policies and critics: keys, specs, exploration types, shared trunks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+
+from rlblocks.core import ExplorationType, set_exploration_type
+from rlblocks.core.specs import Bounded, Categorical, OneHot
+from rlblocks.objectives.errors import ObjectiveConfigError
+from rlblocks.objectives.modules import (
+    MLP,
+    Actor,
+    ActorValueOperator,
+    ProbabilisticActor,
+    QValueActor,
+    QValueModule,
+    TanhNormal,
+    ValueOperator,
+)
+
+
+def observations(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDict(observation=torch.randn(n, 3, generator=g), batch_size=[n])
+
+
+def test_actor_keys_and_safe_projection():
+    actor = Actor(nn.Linear(3, 2), spec=Bounded(-0.1, 0.1, shape=(2,)), safe=True)
+    assert actor.in_keys == ["observation"] and actor.out_keys == ["action"]
+    with torch.no_grad():
+        actor.module.bias.fill_(5.0)
+    action = actor(observations())["action"]
+    assert torch.equal(action, torch.full((5, 2), 0.1))
+    unsafe = Actor(actor.module, spec=actor.spec)
+    assert (unsafe(observations())["action"] > 0.1).any()
+    assert actor(observation=torch.zeros(2, 3)).shape == (2, 2)  # plain-tensor call
+    with pytest.raises(ObjectiveConfigError, match="needs a spec"):
+        Actor(nn.Linear(3, 2), safe=True)
+
+
+def tanh_actor(spec=None, **kwargs):
+    torch.manual_seed(0)
+    net = TensorDictModule(
+        nn.Sequential(nn.Linear(3, 4), NormalParamExtractor()), ["observation"], ["loc", "scale"]
+    )
+    return ProbabilisticActor(
+        net, ["loc", "scale"], spec=spec, distribution_class=TanhNormal, **kwargs
+    )
+
+
+def test_probabilistic_actor_takes_bounds_from_spec_and_logs_probability():
+    spec = Bounded(torch.tensor([0.0, -5.0]), torch.tensor([1.0, 5.0]))
+    actor = tanh_actor(spec, return_log_prob=True)
+    td = actor(observations(200))
+    action = td["action"]
+    assert spec.is_in(action)
+    assert (action[:, 1].abs() > 1.0).any()  # the [-5, 5] bound was used, not [-1, 1]
+    dist = actor.get_dist(observations(200))
+    torch.testing.assert_close(td["sample_log_prob"], dist.log_prob(action), atol=1e-4, rtol=1e-4)
+    assert td["sample_log_prob"].shape == (200,)
+
+
+def test_probabilistic_actor_respects_exploration_type():
+    actor = tanh_actor()
+    first, second = actor(observations())["action"], actor(observations())["action"]
+    assert not torch.equal(first, second)  # RANDOM is the default: samples
+    expected = torch.tanh(actor.module[0](observations())["loc"])
+    for kind in (ExplorationType.DETERMINISTIC, ExplorationType.MODE, ExplorationType.MEAN):
+        with set_exploration_type(kind):
+            torch.testing.assert_close(actor(observations())["action"], expected)
+    with set_exploration_type(ExplorationType.RANDOM):
+        assert not torch.equal(actor(observations())["action"], expected)
+
+
+def test_probabilistic_actor_safe_projection():
+    spec = Bounded(-0.5, 0.5, shape=(2,))
+    torch.manual_seed(0)
+    net = TensorDictModule(
+        nn.Sequential(nn.Linear(3, 4), NormalParamExtractor()), ["observation"], ["loc", "scale"]
+    )
+    actor = ProbabilisticActor(
+        net, ["loc", "scale"], spec=spec, safe=True, distribution_class=torch.distributions.Normal
+    )
+    assert spec.is_in(actor(observations(100))["action"])
+
+
+def test_value_operator_default_keys():
+    assert ValueOperator(nn.Linear(3, 1)).out_keys == ["state_value"]
+    q = ValueOperator(MLP(5, 1, num_cells=[4]), in_keys=["observation", "action"])
+    assert q.out_keys == ["state_action_value"]
+    td = observations()
+    td["action"] = torch.zeros(5, 2)
+    assert q(td)["state_action_value"].shape == (5, 1)
+
+
+def test_qvalue_module_categorical_one_hot_and_mask():
+    values = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]])
+    td = TensorDict(action_value=values.clone(), batch_size=[2])
+    QValueModule(spec=Categorical(3))(td)
+    assert td["action"].tolist() == [1, 2]
+    assert td["chosen_action_value"].tolist() == [[3.0], [5.0]]
+    td = QValueModule(spec=OneHot(3))(TensorDict(action_value=values.clone(), batch_size=[2]))
+    assert td["action"].dtype == torch.bool
+    assert td["action"].int().tolist() == [[0, 1, 0], [0, 0, 1]]
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    td = TensorDict(action_value=values.clone(), mask=mask, batch_size=[2])
+    QValueModule(spec=Categorical(3), action_mask_key="mask")(td)
+    assert td["action"].tolist() == [2, 0]
+    assert td["chosen_action_value"].tolist() == [[2.0], [0.0]]
+    shaped = QValueModule(spec=Categorical(3, shape=(1,)))
+    assert shaped(TensorDict(action_value=values, batch_size=[2]))["action"].shape == (2, 1)
+    with pytest.raises(ObjectiveConfigError, match="OneHot or Categorical"):
+        QValueModule()
+
+
+def test_qvalue_actor():
+    torch.manual_seed(0)
+    actor = QValueActor(nn.Linear(3, 4), spec=Categorical(4))
+    td = actor(observations())
+    assert td["action"].shape == (5,)
+    torch.testing.assert_close(td["action"], td["action_value"].argmax(-1))
+    assert actor.action_space == "categorical"
+
+
+def test_actor_value_operator_shares_the_trunk():
+    torch.manual_seed(0)
+    trunk = TensorDictModule(nn.Linear(3, 8), ["observation"], ["hidden"])
+    head = ProbabilisticActor(
+        TensorDictModule(
+            nn.Sequential(nn.Linear(8, 4), NormalParamExtractor()), ["hidden"], ["loc", "scale"]
+        ),
+        ["loc", "scale"],
+        return_log_prob=True,
+    )
+    value_head = ValueOperator(nn.Linear(8, 1), in_keys=["hidden"])
+    model = ActorValueOperator(trunk, head, value_head)
+    td = model(observations())
+    assert {"hidden", "action", "sample_log_prob", "state_value"} <= set(td.keys())
+    policy, critic = model.get_policy_operator(), model.get_value_operator()
+    dist = policy.get_dist(observations())
+    assert isinstance(dist, TanhNormal)
+    value = critic(observations())["state_value"]
+    value.sum().backward()
+    assert trunk.module.weight.grad is not None
+    policy_params = {id(p) for p in policy.parameters()}
+    assert id(trunk.module.weight) in policy_params
+    assert model.get_policy_head() is head and model.get_value_head() is value_head
