@@ -1,0 +1,425 @@
+"""Replay buffers: a storage, a sampler and a writer put together."""
+
+from __future__ import annotations
+
+import io
+import os
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlblocks.buffers._checkpoint import CheckpointWriter, atomic_folder, read_checkpoint
+from rlblocks.buffers._collate import default_collate
+from rlblocks.buffers._rows import to_numpy
+from rlblocks.buffers._samplers import RandomSampler, Sampler, empty_error
+from rlblocks.buffers._segment_tree import as_index_array
+from rlblocks.buffers._storages import ListStorage, Storage, check_positive_int
+from rlblocks.buffers._writers import RoundRobinWriter, Writer
+from rlblocks.buffers.errors import CheckpointError, NotShareableError
+
+__all__ = ["ReplayBuffer"]
+
+
+def _check_component(value: Any, kind: type, name: str) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(
+            f"ReplayBuffer: {name} must be a {kind.__name__} (e.g. from rlblocks.buffers), got "
+            f"{type(value).__name__}"
+        )
+
+
+class ReplayBuffer:
+    """A replay buffer for any data: tensors, numpy arrays, dicts, pytrees, Python objects.
+
+    Args:
+        storage: Where elements are kept. Defaults to ``ListStorage(1000)``.
+        sampler: Which elements a batch holds. Defaults to :class:`RandomSampler`.
+        writer: Where new elements go. Defaults to :class:`RoundRobinWriter`.
+        batch_size: Default batch size of :meth:`sample` and of iteration.
+        collate_fn: Turns what the storage returns into a batch. Defaults to stacking
+            elements for a ListStorage (tensors, arrays, dicts and tuples of them) and to
+            nothing for tensor storages (which return batches already).
+        prefetch: Sample this many batches ahead in a background thread (needs
+            ``batch_size``). Prefetched batches may miss elements added since, and carry
+            importance weights from when they were drawn.
+        transform: Applied to every sampled batch.
+
+    Example:
+        >>> import torch
+        >>> from rlblocks.buffers import LazyTensorStorage, ReplayBuffer
+        >>> rb = ReplayBuffer(storage=LazyTensorStorage(100), batch_size=8)
+        >>> _ = rb.extend({"obs": torch.randn(10, 4), "reward": torch.zeros(10)})
+        >>> rb.sample()["obs"].shape
+        torch.Size([8, 4])
+    """
+
+    #: Top-level TensorDict keys that the buffer itself adds to samples and never stores.
+    _ignore: frozenset = frozenset()
+
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        sampler: Sampler | None = None,
+        writer: Writer | None = None,
+        batch_size: int | None = None,
+        collate_fn: Callable[[Any], Any] | None = None,
+        prefetch: int | None = None,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        storage = storage if storage is not None else self._default_storage()
+        sampler = sampler if sampler is not None else RandomSampler()
+        writer = writer if writer is not None else RoundRobinWriter()
+        _check_component(storage, Storage, "storage")
+        _check_component(sampler, Sampler, "sampler")
+        _check_component(writer, Writer, "writer")
+        who = type(self).__name__
+        sampler.check_storage(storage, who)
+        writer.register_storage(storage)
+        self._storage, self._sampler, self._writer = storage, sampler, writer
+        self._batch_size = (
+            None if batch_size is None else check_positive_int(batch_size, "batch_size", who)
+        )
+        if prefetch is not None:
+            prefetch = check_positive_int(prefetch, "prefetch", who)
+            if self._batch_size is None:
+                raise ValueError(f"{who}: prefetch needs a batch_size to sample ahead with")
+        self._prefetch = prefetch
+        if collate_fn is None and not storage.assembles:
+            collate_fn = default_collate
+        self._collate_fn = collate_fn
+        self._transform = transform
+        self._executor: ThreadPoolExecutor | None = None
+        self._queue: deque[Future] = deque()
+
+    def _default_storage(self) -> Storage:
+        return ListStorage(1000)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(storage={self._storage!r}, sampler={self._sampler!r}, "
+            f"writer={self._writer!r}, batch_size={self._batch_size})"
+        )
+
+    def __len__(self) -> int:
+        return len(self._storage)
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    @property
+    def sampler(self) -> Sampler:
+        return self._sampler
+
+    @property
+    def writer(self) -> Writer:
+        return self._writer
+
+    @property
+    def batch_size(self) -> int | None:
+        return self._batch_size
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add(self, data: Any) -> int:
+        """Store one element; return its position (-1 if the writer did not keep it).
+
+        Raises:
+            StorageLayoutError: ``data`` does not match the storage; nothing is written.
+        """
+        return int(self._write(data, batched=False, who=f"{type(self).__name__}.add")[0])
+
+    def extend(self, data: Any) -> torch.Tensor:
+        """Store a batch of elements (first dimension, or a list of elements).
+
+        Returns:
+            The position of each element, -1 for those not kept (a batch larger than the
+            storage, or elements a max-value writer rejected).
+
+        Raises:
+            StorageLayoutError: Keys, shapes or dtypes do not match the storage; the error
+                names the key, what is stored and what was given. Nothing is written.
+        """
+        return self._write(data, batched=True, who=f"{type(self).__name__}.extend")
+
+    def _write(self, data: Any, batched: bool, who: str) -> torch.Tensor:
+        storage = self._storage
+        with storage.lock():
+            batch = storage.prepare(data, batched=batched, ignore=self._ignore, who=who)
+            priorities = self._priorities_of(data, batch, who)
+            self._sampler.sync(storage)
+            index = self._writer.extend(batch)
+            kept = index
+            if index.numel() and int(index.min()) < 0:
+                kept = index[index >= 0]
+                if priorities is not None:
+                    priorities = priorities[index.numpy() >= 0]
+            self._sampler.extend(kept)
+            if priorities is not None and kept.numel():
+                self._sampler.update_priority(kept, priorities)
+        return index
+
+    def _priorities_of(self, data: Any, batch: Any, who: str) -> np.ndarray | None:
+        """Priorities given with the data (prioritized TensorDict buffers), checked."""
+        return None
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _resolve_batch_size(self, batch_size: int | None, who: str) -> int:
+        if batch_size is None:
+            if self._batch_size is None:
+                raise ValueError(
+                    f"{who}: no batch_size; pass sample(batch_size=...) or build the buffer "
+                    f"with batch_size=..."
+                )
+            return self._batch_size
+        return check_positive_int(batch_size, "batch_size", who)
+
+    def sample(self, batch_size: int | None = None, return_info: bool = False) -> Any:
+        """Draw a batch.
+
+        Args:
+            batch_size: Defaults to the buffer's ``batch_size``.
+            return_info: Also return the ``info`` dict (``"index"``, and ``"_weight"`` for
+                prioritized sampling).
+
+        Returns:
+            The batch, or ``(batch, info)``.
+
+        Raises:
+            EmptyBufferError: The buffer is empty.
+        """
+        who = f"{type(self).__name__}.sample"
+        batch_size = self._resolve_batch_size(batch_size, who)
+        if self._prefetch and batch_size == self._batch_size:
+            data, info = self._prefetched(batch_size)
+        else:
+            data, info = self._sample(batch_size)
+        return (data, info) if return_info else data
+
+    def _sample(self, batch_size: int) -> tuple[Any, dict[str, Any]]:
+        storage = self._storage
+        with storage.lock():
+            if len(storage) == 0:
+                raise empty_error(f"{type(self).__name__}.sample")
+            self._sampler.sync(storage)
+            index, info = self._sampler.sample(storage, batch_size)
+            info["index"] = index
+            data = self._fetch(index, info)
+        if self._transform is not None:
+            data = self._transform(data)
+        return data, info
+
+    def _fetch(self, index: torch.Tensor, info: dict[str, Any]) -> Any:
+        data = self._storage.get(index)
+        return data if self._collate_fn is None else self._collate_fn(data)
+
+    def _prefetched(self, batch_size: int) -> tuple[Any, dict[str, Any]]:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="rlblocks-prefetch")
+            weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
+        while len(self._queue) <= self._prefetch:
+            self._queue.append(self._executor.submit(self._sample, batch_size))
+        future = self._queue.popleft()
+        try:
+            return future.result()
+        except BaseException:
+            self._drop_prefetched()  # those were drawn from the same state: drop them too
+            raise
+
+    def _drop_prefetched(self) -> None:
+        queue, self._queue = self._queue, deque()
+        for future in queue:
+            future.cancel()
+        for future in queue:
+            if not future.cancelled():
+                future.exception()  # wait, so that no draw overlaps what comes next
+
+    def __iter__(self) -> Iterator[Any]:
+        """Batches of ``batch_size``: one epoch for samplers with epochs, else
+        ``len(self) // batch_size`` batches (at least one); nothing if the buffer is empty."""
+        batch_size = self._resolve_batch_size(None, f"iter({type(self).__name__})")
+        if len(self) == 0:
+            return
+        if self._sampler.has_epochs:
+            while True:
+                yield self._sample(batch_size)[0]
+                if self._sampler.ran_out:
+                    return
+        for _ in range(max(1, len(self) // batch_size)):
+            yield self.sample()
+
+    def __getitem__(self, index: int | slice | torch.Tensor | np.ndarray) -> Any:
+        """The stored elements at ``index`` (positions in ``[0, len)``), collated."""
+        n = len(self)
+        if isinstance(index, slice):
+            positions = np.arange(n)[index]
+        else:
+            if isinstance(index, torch.Tensor):
+                index = to_numpy(index)
+            positions = np.asarray(index)
+            if positions.ndim == 0 and positions.dtype.kind in "iu" and positions < 0:
+                positions = positions + n
+        idx = torch.from_numpy(as_index_array(positions, n, f"{type(self).__name__}[...]"))
+        with self._storage.lock():
+            data = self._fetch(idx, {"index": idx})
+        if isinstance(index, (int, np.integer)):
+            return data[0]
+        return data
+
+    # -- priorities ------------------------------------------------------------------------
+
+    def update_priority(self, index: Any, priority: Any) -> None:
+        """Set the priorities of the elements at ``index`` (prioritized samplers only).
+
+        Raises:
+            PriorityError: A priority is negative, NaN or infinite; nothing is updated.
+            BufferIndexError: An index is not a stored position.
+            ReplayBufferError: The sampler has no priorities.
+        """
+        with self._storage.lock():
+            self._sampler.update_priority(index, priority, limit=len(self))
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def empty(self) -> None:
+        """Remove every element (and forget priorities and the writer's state)."""
+        # Drop prefetched draws first: they need the lock to finish.
+        self._drop_prefetched()
+        with self._storage.lock():
+            self._storage.empty()
+            self._sampler.empty()
+            self._writer.empty()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._storage.shared and not self._writer.shareable:
+            raise NotShareableError(
+                f"{type(self).__name__}: {type(self._writer).__name__} keeps its state in "
+                f"this process, so it cannot write into a shared storage from another one. "
+                f"Fix: use RoundRobinWriter for buffers extended by several processes."
+            )
+        state = self.__dict__.copy()
+        state["_executor"] = None
+        state["_queue"] = deque()
+        return state
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole content (elements, priorities, writer state), for ``torch.save``."""
+        with self._storage.lock():
+            return {
+                "storage": self._storage.state_dict(),
+                "sampler": self._sampler.state_dict(),
+                "writer": self._writer.state_dict(),
+            }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the content by ``state``; on any error the buffer is unchanged.
+
+        Raises:
+            CheckpointError: ``state`` is malformed or does not fit this buffer.
+        """
+        who = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict) or not {"storage", "sampler", "writer"} <= set(state):
+            raise CheckpointError(f"{who}: expected a dict with storage, sampler and writer")
+        length = state["storage"].get("len") if isinstance(state["storage"], dict) else None
+        self._load(
+            who,
+            length,
+            lambda: self._storage.stage_state(state["storage"], who),
+            state["sampler"],
+            state["writer"],
+        )
+
+    def _load(
+        self,
+        who: str,
+        length: Any,
+        stage_storage: Callable[[], Callable[[], None]],
+        sampler_state: Any,
+        writer_state: Any,
+    ) -> None:
+        if not isinstance(length, int) or not 0 <= length <= self._storage.max_size:
+            raise CheckpointError(f"{who}: the saved storage length {length!r} is invalid")
+        self._drop_prefetched()  # before the lock, which prefetched draws need to finish
+        with self._storage.lock():
+            # Cheap checks first; the storage allocates, so it comes last.
+            commits = [
+                self._sampler.stage_state(sampler_state, who, length),
+                self._writer.stage_state(writer_state, who, length),
+            ]
+            commits.append(stage_storage())
+            for commit in commits:
+                commit()
+
+    def dumps(self, path: str | os.PathLike) -> None:
+        """Save the buffer to the folder ``path``, atomically.
+
+        The folder is written under a temporary name and renamed into place when complete;
+        an existing checkpoint at ``path`` is replaced only then.
+
+        Raises:
+            CheckpointError: ``path`` exists and is not a checkpoint.
+        """
+        with self._storage.lock(), atomic_folder(path) as folder:
+            writer = CheckpointWriter(folder)
+            storage_meta = self._storage.dump(writer)
+            components = io.BytesIO()
+            torch.save(
+                {"sampler": self._sampler.state_dict(), "writer": self._writer.state_dict()},
+                components,
+            )
+            writer.write("components.pt", [components.getbuffer()])
+            writer.write_meta(
+                {
+                    "buffer": type(self).__name__,
+                    "storage": storage_meta,
+                    "sampler": type(self._sampler).__name__,
+                    "writer": type(self._writer).__name__,
+                }
+            )
+
+    def loads(self, path: str | os.PathLike) -> None:
+        """Load a folder written by :meth:`dumps`; on any error the buffer is unchanged.
+
+        Every file's size and checksum is checked before anything is replaced.
+
+        Raises:
+            CheckpointError: The checkpoint is missing, partial or corrupt, or was made by a
+                buffer with another kind of storage, sampler or writer.
+        """
+        who = f"{type(self).__name__}.loads"
+        folder, meta = read_checkpoint(path)
+        storage_meta = meta.get("storage")
+        if not isinstance(storage_meta, dict):
+            raise CheckpointError(f"{who}: the checkpoint describes no storage")
+        for kind, component in (("sampler", self._sampler), ("writer", self._writer)):
+            if meta.get(kind) != type(component).__name__:
+                raise CheckpointError(
+                    f"{who}: the checkpoint was made with {kind} {meta.get(kind)!r}; this "
+                    f"buffer has {type(component).__name__}. The buffer is unchanged."
+                )
+        if storage_meta.get("kind") != self._storage.checkpoint_kind:
+            raise CheckpointError(
+                f"{who}: the checkpoint holds a {storage_meta.get('type')!r}; this buffer's "
+                f"{type(self._storage).__name__} cannot load it. The buffer is unchanged."
+            )
+        try:
+            components = torch.load(folder / "components.pt", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{who}: components.pt cannot be read ({exc!r})") from exc
+        if not isinstance(components, dict):
+            raise CheckpointError(f"{who}: components.pt is malformed")
+        self._load(
+            who,
+            storage_meta.get("len"),
+            lambda: self._storage.stage_files(folder, storage_meta, who),
+            components.get("sampler"),
+            components.get("writer"),
+        )
