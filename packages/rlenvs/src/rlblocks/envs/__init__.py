@@ -1,0 +1,58 @@
+"""rlblocks-envs: TensorDict environments, transforms, batched envs and the gymnasium backend.
+
+Every env reads and writes TensorDicts with the keys of :mod:`rlblocks.core`
+(``observation``, ``action``, ``("next", "reward")``, ``done``/``terminated``/``truncated``)
+and describes them with :mod:`rlblocks.core.specs` specs.
+"""
+
+from __future__ import annotations
+
+from rlblocks.envs import transforms
+from rlblocks.envs._batched import EnvCreator, SerialEnv
+from rlblocks.envs._checks import check_env_specs
+from rlblocks.envs._env_base import EnvBase
+from rlblocks.envs._export import to_gymnasium
+from rlblocks.envs._gym import GymEnv, GymWrapper
+from rlblocks.envs._native import CartPoleEnv, PendulumEnv
+from rlblocks.envs._parallel import ParallelEnv
+from rlblocks.envs._version import __version__
+from rlblocks.envs.errors import (
+    BatchSizeError,
+    EnvClosedError,
+    EnvError,
+    EnvSpecError,
+    InvalidActionError,
+    TransformError,
+    UnsupportedEnvOperationError,
+    WorkerError,
+)
+from rlblocks.envs.transforms import *  # noqa: F403  (every transform, at the top level too)
+
+__all__ = [
+    "__version__",
+    # env API
+    "EnvBase",
+    "check_env_specs",
+    # environments
+    "GymEnv",
+    "GymWrapper",
+    "PendulumEnv",
+    "CartPoleEnv",
+    # batched envs
+    "SerialEnv",
+    "ParallelEnv",
+    "EnvCreator",
+    # export
+    "to_gymnasium",
+    # errors
+    "EnvError",
+    "EnvClosedError",
+    "EnvSpecError",
+    "InvalidActionError",
+    "BatchSizeError",
+    "TransformError",
+    "WorkerError",
+    "UnsupportedEnvOperationError",
+    # transforms (Transform, Compose, TransformedEnv, StepCounter, RewardSum, ...)
+    *transforms.__all__,
+]

@@ -1,0 +1,484 @@
+"""``EnvBase``: the TensorDict environment API every rlblocks environment implements.
+
+An environment reads and writes TensorDicts with the keys of the rlblocks contract
+(:mod:`rlblocks.core`): ``reset()`` returns the first observation and done flags,
+``step(td)`` reads ``td["action"]`` and writes the consequences under ``td["next"]``.
+Specs describe every entry, with the env's batch dims included in their shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from rlblocks.core import DONE, NEXT, RESET, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core.errors import MissingKeyError, SpecError
+from rlblocks.core.specs import Binary, Composite, Unbounded
+from rlblocks.envs._env_specs import EnvSpecs, Keys
+from rlblocks.envs._td_fast import fast_get, fast_set, new_tensordict, top_items
+from rlblocks.envs.errors import (
+    BatchSizeError,
+    EnvClosedError,
+    InvalidActionError,
+)
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["EnvBase", "as_env_device"]
+
+Policy = Callable[[TensorDictBase], TensorDictBase]
+
+
+def as_env_device(device: Any) -> torch.device:
+    """Normalize a device (``None``: torch's default device; ``"cuda"`` becomes ``cuda:0``)."""
+    if device is None:
+        device = torch.get_default_device()
+    device = torch.device(device)
+    if device.index is None and device.type not in ("cpu", "meta"):
+        device = torch.empty(0, device=device).device
+    return device
+
+
+class EnvBase(EnvSpecs):
+    """Base class of rlblocks environments: TensorDict in, TensorDict out.
+
+    Subclasses declare their specs in ``__init__`` (shapes include the env's ``batch_size``)
+    and implement three methods:
+
+    * ``_reset(tensordict, **kwargs) -> TensorDict``: the first observation (and any
+      ``done``/``terminated``/``truncated`` flags; missing ones are filled with ``False``).
+      For a batched env, ``tensordict`` may hold a ``"_reset"`` mask ``[*batch, 1]``: only
+      those elements are reset, the others keep their current values, and the returned
+      TensorDict holds values for every element.
+    * ``_step(tensordict) -> TensorDict``: reads the action (and state) from ``tensordict``
+      and returns a new TensorDict with the next observation, ``reward`` and the done flags
+      (``done`` is filled in as ``terminated | truncated`` when absent).
+    * ``_set_seed(seed)``: seeds the env's own random generator(s).
+
+    and optionally ``_close()`` to free resources.
+
+    Action validation: ``step`` checks every action against its spec (shape, dtype, range)
+    unless ``check_actions=False`` was given or ``step(td, check=False)`` is called;
+    ``rollout`` skips the check unless ``check=True``.
+
+    Args:
+        device: Device of the tensors the env reads and writes (default: torch's default
+            device).
+        batch_size: Batch dims of the env (``[N]`` for N environments stepped together).
+        check_actions: Default of the ``check`` argument of :meth:`step`.
+
+    Example:
+        >>> env = PendulumEnv(batch_size=[8])
+        >>> td = env.reset()
+        >>> td = env.rand_step(td)
+        >>> td["next", "reward"].shape
+        torch.Size([8, 1])
+        >>> traj = env.rollout(100)
+        >>> traj.batch_size
+        torch.Size([8, 100])
+    """
+
+    #: Whether inputs must have exactly ``batch_size``.
+    batch_locked: bool = True
+    #: Set by subclasses whose ``_step`` always returns ``done``, ``terminated`` and
+    #: ``truncated``, so that ``step`` need not look for missing ones.
+    _done_flags_complete: bool = False
+    #: ``(done_tensor, any_done)`` of the last step, set by envs that know it without
+    #: reading the tensor (``step_and_maybe_reset`` then skips a device sync).
+    _done_hint: tuple[torch.Tensor, bool] | None = None
+
+    def __init__(
+        self,
+        *,
+        device: Any = None,
+        batch_size: Any = (),
+        check_actions: bool = True,
+    ) -> None:
+        self._device = as_env_device(device)
+        self._batch_size = torch.Size(
+            [batch_size] if isinstance(batch_size, int) else list(batch_size)
+        )
+        self.check_actions = check_actions
+        self._closed = False
+        shape = (*self._batch_size, 1)
+        self._specs: dict[str, Composite] = {
+            "observation": Composite(shape=self._batch_size, device=self._device),
+            "action": Composite(shape=self._batch_size, device=self._device),
+            "reward": Composite(
+                {REWARD: Unbounded(shape=shape, device=self._device)},
+                shape=self._batch_size,
+                device=self._device,
+            ),
+            "done": Composite(
+                {
+                    k: Binary(shape=shape, device=self._device)
+                    for k in (DONE, TERMINATED, TRUNCATED)
+                },
+                shape=self._batch_size,
+                device=self._device,
+            ),
+            "state": Composite(shape=self._batch_size, device=self._device),
+        }
+        self._keys_cache: Keys | None = None
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def batch_size(self) -> torch.Size:
+        """Batch dims of every TensorDict the env reads and writes (``[]`` for one env)."""
+        return self._batch_size
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the tensors the env reads and writes."""
+        return self._device
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # ------------------------------------------------------------------ subclass API
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
+        raise NotImplementedError(f"{type(self).__name__} must implement _reset")
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        raise NotImplementedError(f"{type(self).__name__} must implement _step")
+
+    def _set_seed(self, seed: int | None) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _set_seed")
+
+    def _close(self) -> None:
+        """Free resources (processes, simulators); called once by :meth:`close`."""
+
+    def _rollout_fast(
+        self,
+        max_steps: int,
+        tensordict: TensorDictBase,
+        break_when_any_done: bool,
+        episode_limit: int | None = None,
+    ) -> TensorDictBase | None:
+        """Optional fast random-action rollout from ``tensordict`` (the output of a reset).
+
+        Envs that can step without building TensorDicts (e.g. a numpy loop over a
+        gymnasium env) return the same trajectory ``rollout`` would, with actions drawn
+        uniformly from :attr:`full_action_spec`; ``None`` (the default) means "use the
+        generic loop". With ``episode_limit``, an episode is also truncated (and restarted)
+        after that many steps, as ``StepCounter(max_steps)`` does around the env.
+        """
+        return None
+
+    # ------------------------------------------------------------------ public API
+    def reset(self, tensordict: TensorDictBase | None = None, **kwargs: Any) -> TensorDictBase:
+        """Start new episodes and return the first observation and done flags.
+
+        Args:
+            tensordict: Optional input. A ``"_reset"`` boolean mask of shape
+                ``[*batch_size, 1]`` resets only those elements of a batched env. Other
+                entries (e.g. a policy's recurrent state) are carried into the result.
+            **kwargs: Passed to the env's ``_reset`` (e.g. ``options`` for gymnasium).
+
+        Returns:
+            A new TensorDict of batch size :attr:`batch_size` with the observation keys and
+            ``done``/``terminated``/``truncated``.
+
+        Raises:
+            EnvClosedError: The env was closed.
+            BatchSizeError: ``tensordict`` has another batch size.
+        """
+        self._check_open("reset")
+        if tensordict is not None:
+            self._check_batch(tensordict, "reset")
+            mask = tensordict.get(RESET, None)
+            if mask is not None and not bool(mask.any()):
+                return tensordict.exclude(RESET, NEXT)  # nothing to reset
+            if mask is None and NEXT in tensordict.keys():
+                tensordict = tensordict.exclude(NEXT)
+        out = self._reset(tensordict, **kwargs)
+        self._fill_done(out, reset=True)
+        if tensordict is not None:
+            # Carry the input's other top-level entries; never write into the input (its
+            # nested TensorDicts must not receive the new values).
+            skip = {RESET, NEXT, *self._keys().action_top}
+            present = set(out.keys())
+            for key, value in tensordict.items():
+                if key not in present and key not in skip:
+                    out.set(key, value)
+        return out
+
+    def step(self, tensordict: TensorDictBase, *, check: bool | None = None) -> TensorDictBase:
+        """Apply the action in ``tensordict`` and write the result under ``"next"``.
+
+        Args:
+            tensordict: Holds the action (and state) keys; its batch size is
+                :attr:`batch_size`.
+            check: Validate the action against its spec; ``None`` uses
+                :attr:`check_actions` (on by default).
+
+        Returns:
+            ``tensordict`` itself, with ``"next"`` holding the next observation, the reward
+            and the done flags.
+
+        Raises:
+            InvalidActionError: The action has the wrong shape, dtype or values (when
+                checking); the message names the key, the spec and what was given.
+            MissingKeyError: An action key is missing.
+            EnvClosedError: The env was closed.
+        """
+        if self._closed:
+            self._check_open("step")
+        if check if check is not None else self.check_actions:
+            self._check_action(tensordict)
+        next_td = self._step(tensordict)
+        if not self._done_flags_complete:
+            self._fill_done(next_td)
+        fast_set(tensordict, NEXT, next_td)
+        return tensordict
+
+    def step_and_maybe_reset(
+        self, tensordict: TensorDictBase, *, check: bool | None = None
+    ) -> tuple[TensorDictBase, TensorDictBase]:
+        """Step, then prepare the input of the next step, resetting what is done.
+
+        Args:
+            tensordict: As for :meth:`step`.
+            check: As for :meth:`step`.
+
+        Returns:
+            ``(transition, next_input)``: the stepped ``tensordict`` (with ``"next"``), and a
+            new TensorDict for the next step holding the next observation, or the first
+            observation of a new episode where the episode ended (a partial reset for
+            batched envs).
+
+        Example:
+            >>> td = env.reset()
+            >>> for _ in range(1000):
+            ...     transition, td = env.step_and_maybe_reset(policy(td))
+        """
+        tensordict = self.step(tensordict, check=check)
+        next_input = self._step_mdp(tensordict)
+        return tensordict, self._maybe_reset(next_input)
+
+    def rollout(
+        self,
+        max_steps: int,
+        policy: Policy | None = None,
+        auto_reset: bool = True,
+        break_when_any_done: bool = True,
+        tensordict: TensorDictBase | None = None,
+        *,
+        check: bool = False,
+    ) -> TensorDictBase:
+        """Run the env for up to ``max_steps`` steps and return the whole trajectory.
+
+        The output storage is allocated once for ``max_steps`` and written in place; no
+        per-step TensorDict is kept, and actions are not validated unless ``check=True``.
+
+        Args:
+            max_steps: Number of steps to run.
+            policy: Maps a TensorDict holding the observation to one holding the action;
+                ``None`` takes uniformly random actions from :attr:`action_spec`.
+            auto_reset: Call :meth:`reset` first; otherwise ``tensordict`` is the start.
+            break_when_any_done: Stop after the first step where any element is done.
+                Otherwise finished episodes are reset (partially, for batched envs) and
+                the rollout runs for exactly ``max_steps`` steps.
+            tensordict: The starting TensorDict (required when ``auto_reset=False``).
+            check: Validate every action against its spec.
+
+        Returns:
+            A TensorDict of batch size ``[*batch_size, T]`` (time last, ``T <= max_steps``)
+            with the root entries of each step and the transition under ``"next"``.
+
+        Raises:
+            ValueError: ``max_steps`` is not a positive int, or ``auto_reset=False`` without
+                a ``tensordict``.
+        """
+        from rlblocks.envs._rollout import run_rollout
+
+        return run_rollout(
+            self,
+            max_steps,
+            policy=policy,
+            auto_reset=auto_reset,
+            break_when_any_done=break_when_any_done,
+            tensordict=tensordict,
+            check=check,
+        )
+
+    def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
+        """Write a uniformly random action (from :attr:`full_action_spec`) into ``tensordict``.
+
+        Args:
+            tensordict: Where to write; a new empty TensorDict when ``None``.
+
+        Returns:
+            ``tensordict`` (or the new one) holding the action keys.
+        """
+        if tensordict is None:
+            tensordict = TensorDict(batch_size=self._batch_size, device=self._device)
+        for key, sample in self._keys().action_samplers:
+            fast_set(tensordict, key, sample())
+        return tensordict
+
+    def rand_step(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
+        """Take one step with a random action: ``step(rand_action(tensordict))``."""
+        return self.step(self.rand_action(tensordict))
+
+    def set_seed(self, seed: int | None) -> int | None:
+        """Seed the env's random generators; the next :meth:`reset` is reproducible.
+
+        Args:
+            seed: The seed; ``None`` draws fresh entropy.
+
+        Returns:
+            The seed to give to another env so that their seeds do not overlap
+            (``seed`` plus the number of seeds this env consumed), or ``None``.
+        """
+        self._check_open("set_seed")
+        self._set_seed(seed)
+        return None if seed is None else seed + self._num_seeds()
+
+    def _num_seeds(self) -> int:
+        """How many consecutive seeds :meth:`set_seed` uses (one per sub-env)."""
+        return max(1, self._batch_size.numel())
+
+    def fake_tensordict(self) -> TensorDictBase:
+        """Return a zero-filled TensorDict with the structure of a step's output.
+
+        The root holds the observation, state, action and done entries; ``"next"`` holds the
+        observation, reward and done entries. Useful to build storage or test a policy.
+        """
+        specs = self._specs
+        td = specs["observation"].zero()
+        td.update(specs["state"].zero())
+        td.update(specs["done"].zero())
+        td.update(specs["action"].zero())
+        next_td = specs["observation"].zero()
+        next_td.update(specs["reward"].zero())
+        next_td.update(specs["done"].zero())
+        td.set(NEXT, next_td)
+        return td
+
+    def close(self) -> None:
+        """Free the env's resources. Idempotent; the env cannot be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(batch_size={list(self._batch_size)}, device={self._device}, "
+            f"observation_keys={self._keys().observation}, action_keys={self._keys().action})"
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _check_open(self, method: str) -> None:
+        if self._closed:
+            raise EnvClosedError(
+                f"{type(self).__name__}.{method}() was called after close(); create a new env"
+            )
+
+    def _check_batch(self, tensordict: TensorDictBase, method: str) -> None:
+        if self.batch_locked and tensordict.batch_size != self._batch_size:
+            raise BatchSizeError(
+                f"{type(self).__name__}.{method}() got a TensorDict of batch size "
+                f"{list(tensordict.batch_size)}, but the env's batch_size is "
+                f"{list(self._batch_size)}; pass the TensorDict returned by reset()/step()"
+            )
+
+    def _check_action(self, tensordict: TensorDictBase) -> None:
+        """Validate the action entries of ``tensordict`` (cheap: one min/max per key)."""
+        self._check_batch(tensordict, "step")
+        for key, leaf, valid in self._keys().action_checks:
+            value = tensordict.get(key, None)
+            if value is None:
+                raise MissingKeyError(
+                    f"{type(self).__name__}.step(): the TensorDict has no action {key!r} "
+                    f"(expected {leaf!r}); set it with a policy or env.rand_action(td)"
+                )
+            if isinstance(value, torch.Tensor) and valid(value):
+                continue
+            if isinstance(value, torch.Tensor) and value.shape != leaf.shape:
+                problem = f"expected shape {list(leaf.shape)}, got shape {list(value.shape)}"
+            else:
+                try:
+                    leaf.assert_is_in(value, key)
+                    problem = "invalid value"
+                except SpecError as err:
+                    problem = str(err)
+            raise InvalidActionError(
+                f"{type(self).__name__}.step(): action {key!r} does not match the action spec "
+                f"{leaf!r}: {problem}. Fix the policy's output, or project it with "
+                f"env.action_spec.project(action)"
+            )
+
+    def _fill_done(self, td: TensorDictBase, reset: bool = False) -> None:
+        """Add the flags ``_reset``/``_step`` left out: ``done = terminated | truncated``."""
+        done = td.get(DONE, None)
+        terminated = td.get(TERMINATED, None)
+        truncated = td.get(TRUNCATED, None)
+        if done is not None and terminated is not None and truncated is not None:
+            return
+        if done is None and terminated is None and truncated is None:
+            if not reset:
+                raise MissingKeyError(
+                    f"{type(self).__name__}._step must return 'done' or 'terminated' and "
+                    f"'truncated'; it returned keys {list(td.keys())}"
+                )
+            zeros = torch.zeros((*self._batch_size, 1), dtype=torch.bool, device=self._device)
+            td.set(DONE, zeros)
+            td.set(TERMINATED, zeros.clone())
+            td.set(TRUNCATED, zeros.clone())
+            return
+        ref = next(t for t in (done, terminated, truncated) if t is not None)
+        if terminated is None:
+            terminated = done if done is not None else torch.zeros_like(ref)
+            td.set(TERMINATED, terminated)
+        if truncated is None:
+            truncated = torch.zeros_like(ref)
+            td.set(TRUNCATED, truncated)
+        if done is None:
+            td.set(DONE, terminated | truncated)
+
+    def _step_mdp(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Fast ``step_mdp`` for this env's own keys: ``next`` moves up, the action and
+        reward are dropped, other root entries are kept."""
+        next_td = fast_get(tensordict, NEXT)
+        keys = self._keys()
+        if not keys.reward_flat:
+            out = next_td.exclude(*keys.reward)
+            skip = {NEXT, *keys.action, *keys.reward}
+            for key in tensordict.keys():
+                if key not in skip and key not in out.keys():
+                    out.set(key, tensordict.get(key))
+            return out
+        data = {
+            k: v.copy() if isinstance(v, TensorDictBase) else v
+            for k, v in top_items(next_td)
+            if k not in keys.reward
+        }
+        for key, value in top_items(tensordict):
+            if key not in data and key != NEXT and key not in keys.action_top:
+                data[key] = value.copy() if isinstance(value, TensorDictBase) else value
+        return new_tensordict(data, tensordict.batch_size, tensordict.device)
+
+    def _maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Reset the elements of ``tensordict`` whose ``done`` flag is set."""
+        done = fast_get(tensordict, DONE)
+        hint = self._done_hint
+        if not (hint[1] if hint is not None and hint[0] is done else bool(done.any())):
+            return tensordict
+        if not self._batch_size:
+            return self.reset(tensordict.exclude(*self._keys().done))
+        tensordict.set(RESET, done.reshape(*self._batch_size, 1))
+        return self.reset(tensordict)

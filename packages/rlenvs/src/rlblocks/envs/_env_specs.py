@@ -1,0 +1,277 @@
+"""The spec half of :class:`~rlblocks.envs.EnvBase`: spec properties and key caches.
+
+An env declares five Composites (observation, action, reward, done, state), each with the
+env's batch dims. The properties here read and write them, and cache the key lists and
+per-key action checks/samplers that the step loop uses on every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tensordict.utils import NestedKey
+
+from rlblocks.core import DONE, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core.specs import Bounded, Categorical, Composite, TensorSpec
+from rlblocks.envs.errors import EnvError, EnvSpecError
+
+__all__ = ["EnvSpecs", "Keys"]
+
+
+def _validator(spec: TensorSpec) -> Callable[[Any], bool]:
+    """A cheap ``is this a valid value of spec`` test (one ``item()`` for one-element specs)."""
+    shape, dtype = spec.shape, spec.dtype
+    if shape.numel() == 1 and isinstance(spec, Categorical):
+        n = spec.n
+        return lambda v: v.dtype == dtype and v.shape == shape and 0 <= int(v) < n
+    if shape.numel() == 1 and isinstance(spec, Bounded) and dtype.is_floating_point:
+        low, high = float(spec.low.reshape(-1)[0]), float(spec.high.reshape(-1)[0])
+        return lambda v: v.dtype == dtype and v.shape == shape and low <= float(v) <= high
+    return lambda v: v.shape == shape and spec.is_in(v)
+
+
+def _sampler(spec: TensorSpec) -> Callable[[], torch.Tensor]:
+    """``spec.rand`` for one value, with the common Categorical case inlined (it is hot)."""
+    if isinstance(spec, Categorical):
+        n, shape, dtype, device = spec.n, spec.shape, spec.dtype, spec.device
+        return lambda: torch.randint(0, n, shape, dtype=dtype, device=device)
+    return spec.rand
+
+
+class Keys:
+    """Key lists read on every step, computed once per spec change."""
+
+    __slots__ = (
+        "action",
+        "action_checks",
+        "action_samplers",
+        "action_top",
+        "done",
+        "observation",
+        "reward",
+        "reward_flat",
+        "state",
+    )
+
+    def __init__(self, specs: dict[str, Composite]) -> None:
+        self.observation = specs["observation"].keys(True, True)
+        self.action = specs["action"].keys(True, True)
+        self.reward = specs["reward"].keys(True, True)
+        self.done = specs["done"].keys(True, True)
+        self.state = specs["state"].keys(True, True)
+        self.action_checks = [
+            (key, spec, _validator(spec)) for key, spec in specs["action"].items(True, True)
+        ]
+        self.action_samplers = [
+            (key, _sampler(spec)) for key, spec in specs["action"].items(True, True)
+        ]
+        self.reward_flat = all(isinstance(k, str) for k in self.reward)
+        # Top-level root entries holding actions, dropped when the next step is prepared.
+        self.action_top = {k if isinstance(k, str) else k[0] for k in self.action}
+
+
+class EnvSpecs:
+    """Spec properties shared by every env (mixed into :class:`EnvBase`)."""
+
+    _batch_size: torch.Size
+    _device: torch.device
+    _specs: dict[str, Composite]
+    _keys_cache: Keys | None
+
+    # ------------------------------------------------------------------ specs
+    def _set_spec(self, name: str, spec: Composite) -> None:
+        if not isinstance(spec, Composite):
+            raise EnvSpecError(
+                f"{type(self).__name__}.full_{name}_spec must be a Composite, got "
+                f"{type(spec).__name__}; wrap it: Composite({{key: spec}}, shape=env.batch_size)"
+            )
+        if spec.shape != self._batch_size:
+            raise EnvSpecError(
+                f"{type(self).__name__}.full_{name}_spec has batch shape {list(spec.shape)}, "
+                f"but the env's batch_size is {list(self._batch_size)}; build it with "
+                f"Composite(..., shape={list(self._batch_size)}) and leaf shapes starting "
+                f"with {list(self._batch_size)}"
+            )
+        self._specs[name] = spec.to(self._device)
+        self._keys_cache = None
+
+    def _wrap_leaf(self, name: str, key: str, spec: TensorSpec | Composite) -> Composite:
+        if isinstance(spec, Composite):
+            return spec
+        if not isinstance(spec, TensorSpec):
+            raise EnvSpecError(
+                f"{type(self).__name__}.{name}_spec must be a TensorSpec, got {type(spec).__name__}"
+            )
+        return Composite({key: spec}, shape=self._batch_size, device=self._device)
+
+    @property
+    def full_observation_spec(self) -> Composite:
+        """Spec of every observation entry (under the root after reset, under ``"next"``)."""
+        return self._specs["observation"]
+
+    @full_observation_spec.setter
+    def full_observation_spec(self, spec: Composite) -> None:
+        self._set_spec("observation", spec)
+
+    @property
+    def full_action_spec(self) -> Composite:
+        """Spec of every action entry the env reads in ``step``."""
+        return self._specs["action"]
+
+    @full_action_spec.setter
+    def full_action_spec(self, spec: Composite) -> None:
+        self._set_spec("action", spec)
+
+    @property
+    def full_reward_spec(self) -> Composite:
+        """Spec of every reward entry written under ``"next"``."""
+        return self._specs["reward"]
+
+    @full_reward_spec.setter
+    def full_reward_spec(self, spec: Composite) -> None:
+        self._set_spec("reward", spec)
+
+    @property
+    def full_done_spec(self) -> Composite:
+        """Spec of the ``done``/``terminated``/``truncated`` flags."""
+        return self._specs["done"]
+
+    @full_done_spec.setter
+    def full_done_spec(self, spec: Composite) -> None:
+        self._set_spec("done", spec)
+
+    @property
+    def full_state_spec(self) -> Composite:
+        """Spec of inputs of ``step`` other than the action (e.g. a simulator state)."""
+        return self._specs["state"]
+
+    @full_state_spec.setter
+    def full_state_spec(self, spec: Composite) -> None:
+        self._set_spec("state", spec)
+
+    @property
+    def observation_spec(self) -> Composite:
+        """Same as :attr:`full_observation_spec` (observations are always a Composite)."""
+        return self._specs["observation"]
+
+    @observation_spec.setter
+    def observation_spec(self, spec: Composite) -> None:
+        self._set_spec("observation", spec)
+
+    @property
+    def action_spec(self) -> TensorSpec:
+        """The spec of the action: a leaf if there is one action key, else the Composite.
+
+        Setting a leaf spec stores it under ``"action"``.
+        """
+        spec = self._specs["action"]
+        keys = self._keys().action
+        return spec[keys[0]] if len(keys) == 1 else spec
+
+    @action_spec.setter
+    def action_spec(self, spec: TensorSpec) -> None:
+        self._set_spec("action", self._wrap_leaf("action", "action", spec))
+
+    @property
+    def reward_spec(self) -> TensorSpec:
+        """The spec of the reward: a leaf if there is one reward key, else the Composite."""
+        spec = self._specs["reward"]
+        keys = self._keys().reward
+        return spec[keys[0]] if len(keys) == 1 else spec
+
+    @reward_spec.setter
+    def reward_spec(self, spec: TensorSpec) -> None:
+        self._set_spec("reward", self._wrap_leaf("reward", REWARD, spec))
+
+    @property
+    def done_spec(self) -> Composite:
+        """The Composite of the ``done``, ``terminated`` and ``truncated`` flags.
+
+        Setting a leaf spec uses it for all three flags.
+        """
+        return self._specs["done"]
+
+    @done_spec.setter
+    def done_spec(self, spec: TensorSpec) -> None:
+        if not isinstance(spec, Composite):
+            spec = Composite(
+                {k: spec.clone() for k in (DONE, TERMINATED, TRUNCATED)},
+                shape=self._batch_size,
+                device=self._device,
+            )
+        self._set_spec("done", spec)
+
+    @property
+    def state_spec(self) -> Composite:
+        """Same as :attr:`full_state_spec`."""
+        return self._specs["state"]
+
+    @state_spec.setter
+    def state_spec(self, spec: Composite) -> None:
+        self._set_spec("state", spec)
+
+    @property
+    def input_spec(self) -> Composite:
+        """A new Composite of everything ``step`` reads: the state and action entries."""
+        spec = self._specs["state"].clone()
+        spec.update(self._specs["action"])
+        return spec
+
+    @property
+    def output_spec(self) -> Composite:
+        """A new Composite of everything ``step`` writes under ``"next"``."""
+        spec = self._specs["observation"].clone()
+        spec.update(self._specs["reward"])
+        spec.update(self._specs["done"])
+        return spec
+
+    def _keys(self) -> Keys:
+        keys = self._keys_cache
+        if keys is None:
+            keys = self._keys_cache = Keys(self._specs)
+        return keys
+
+    @property
+    def observation_keys(self) -> list[NestedKey]:
+        """Leaf keys of :attr:`full_observation_spec`."""
+        return list(self._keys().observation)
+
+    @property
+    def action_keys(self) -> list[NestedKey]:
+        """Leaf keys of :attr:`full_action_spec`."""
+        return list(self._keys().action)
+
+    @property
+    def reward_keys(self) -> list[NestedKey]:
+        """Leaf keys of :attr:`full_reward_spec`."""
+        return list(self._keys().reward)
+
+    @property
+    def done_keys(self) -> list[NestedKey]:
+        """Leaf keys of :attr:`full_done_spec`."""
+        return list(self._keys().done)
+
+    @property
+    def state_keys(self) -> list[NestedKey]:
+        """Leaf keys of :attr:`full_state_spec`."""
+        return list(self._keys().state)
+
+    @property
+    def action_key(self) -> NestedKey:
+        """The action key, when there is exactly one."""
+        return self._single_key("action", self._keys().action)
+
+    @property
+    def reward_key(self) -> NestedKey:
+        """The reward key, when there is exactly one."""
+        return self._single_key("reward", self._keys().reward)
+
+    def _single_key(self, what: str, keys: list[NestedKey]) -> NestedKey:
+        if len(keys) != 1:
+            raise EnvError(
+                f"{type(self).__name__} has {len(keys)} {what} keys ({keys}), so there is no "
+                f"single {what}_key; use {what}_keys"
+            )
+        return keys[0]

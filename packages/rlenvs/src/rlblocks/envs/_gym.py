@@ -1,0 +1,457 @@
+"""The gymnasium backend: :class:`GymWrapper` and :class:`GymEnv`.
+
+Single envs and gymnasium vector envs are both supported; a vector env becomes a batched
+env of batch size ``[num_envs]``. Gymnasium 1.x semantics are kept: ``terminated`` and
+``truncated`` are separate flags, and whatever the vector env's autoreset mode, the
+observation and reward of the last step of an episode land under ``"next"`` while the
+first observation of the next episode is what ``reset`` (partial, with a ``"_reset"``
+mask) returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from rlblocks.core import DONE, PIXELS, RESET, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core.errors import missing_dependency
+from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
+from rlblocks.envs._env_base import EnvBase
+from rlblocks.envs._gym_spaces import SpaceLayout, numpy_dtype, torch_dtype
+from rlblocks.envs._td_fast import fast_get, new_tensordict
+from rlblocks.envs.errors import EnvError, UnsupportedEnvOperationError
+
+__all__ = ["GymWrapper", "GymEnv", "import_gymnasium"]
+
+_TRUE = np.ones(1, dtype=bool)
+_FALSE = np.zeros(1, dtype=bool)
+
+
+def import_gymnasium(feature: str) -> Any:
+    """Import gymnasium, or raise the error that names ``pip install rlblocks-envs[gymnasium]``."""
+    try:
+        import gymnasium
+    except ImportError as err:
+        raise missing_dependency(feature, "gymnasium", "rlblocks-envs[gymnasium]") from err
+    return gymnasium
+
+
+def _info_spec(value: Any, key: str) -> TensorSpec:
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind in "USV":
+        raise EnvError(
+            f"GymWrapper: info entry {key!r} holds {type(value).__name__} values, which are "
+            f"not numeric; give info_keys only numeric entries"
+        )
+    return Unbounded(shape=array.shape, dtype=torch_dtype(array.dtype))
+
+
+class GymWrapper(EnvBase):
+    """Wrap a ``gymnasium.Env`` or ``gymnasium.vector.VectorEnv`` as an rlblocks env.
+
+    Keys: a Box/Discrete observation is ``"observation"``; the keys of a Dict observation
+    space sit at the root (nested Dicts nest); Tuple entries are ``"0"``, ``"1"``, ...
+    under their parent key. The action is ``"action"`` (Dict/Tuple actions nest under it).
+    Discrete values are ``Categorical`` indices (shape ``[*batch]``), MultiBinary values
+    ``Binary`` int8.
+
+    Vector envs: with ``AutoresetMode.SAME_STEP`` the final observation is read from
+    ``info["final_obs"]`` and the already-reset observation is returned by the next partial
+    reset; with ``NEXT_STEP`` and ``DISABLED`` partial resets use ``reset_mask`` (available on
+    ``SyncVectorEnv``/``AsyncVectorEnv``).
+
+    Args:
+        env: The gymnasium env (not closed by anyone else while wrapped).
+        frame_skip: Repeat each action this many times, summing rewards (single envs).
+        from_pixels: Add ``"pixels"`` from ``env.render()`` (the env must have
+            ``render_mode="rgb_array"``).
+        pixels_only: With ``from_pixels``, drop the other observations.
+        device: Device of the returned tensors.
+        info_keys: ``info`` entries copied under their name next to the observation: a
+            mapping ``{name: unbatched spec}``, or names whose spec is read from a probe
+            reset (and step, if the reset info lacks them). Missing entries read as zeros.
+        check_actions: Validate actions in ``step`` (see :class:`EnvBase`).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = GymWrapper(gym.make("Pendulum-v1"))
+        >>> env.rollout(10).batch_size
+        torch.Size([10])
+    """
+
+    _done_flags_complete = True
+
+    def __init__(
+        self,
+        env: Any,
+        *,
+        frame_skip: int = 1,
+        from_pixels: bool = False,
+        pixels_only: bool = True,
+        device: Any = None,
+        info_keys: Mapping[str, TensorSpec] | Sequence[str] | None = None,
+        check_actions: bool = True,
+    ) -> None:
+        gym = import_gymnasium("GymWrapper")
+        vector = isinstance(env, gym.vector.VectorEnv)
+        if not vector and not isinstance(env, gym.Env):
+            raise TypeError(
+                f"GymWrapper wraps a gymnasium.Env or gymnasium.vector.VectorEnv, got "
+                f"{type(env).__name__}; create it with gymnasium.make(...) or use GymEnv(id)"
+            )
+        if not isinstance(frame_skip, int) or frame_skip < 1:
+            raise ValueError(f"GymWrapper: frame_skip must be an int >= 1, got {frame_skip!r}")
+        if vector and frame_skip != 1:
+            raise UnsupportedEnvOperationError(
+                "GymWrapper: frame_skip > 1 is only supported for single envs (a vector env "
+                "may end an episode in the middle of a skip); wrap the single envs with "
+                "gymnasium's MaxAndSkipObservation before vectorizing instead"
+            )
+        batch = (env.num_envs,) if vector else ()
+        super().__init__(device=device, batch_size=batch, check_actions=check_actions)
+        self._env = env
+        self._vector = vector
+        self.frame_skip = frame_skip
+        self.from_pixels = from_pixels
+        self.pixels_only = pixels_only
+        self._pending_seed: int | None = None
+        obs_space = env.single_observation_space if vector else env.observation_space
+        act_space = env.single_action_space if vector else env.action_space
+        self._obs_layout = SpaceLayout(obs_space, "observation", batch, self.device, True)
+        self._act_layout = SpaceLayout(act_space, "action", batch, self.device, False)
+        # A Discrete action of a single env goes to gym as a Python int (envs index with it).
+        leaf = self._act_layout.leaves[0]
+        self._int_action = self._act_layout.simple and not leaf.shape and not vector
+        self._int_action_n = getattr(leaf.spec, "n", 0)
+        self._checked_action: tuple[torch.Tensor, int] | None = None
+        mode = env.metadata.get("autoreset_mode") if vector else None
+        self._autoreset = getattr(mode, "value", mode) or "NextStep"
+        self._partial_reset_ok = isinstance(
+            env, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)
+        )
+        # Set by GymEnv for the SyncVectorEnv it made: its rollout may step the sub-envs.
+        self._owns_sync_vector = False
+        n = batch[0] if vector else 1
+        self._auto_reset_rows = np.zeros(n, dtype=bool)  # SAME_STEP rows gym already reset
+        self._last_obs: Any = None  # SAME_STEP: gym's last observation (reset rows included)
+
+        observation = Composite(shape=batch, device=self.device)
+        if not (from_pixels and pixels_only):
+            observation.update(self._obs_layout.spec)
+        self._info_specs: dict[str, TensorSpec] = {}
+        if from_pixels or info_keys:
+            self._probe(from_pixels, info_keys)
+        if from_pixels:
+            observation[PIXELS] = self._pixel_spec
+        for key, spec in self._info_specs.items():
+            observation[key] = spec
+        self.full_observation_spec = observation
+        self.full_action_spec = self._act_layout.spec
+        self._has_extras = bool(from_pixels or self._info_specs)
+        # Flat keys and tensors already on the device: build outputs without checks.
+        self._fast_output = self.device.type == "cpu" and all(
+            isinstance(k, str) for k in observation.keys(True, True)
+        )
+        self.reward_spec = Unbounded(shape=(*batch, 1), device=self.device)
+
+    # ------------------------------------------------------------------ construction
+    def _probe(
+        self, from_pixels: bool, info_keys: Mapping[str, TensorSpec] | Sequence[str] | None
+    ) -> None:
+        """Reset (and maybe step) once to learn the pixel shape and the info entries' specs."""
+        batch = self.batch_size
+        wanted = dict(info_keys) if isinstance(info_keys, Mapping) else {}
+        names = [k for k in (info_keys or []) if k not in wanted]
+        if not from_pixels and not names:
+            self._info_specs = {k: s.expand(*batch, *s.shape) for k, s in wanted.items()}
+            return
+        if from_pixels and getattr(self._env, "render_mode", None) != "rgb_array":
+            raise EnvError(
+                f"GymWrapper(from_pixels=True) needs an env created with "
+                f"render_mode='rgb_array', got render_mode={self._env.render_mode!r}"
+            )
+        _, info = self._env.reset()
+        if from_pixels:
+            frame = self._render()
+            self._pixel_spec = Bounded(
+                0, 255, shape=frame.shape, dtype=torch.uint8, device=self.device
+            )
+        found = {k: info[k] for k in names if k in info}
+        if len(found) < len(names):
+            _, _, _, _, step_info = self._env.step(self._env.action_space.sample())
+            found.update({k: step_info[k] for k in names if k in step_info and k not in found})
+        missing = [k for k in names if k not in found]
+        if missing:
+            raise EnvError(
+                f"GymWrapper: info_keys {missing} are not in the info of a reset or a step; "
+                f"give their specs explicitly: info_keys={{'name': Unbounded(shape=...)}}"
+            )
+        for key, value in found.items():
+            spec = _info_spec(value, key)
+            if self._vector:  # values are already batched
+                spec = Unbounded(shape=spec.shape[1:], dtype=spec.dtype)
+            wanted[key] = spec
+        self._info_specs = {
+            k: s.expand(*batch, *s.shape).to(self.device) for k, s in wanted.items()
+        }
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def env(self) -> Any:
+        """The wrapped gymnasium env."""
+        return self._env
+
+    @property
+    def is_vector(self) -> bool:
+        """Whether the wrapped env is a gymnasium vector env."""
+        return self._vector
+
+    # ------------------------------------------------------------------ conversions
+    def _render(self) -> np.ndarray:
+        frames = self._env.render()
+        return np.stack(frames) if self._vector else np.asarray(frames)
+
+    def _check_action(self, tensordict: TensorDictBase) -> None:
+        # A Discrete action of a single env: the int gym needs is also what the check
+        # needs, so convert once (_gym_action reuses it).
+        if self._int_action and tensordict.batch_size == self.batch_size:
+            value = fast_get(tensordict, "action")
+            if value is not None and value.dtype == torch.int64 and value.shape == ():
+                index = int(value)
+                if 0 <= index < self._int_action_n:
+                    self._checked_action = (value, index)
+                    return
+        super()._check_action(tensordict)
+
+    def _gym_action(self, tensordict: TensorDictBase) -> Any:
+        layout = self._act_layout
+        if self._int_action:
+            tensor = fast_get(tensordict, "action")
+            checked = self._checked_action
+            value = checked[1] if checked is not None and checked[0] is tensor else int(tensor)
+            start = layout.leaves[0].start
+            # A numpy integer: gymnasium's Discrete.contains checks it faster than an int.
+            return np.int64(value if start is None else value + start)
+        arrays = [tensordict.get(key).cpu().numpy() for key in layout.keys]
+        return layout.to_gym(arrays)
+
+    def _extras(self, info: Mapping[str, Any], data: dict[Any, torch.Tensor]) -> None:
+        """Add pixels and the chosen info entries to ``data``."""
+        if self.from_pixels:
+            data[PIXELS] = torch.from_numpy(np.array(self._render(), dtype=np.uint8))
+        for key, spec in self._info_specs.items():
+            data[key] = self._info_value(info, key, spec)
+
+    def _info_value(self, info: Mapping[str, Any], key: str, spec: TensorSpec) -> torch.Tensor:
+        value = info.get(key, None)
+        dtype = numpy_dtype(spec.dtype)
+        if value is None:
+            return torch.zeros(spec.shape, dtype=spec.dtype)
+        array = np.array(value, dtype=dtype).reshape(spec.shape)
+        if self._vector:
+            present = np.asarray(info.get("_" + key, True)).reshape((-1,) + (1,) * (array.ndim - 1))
+            array = np.where(present, array, np.zeros((), dtype=dtype))
+        return torch.from_numpy(array)
+
+    def _output(self, data: dict[Any, torch.Tensor]) -> TensorDictBase:
+        if self._fast_output:
+            return new_tensordict(data, self.batch_size, self.device)
+        return TensorDict(data, batch_size=self.batch_size, device=self.device)
+
+    def _obs_tensors(self, obs: Any) -> dict[Any, torch.Tensor]:
+        if self.from_pixels and self.pixels_only:
+            return {}
+        return self._obs_layout.to_tensors(obs)
+
+    # ------------------------------------------------------------------ EnvBase API
+    def _set_seed(self, seed: int | None) -> None:
+        self._pending_seed = seed
+        self._env.action_space.seed(seed)
+
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
+        mask = tensordict.get(RESET, None) if tensordict is not None else None
+        if self._vector and mask is not None and not bool(mask.all()):
+            obs, info = self._partial_reset(mask.reshape(-1).cpu().numpy())
+        else:
+            seed, self._pending_seed = self._pending_seed, None
+            obs, info = self._env.reset(seed=seed, **kwargs)
+            self._auto_reset_rows[:] = False
+            self._last_obs = obs
+        data = self._obs_tensors(obs)
+        self._extras(info, data)
+        return self._output(data)
+
+    def _partial_reset(self, mask: np.ndarray) -> tuple[Any, Mapping[str, Any]]:
+        if self._autoreset == "SameStep":
+            extra = mask & ~self._auto_reset_rows
+            self._auto_reset_rows[mask] = False
+            if not extra.any():
+                return self._last_obs, {}
+            obs, info = self._reset_mask(extra)
+            # Rows not reset keep our view of them (the vector env's may be stale after a
+            # rollout that stepped its sub-envs directly).
+            layout = self._obs_layout
+            merged = {leaf.key: np.array(leaf.extract(self._last_obs)) for leaf in layout.leaves}
+            for leaf in layout.leaves:
+                merged[leaf.key][extra] = np.asarray(leaf.extract(obs))[extra]
+            self._last_obs = layout.to_gym(merged)
+            return self._last_obs, info
+        return self._reset_mask(mask)
+
+    def _reset_mask(self, mask: np.ndarray) -> tuple[Any, Mapping[str, Any]]:
+        if not self._partial_reset_ok:
+            raise UnsupportedEnvOperationError(
+                f"GymWrapper: cannot reset only some envs of a {type(self._env).__name__} "
+                f"(autoreset mode {self._autoreset}): it has no reset_mask option. Use "
+                f"gymnasium.vector.SyncVectorEnv/AsyncVectorEnv, or reset all envs"
+            )
+        return self._env.reset(options={"reset_mask": mask})
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = self._gym_action(tensordict)
+        if self._vector:
+            obs, reward, terminated, truncated, info = self._vector_step(action)
+            n = self.batch_size[0]
+            data = self._obs_tensors(obs)
+            data[REWARD] = torch.from_numpy(np.asarray(reward, dtype=np.float32).reshape(n, 1))
+            flags = torch.from_numpy(
+                np.stack([terminated, truncated, terminated | truncated]).reshape(3, n, 1)
+            )
+            data[TERMINATED], data[TRUNCATED], data[DONE] = flags.unbind(0)
+        else:
+            obs, reward, terminated, truncated, info = self._env.step(action)
+            for _ in range(self.frame_skip - 1):
+                if terminated or truncated:
+                    break
+                obs, more, terminated, truncated, info = self._env.step(action)
+                reward += more
+            data = self._obs_tensors(obs)
+            data[REWARD] = torch.from_numpy(np.array([reward], dtype=np.float32))
+            # Copying a one-element array is cheaper than building one from a list.
+            data[TERMINATED] = torch.from_numpy((_TRUE if terminated else _FALSE).copy())
+            data[TRUNCATED] = torch.from_numpy((_TRUE if truncated else _FALSE).copy())
+            done = bool(terminated or truncated)
+            data[DONE] = torch.from_numpy((_TRUE if done else _FALSE).copy())
+            self._done_hint = (data[DONE], done)
+        if self._has_extras:
+            self._extras(info, data)
+        return self._output(data)
+
+    def _vector_step(self, action: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Any]:
+        """Step a vector env; the returned observation holds the *final* observation of
+        every sub-env whose episode ended, whatever the autoreset mode."""
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        if self._autoreset == "SameStep":
+            self._last_obs = obs
+            done = terminated | truncated
+            self._auto_reset_rows |= done
+            if done.any():
+                obs = self._with_final_obs(obs, info, done)
+        return obs, reward, terminated, truncated, info
+
+    def _with_final_obs(self, obs: Any, info: Mapping[str, Any], done: np.ndarray) -> Any:
+        layout = self._obs_layout
+        buffers = {leaf.key: np.array(leaf.extract(obs)) for leaf in layout.leaves}
+        final = info["final_obs"]
+        for i in np.flatnonzero(done):
+            layout.write(final[i], buffers, i)
+        return layout.to_gym(buffers)
+
+    def _close(self) -> None:
+        self._env.close()
+
+    def _rollout_fast(
+        self,
+        max_steps: int,
+        tensordict: TensorDictBase,
+        break_when_any_done: bool,
+        episode_limit: int | None = None,
+    ) -> TensorDictBase | None:
+        from rlblocks.envs._gym_rollout import gym_rollout
+
+        return gym_rollout(self, max_steps, tensordict, break_when_any_done, episode_limit)
+
+
+class GymEnv(GymWrapper):
+    """Create a gymnasium env by id and wrap it (see :class:`GymWrapper`).
+
+    Args:
+        env_id: A registered gymnasium id, e.g. ``"CartPole-v1"``.
+        num_envs: Create a vector env of this many copies (batch size ``[num_envs]``);
+            ``None`` creates a single env.
+        frame_skip: Repeat each action this many times (single envs).
+        from_pixels: Add ``"pixels"`` rendered with ``render_mode="rgb_array"``.
+        pixels_only: With ``from_pixels``, keep only the pixels.
+        device: Device of the returned tensors.
+        info_keys: ``info`` entries to copy (see :class:`GymWrapper`).
+        vectorization_mode: ``"sync"`` (default) or ``"async"`` for ``num_envs``.
+        check_actions: Validate actions in ``step``.
+        **kwargs: Passed to ``gymnasium.make`` / ``gymnasium.make_vec``.
+
+    Raises:
+        MissingDependencyError: gymnasium is not installed.
+        gymnasium.error.Error: Unknown id (gymnasium's message suggests close ids).
+
+    Example:
+        >>> env = GymEnv("CartPole-v1", num_envs=8)
+        >>> env.rollout(100, break_when_any_done=False).batch_size
+        torch.Size([8, 100])
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int | None = None,
+        frame_skip: int = 1,
+        from_pixels: bool = False,
+        pixels_only: bool = True,
+        device: Any = None,
+        *,
+        info_keys: Mapping[str, TensorSpec] | Sequence[str] | None = None,
+        vectorization_mode: str = "sync",
+        check_actions: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        gym = import_gymnasium("GymEnv")
+        if from_pixels:
+            kwargs.setdefault("render_mode", "rgb_array")
+        try:
+            if num_envs is None:
+                env = gym.make(env_id, **kwargs)
+            else:
+                # SAME_STEP keeps one gym call per step and hands over the final
+                # observation; with pixels the final frame is only available without
+                # autoreset, so partial resets go through reset_mask instead.
+                mode = gym.vector.AutoresetMode
+                vector_kwargs = {"autoreset_mode": mode.DISABLED if from_pixels else mode.SAME_STEP}
+                env = gym.make_vec(
+                    env_id,
+                    num_envs=num_envs,
+                    vectorization_mode=vectorization_mode,
+                    vector_kwargs=vector_kwargs,
+                    **kwargs,
+                )
+        except gym.error.Error as err:
+            err.add_note(
+                f"(raised by rlblocks GymEnv({env_id!r}, num_envs={num_envs}, kwargs={kwargs}))"
+            )
+            raise
+        self.env_id = env_id
+        GymWrapper.__init__(
+            self,
+            env,
+            frame_skip=frame_skip,
+            from_pixels=from_pixels,
+            pixels_only=pixels_only,
+            device=device,
+            info_keys=info_keys,
+            check_actions=check_actions,
+        )
+        self._owns_sync_vector = type(env) is gym.vector.SyncVectorEnv and not from_pixels
+
+    def __repr__(self) -> str:
+        return f"GymEnv({self.env_id!r}, batch_size={list(self.batch_size)}, device={self.device})"

@@ -1,0 +1,123 @@
+"""The rollout loop: preallocated trajectory storage written in place, one TensorDict out.
+
+``EnvBase.rollout`` calls :func:`run_rollout`. When no policy is given and no check is
+asked for, an env may run a faster loop of its own (``EnvBase._rollout_fast``, e.g. the
+numpy loop of ``GymEnv``); otherwise the generic loop below steps through TensorDicts and
+copies each step's leaves into storage allocated once for ``max_steps``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+
+from rlblocks.core import DONE, NEXT
+
+if TYPE_CHECKING:
+    from rlblocks.envs._env_base import EnvBase, Policy
+
+__all__ = ["run_rollout", "TrajectoryStorage", "check_rollout_args"]
+
+
+def check_rollout_args(
+    env: EnvBase, max_steps: Any, policy: Any, auto_reset: bool, tensordict: Any
+) -> None:
+    """Validate ``rollout`` arguments with messages naming the fix."""
+    name = type(env).__name__
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"{name}.rollout: max_steps must be a positive int, got {max_steps!r}")
+    if policy is not None and not callable(policy):
+        raise TypeError(
+            f"{name}.rollout: policy must be callable (TensorDict -> TensorDict) or None, got "
+            f"{type(policy).__name__}"
+        )
+    if not auto_reset and tensordict is None:
+        raise ValueError(
+            f"{name}.rollout: auto_reset=False needs the starting tensordict (e.g. the output "
+            f"of env.reset() or the last step of a previous rollout)"
+        )
+
+
+class TrajectoryStorage:
+    """Buffers of shape ``[*batch, T, *leaf]`` for every leaf of a step's TensorDict.
+
+    Built from the first step (so a policy's extra outputs are recorded too) and filled
+    one time index at a time; :meth:`result` wraps them in one TensorDict.
+    """
+
+    def __init__(self, example: TensorDictBase, max_steps: int) -> None:
+        self.batch_size = example.batch_size
+        nb = len(self.batch_size)
+        self.max_steps = max_steps
+        self.device = example.device
+        self.slots: list[tuple[NestedKey, torch.Tensor]] = []
+        for key, value in example.items(include_nested=True, leaves_only=True):
+            if not isinstance(value, torch.Tensor):
+                continue  # non-tensor data (strings, objects) is not recorded
+            shape = (*value.shape[:nb], max_steps, *value.shape[nb:])
+            self.slots.append((key, torch.empty(shape, dtype=value.dtype, device=value.device)))
+        self._index_prefix = (slice(None),) * nb
+
+    def write(self, t: int, tensordict: TensorDictBase) -> None:
+        """Copy the leaves of ``tensordict`` to time index ``t``."""
+        index = (*self._index_prefix, t)
+        for key, buffer in self.slots:
+            value = tensordict.get(key, None)
+            if value is None:
+                raise KeyError(
+                    f"rollout: step {t} lacks the entry {key!r} present at step 0; the env "
+                    f"and policy must write the same keys at every step"
+                )
+            buffer[index] = value
+
+    def result(self, steps: int) -> TensorDictBase:
+        """The recorded trajectory of ``steps`` steps, batch size ``[*batch, steps]``."""
+        nb = len(self.batch_size)
+        data: dict[NestedKey, torch.Tensor] = {}
+        for key, buffer in self.slots:
+            if steps < self.max_steps:
+                # Compact: do not keep the storage of max_steps alive for a short rollout.
+                buffer = buffer.narrow(nb, 0, steps).clone()
+            data[key] = buffer
+        return TensorDict(data, batch_size=(*self.batch_size, steps), device=self.device)
+
+
+def run_rollout(
+    env: EnvBase,
+    max_steps: int,
+    *,
+    policy: Policy | None,
+    auto_reset: bool,
+    break_when_any_done: bool,
+    tensordict: TensorDictBase | None,
+    check: bool,
+) -> TensorDictBase:
+    """Implementation of :meth:`EnvBase.rollout` (see there for the arguments)."""
+    check_rollout_args(env, max_steps, policy, auto_reset, tensordict)
+    env._check_open("rollout")
+    td = env.reset(tensordict) if auto_reset else tensordict
+    assert td is not None
+    if policy is None and not check:
+        fast = env._rollout_fast(max_steps, td, break_when_any_done)
+        if fast is not None:
+            return fast
+    storage: TrajectoryStorage | None = None
+    steps = max_steps
+    for t in range(max_steps):
+        td = env.rand_action(td) if policy is None else policy(td)
+        td = env.step(td, check=check)
+        if storage is None:
+            storage = TrajectoryStorage(td, max_steps)
+        storage.write(t, td)
+        if break_when_any_done:
+            if td.get((NEXT, DONE)).any():
+                steps = t + 1
+                break
+            td = env._step_mdp(td)
+        elif t + 1 < max_steps:
+            td = env._maybe_reset(env._step_mdp(td))
+    assert storage is not None
+    return storage.result(steps)

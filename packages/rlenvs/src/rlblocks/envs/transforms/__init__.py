@@ -1,0 +1,61 @@
+"""Transforms: edit what an env returns and reads, step by step or on a plain TensorDict.
+
+``TransformedEnv(env, transform)`` applies a transform (or a ``Compose`` of several) to
+``env``; the same transforms apply to TensorDicts outside an env (``transform(td)``).
+"""
+
+from __future__ import annotations
+
+from rlblocks.envs.transforms._action import ActionDiscretizer
+from rlblocks.envs.transforms._base import Compose, Transform, TransformedEnv
+from rlblocks.envs.transforms._cast import DeviceCastTransform, DoubleToFloat, DTypeCastTransform
+from rlblocks.envs.transforms._env_ops import (
+    FrameSkipTransform,
+    InitTracker,
+    NoopResetEnv,
+    TensorDictPrimer,
+)
+from rlblocks.envs.transforms._episode import RewardSum, StepCounter
+from rlblocks.envs.transforms._frames import CatFrames
+from rlblocks.envs.transforms._image import CenterCrop, GrayScale, Resize, ToTensorImage
+from rlblocks.envs.transforms._keys import ExcludeTransform, RenameTransform, SelectTransform
+from rlblocks.envs.transforms._norm import ObservationNorm, VecNorm
+from rlblocks.envs.transforms._obs import (
+    CatTensors,
+    FlattenObservation,
+    SqueezeTransform,
+    UnsqueezeTransform,
+)
+from rlblocks.envs.transforms._reward import RewardClipping, RewardScaling
+
+__all__ = [
+    "Transform",
+    "Compose",
+    "TransformedEnv",
+    "StepCounter",
+    "RewardSum",
+    "RewardScaling",
+    "RewardClipping",
+    "ObservationNorm",
+    "VecNorm",
+    "DoubleToFloat",
+    "DTypeCastTransform",
+    "DeviceCastTransform",
+    "CatFrames",
+    "CatTensors",
+    "UnsqueezeTransform",
+    "SqueezeTransform",
+    "FlattenObservation",
+    "ToTensorImage",
+    "Resize",
+    "GrayScale",
+    "CenterCrop",
+    "NoopResetEnv",
+    "FrameSkipTransform",
+    "InitTracker",
+    "TensorDictPrimer",
+    "RenameTransform",
+    "SelectTransform",
+    "ExcludeTransform",
+    "ActionDiscretizer",
+]

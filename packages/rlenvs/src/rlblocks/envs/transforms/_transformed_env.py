@@ -1,0 +1,210 @@
+"""``TransformedEnv``: an env seen through a transform (see :mod:`.transforms._base`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tensordict import TensorDictBase
+from torch import nn
+
+from rlblocks.core.specs import Composite
+from rlblocks.envs._env_base import EnvBase
+from rlblocks.envs.errors import TransformError
+from rlblocks.envs.transforms._base import Compose, Transform
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["TransformedEnv"]
+
+
+class TransformedEnv(EnvBase):
+    """An env seen through a transform: its outputs, inputs and specs are edited.
+
+    ``env.transform`` is always a :class:`Compose`; add transforms with
+    :meth:`append_transform` / :meth:`insert_transform`. Specs are computed from the base
+    env's specs through the transforms and cached.
+
+    Args:
+        env: The wrapped env.
+        transform: A transform (or a ``Compose``) to apply; more can be appended later.
+        check_actions: Default of ``step(check=...)`` (default: the base env's).
+
+    Example:
+        >>> env = TransformedEnv(GymEnv("CartPole-v1"), StepCounter(max_steps=100))
+        >>> env.append_transform(RewardSum())
+        >>> td = env.rollout(1000)
+        >>> int(td["next", "step_count"].max()) <= 100
+        True
+    """
+
+    def __init__(
+        self,
+        env: EnvBase,
+        transform: Transform | None = None,
+        *,
+        check_actions: bool | None = None,
+    ) -> None:
+        if not isinstance(env, EnvBase):
+            raise TransformError(
+                f"TransformedEnv wraps an rlblocks EnvBase, got {type(env).__name__}; wrap "
+                f"gymnasium envs with GymWrapper first"
+            )
+        super().__init__(
+            device=env.device,
+            batch_size=env.batch_size,
+            check_actions=env.check_actions if check_actions is None else check_actions,
+        )
+        self._base_env = env
+        self._specs_stale = True
+        compose = transform if isinstance(transform, Compose) else Compose()
+        compose._set_container(self)
+        self._transform = compose
+        if transform is not None and transform is not compose:
+            compose.append(transform)
+        self.invalidate_specs()
+
+    @classmethod
+    def _view(cls, env: EnvBase, transforms: list[Transform]) -> TransformedEnv:
+        """An env applying ``transforms`` that does not take ownership of them (for parent)."""
+        view = cls.__new__(cls)
+        EnvBase.__init__(
+            view, device=env.device, batch_size=env.batch_size, check_actions=env.check_actions
+        )
+        view._base_env = env
+        compose = Compose()
+        compose.transforms = nn.ModuleList(transforms)  # registered, but not re-parented
+        object.__setattr__(compose, "_container", view)
+        view._transform = compose
+        view._specs_stale = True
+        return view
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def base_env(self) -> EnvBase:
+        """The wrapped env."""
+        return self._base_env
+
+    @property
+    def transform(self) -> Compose:
+        """The transforms applied, as one ``Compose``."""
+        return self._transform
+
+    @property
+    def batch_locked(self) -> bool:  # type: ignore[override]
+        return self._base_env.batch_locked
+
+    def append_transform(self, transform: Transform) -> Self:
+        """Apply ``transform`` after the current ones; returns ``self``."""
+        self._transform.append(transform)
+        return self
+
+    def insert_transform(self, index: int, transform: Transform) -> Self:
+        """Insert ``transform`` before position ``index`` of :attr:`transform`."""
+        self._transform.insert(index, transform)
+        return self
+
+    def invalidate_specs(self) -> None:
+        """Recompute the specs on next access (after editing a transform or the base env)."""
+        self._specs_stale = True
+        self._keys_cache = None
+
+    # ------------------------------------------------------------------ specs
+    @property
+    def _specs(self) -> dict[str, Composite]:  # type: ignore[override]
+        if self._specs_stale:
+            base = self._base_env
+            t = self._transform
+            # Observation last: a transform may derive an observation from what it saw of
+            # the other specs (RewardSum's sums have the reward's spec).
+            specs = {
+                "reward": t.transform_reward_spec(base.full_reward_spec.clone()),
+                "done": t.transform_done_spec(base.full_done_spec.clone()),
+                "action": t.transform_action_spec(base.full_action_spec.clone()),
+                "state": t.transform_state_spec(base.full_state_spec.clone()),
+            }
+            specs["observation"] = t.transform_observation_spec(base.full_observation_spec.clone())
+            self.__dict__["_specs_value"] = specs
+            self.__dict__["_needs_inv_value"] = t._has_inv()
+            self._specs_stale = False
+            self._keys_cache = None
+        return self.__dict__["_specs_value"]
+
+    @_specs.setter
+    def _specs(self, value: dict[str, Composite]) -> None:
+        # EnvBase.__init__ stores default specs; a TransformedEnv derives its own instead.
+        pass
+
+    def _set_spec(self, name: str, spec: Composite) -> None:
+        raise TransformError(
+            f"the specs of a TransformedEnv come from its base env and transforms; set "
+            f"base_env.full_{name}_spec or add a transform that edits it"
+        )
+
+    # ------------------------------------------------------------------ env API
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
+        out = self._base_env.reset(tensordict, **kwargs)
+        # Kept for the fast rollout, which restarts from the base env's own reset output.
+        self._last_base_reset = out
+        self._last_reset = self._transform._reset(tensordict, out.copy())
+        return self._last_reset
+
+    def _rollout_fast(
+        self,
+        max_steps: int,
+        tensordict: TensorDictBase,
+        break_when_any_done: bool,
+        episode_limit: int | None = None,
+    ) -> TensorDictBase | None:
+        # Random actions from a fresh reset: let the base env run its own fast loop, then
+        # apply the transforms once to the whole trajectory.
+        transform = self._transform
+        if (
+            tensordict is not self.__dict__.get("_last_reset")
+            or self._needs_inv
+            or not transform._supports_trajectory()
+        ):
+            return None
+        limits = [x for x in (transform._episode_limit(), episode_limit) if x is not None]
+        trajectory = self._base_env._rollout_fast(
+            max_steps, self._last_base_reset, break_when_any_done, min(limits, default=None)
+        )
+        if trajectory is None:
+            return None
+        return transform._call_trajectory(trajectory)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        base_input = self._transform.inv(tensordict.copy()) if self._needs_inv else tensordict
+        base = self._base_env
+        next_td = base._step(base_input)
+        if not base._done_flags_complete:
+            base._fill_done(next_td)
+        # The base env's hint stays valid while the transforms keep its done tensor.
+        self._done_hint = base._done_hint
+        self._last_reset = None  # the fast rollout starts from a fresh reset only
+        return self._transform._step(tensordict, next_td)
+
+    @property
+    def _needs_inv(self) -> bool:
+        self._specs  # noqa: B018 (refreshes the cached flag with the specs)
+        return self.__dict__["_needs_inv_value"]
+
+    def _set_seed(self, seed: int | None) -> None:
+        self._base_env.set_seed(seed)
+
+    def _num_seeds(self) -> int:
+        return self._base_env._num_seeds()
+
+    def _close(self) -> None:
+        self._base_env.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The transforms' state (running statistics, ...), as ``nn.Module.state_dict``."""
+        return self._transform.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load what :meth:`state_dict` returned."""
+        self._transform.load_state_dict(state_dict)
+
+    def __repr__(self) -> str:
+        return f"TransformedEnv(env={self._base_env!r}, transform={self._transform!r})"
