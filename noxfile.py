@@ -1,6 +1,6 @@
 """Development sessions for the rlblocks monorepo.
 
-    python3 -m nox -s tests standalone lint    # what CI runs (see README)
+    python3 -m nox -s tests standalone plugins ray interop lint    # what CI runs (README)
 
 PyTorch is installed first and pinned, because a bare ``torch`` requirement pulls a
 multi-GB CUDA build. The default is the CPU build ``torch==2.13.0``; override it with
@@ -23,7 +23,7 @@ TORCH_SPEC = os.environ.get("RLBLOCKS_TORCH_SPEC", "torch==2.13.0")
 TORCH_INDEX_URL = os.environ.get("RLBLOCKS_TORCH_INDEX_URL", "")
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "standalone", "lint"]
+nox.options.sessions = ["tests", "standalone", "plugins", "ray", "interop", "lint"]
 nox.options.error_on_missing_interpreters = True
 
 # The distributions of the tree: name -> folder. Plugins are picked up from plugins/*.
@@ -38,6 +38,8 @@ PACKAGES = {
 TEST_FIXTURE_PLUGINS = ["tests/fixtures/plugins/good", "tests/fixtures/plugins/broken"]
 # Plugins whose tests need a heavy simulator or service run in their own session instead.
 OWN_SESSION_PLUGINS: set[str] = set()
+# Test folders that need a service of their own (a local Ray instance) run in their own session.
+OWN_SESSION_TESTS = ["tests/collectors/ray", "tests/envs/interop"]
 
 
 def _pyproject(folder: str) -> dict:
@@ -102,8 +104,9 @@ def _install_torch(session: nox.Session) -> None:
     session.install(*args)
 
 
-def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("python", "-m", "pytest", *paths, *session.posargs)
+def _pytest(session: nox.Session, *paths: str, own_session_tests: bool = False) -> None:
+    ignored = [] if own_session_tests else [f"--ignore={p}" for p in OWN_SESSION_TESTS]
+    session.run("python", "-m", "pytest", *paths, *ignored, *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -155,8 +158,26 @@ def plugins(session: nox.Session, plugin: str) -> None:
 
 
 @nox.session(python="3.11")
+def ray(session: nox.Session) -> None:
+    """rlblocks-collectors' RayCollector against a local Ray instance."""
+    _install_torch(session)
+    session.install(*_pip_args(_local_closure(PACKAGES["collectors"], ["ray", "test"])))
+    _pytest(session, "tests/collectors/ray", own_session_tests=True)
+
+
+@nox.session(python="3.11")
+def interop(session: nox.Session) -> None:
+    """rlblocks envs exported with ``to_gymnasium`` train with Stable-Baselines3."""
+    _install_torch(session)
+    session.install(
+        *_pip_args(_local_closure(PACKAGES["envs"], ["test"])), "stable-baselines3>=2.3"
+    )
+    _pytest(session, "tests/envs/interop", own_session_tests=True)
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole tree."""
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")  # pinned: formatting changes between releases
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")

@@ -86,6 +86,26 @@ def test_step_mdp_nested_keys():
     assert ("agents", "reward") not in out.keys(include_nested=True)
 
 
+def test_step_mdp_merges_sub_tensordicts_present_at_both_levels():
+    td = TensorDict(
+        {
+            "observation": torch.zeros(2, 3),
+            "action": torch.zeros(2, 1),
+            "info": {"seed": torch.arange(2), "steps": torch.zeros(2)},
+            "next": {
+                "observation": torch.ones(2, 3),
+                "reward": torch.ones(2, 1),
+                "info": {"steps": torch.ones(2)},
+            },
+        },
+        batch_size=[2],
+    )
+    out = step_mdp(td)
+    assert torch.equal(out["info", "steps"], torch.ones(2))  # "next" wins
+    assert torch.equal(out["info", "seed"], torch.arange(2))  # the root's other entries stay
+    assert torch.equal(out["observation"], torch.ones(2, 3))
+
+
 def test_step_mdp_without_next_says_what_to_do():
     with pytest.raises(MissingKeyError, match="'next' entry.*Call env.step") as info:
         step_mdp(TensorDict({"observation": torch.zeros(2)}, batch_size=[]))

@@ -327,6 +327,7 @@ def test_csv_round_trip_with_the_csv_module(tmp_path):
 
 def test_csv_reads_with_pandas(tmp_path):
     import pandas as pd
+
     with CSVLogger("run", log_dir=tmp_path) as logger:
         for step in range(3):
             logger.log_metrics({"loss": 1.0 / (step + 1), "return": 10.0 * step}, step=step)

@@ -17,10 +17,11 @@ Flags are ``bool`` and rewards float, both with a trailing singleton dimension
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core.errors import MissingKeyError
@@ -56,11 +57,11 @@ PIXELS = "pixels"
 DONE_KEYS: tuple[str, str, str] = (DONE, TERMINATED, TRUNCATED)
 
 
-def _as_keys(keys: NestedKey | Sequence[NestedKey]) -> list[NestedKey]:
+def _as_keys(keys: NestedKey | Sequence[NestedKey]) -> tuple[NestedKey, ...]:
     # A tuple is one nested key (TensorDict's convention); a list is several keys.
     if isinstance(keys, (str, tuple)):
-        return [keys]
-    return list(keys)
+        return (keys,)
+    return tuple(keys)
 
 
 def step_mdp(
@@ -107,25 +108,85 @@ def step_mdp(
             f"step_mdp needs a 'next' entry (the output of env.step), but the TensorDict has "
             f"keys {sorted(map(str, tensordict.keys()))}. Call env.step(td) first."
         )
-    if done_keys is None:
-        done_keys = list(DONE_KEYS)
-    dropped = []
-    if exclude_reward:
-        dropped += _as_keys(reward_keys)
-    if exclude_done:
-        dropped += _as_keys(done_keys)
+    if done_keys is None and reward_keys == REWARD and action_keys == ACTION:
+        keys = _DEFAULT_KEYS  # the per-step common case skips normalizing the key arguments
+    else:
+        keys = (
+            _as_keys(reward_keys),
+            _as_keys(list(DONE_KEYS) if done_keys is None else done_keys),
+            _as_keys(action_keys),
+        )
+    plan = _plan(*keys, exclude_reward, exclude_done, exclude_action)
+    dropped, root_dropped, action_keys, flat = plan
+    if flat and type(next_td) is TensorDict:
+        out = _step_mdp_flat(tensordict, next_td, keep_other, exclude_action, dropped, root_dropped)
+        if out is not None:
+            return out
+    # General path: nested keys, or sub-TensorDicts at the root and under "next" to merge.
     next_part = next_td.exclude(*dropped) if dropped else next_td.copy()
     if not keep_other:
         if not exclude_action:
-            for key in _as_keys(action_keys):
+            for key in action_keys:
                 value = tensordict.get(key, None)
                 if value is not None:
                     next_part.set(key, value)
         return next_part
-    root_dropped = [NEXT, *_as_keys(reward_keys), *_as_keys(done_keys)]
-    if exclude_action:
-        root_dropped += _as_keys(action_keys)
     return tensordict.exclude(*root_dropped).update(next_part)
+
+
+_DEFAULT_KEYS = ((REWARD,), DONE_KEYS, (ACTION,))
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(
+    reward_keys: tuple[NestedKey, ...],
+    done_keys: tuple[NestedKey, ...],
+    action_keys: tuple[NestedKey, ...],
+    exclude_reward: bool,
+    exclude_done: bool,
+    exclude_action: bool,
+) -> tuple[frozenset[NestedKey], frozenset[NestedKey], tuple[NestedKey, ...], bool]:
+    """What ``step_mdp`` drops at each level, computed once per key configuration."""
+    dropped = (reward_keys if exclude_reward else ()) + (done_keys if exclude_done else ())
+    root_dropped = (NEXT, *reward_keys, *done_keys, *(action_keys if exclude_action else ()))
+    flat = all(isinstance(key, str) for key in (*root_dropped, *dropped, *action_keys))
+    return frozenset(dropped), frozenset(root_dropped), action_keys, flat
+
+
+_new_unsafe = getattr(TensorDict, "_new_unsafe", None)
+
+
+def _step_mdp_flat(
+    tensordict: TensorDictBase,
+    next_td: TensorDict,
+    keep_other: bool,
+    exclude_action: bool,
+    dropped: frozenset[NestedKey],
+    root_dropped: frozenset[NestedKey],
+) -> TensorDictBase | None:
+    """``step_mdp`` for top-level keys in one pass over each level (it runs once per step).
+
+    Returns ``None`` when a root sub-TensorDict would have to be merged with one under
+    ``"next"`` (e.g. ``"agents"`` at both levels): the general path handles that.
+    """
+    if not keep_other and not exclude_action:
+        return None  # a rare combination: the general path keeps this function simple
+    data = {key: value for key, value in next_td.items() if key not in dropped}
+    if keep_other:
+        for key, value in tensordict.items():
+            if key in root_dropped:
+                continue
+            if key in data:
+                if isinstance(value, TensorDictBase):
+                    return None
+                continue
+            data[key] = value
+    if _new_unsafe is not None:
+        # The entries come from valid TensorDicts of this batch size: skip re-validation.
+        return _new_unsafe(
+            data, batch_size=tensordict.batch_size, device=tensordict.device, nested=False
+        )
+    return TensorDict(data, batch_size=tensordict.batch_size, device=tensordict.device)
 
 
 def terminated_or_truncated(
