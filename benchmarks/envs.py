@@ -81,6 +81,13 @@ def rollout(env, steps: int) -> Callable[[], None]:
     return lambda: env.rollout(steps, break_when_any_done=False)
 
 
+def policy_rollout(env, steps: int) -> Callable[[], None]:
+    # A policy in the loop takes the per-step path (no whole-trajectory numpy loop): this is
+    # what training with an actor costs, beyond the policy's own forward pass.
+    env.set_seed(0)
+    return lambda: env.rollout(steps, policy=env.rand_action, break_when_any_done=False)
+
+
 def step_loop(env, steps: int) -> Callable[[], None]:
     def run() -> None:
         td = env.reset()
@@ -134,6 +141,13 @@ def main() -> int:
         single_raw,
         r,
         "<= 1.3x",
+    )
+    compare(
+        "GymEnv.rollout(N, policy=env.rand_action) / raw step loop",
+        policy_rollout(GymEnv(ENV_ID), n),
+        single_raw,
+        r,
+        "(info: per-step path)",
     )
     results["step"] = compare(
         "loop of env.step(td) + step_mdp / raw step loop",
