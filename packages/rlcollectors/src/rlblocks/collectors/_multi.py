@@ -1,0 +1,413 @@
+"""``MultiSyncDataCollector`` and ``MultiaSyncDataCollector``: one worker process per env.
+
+Each worker runs a :class:`SyncDataCollector` and writes its batches into a buffer in shared
+memory, sent to the parent once; afterwards a batch costs the parent one small message and
+one copy. Policy weights travel the other way through a shared-memory copy of the policy's
+parameters: ``update_policy_weights_()`` writes it in place and bumps a version number, and
+a worker reloads the weights before its next batch when the version changed.
+
+Faults: the parent waits on the workers' pipes *and* their process sentinels at once, so a
+worker that raises (its traceback arrives as a message) or dies (killed by a signal, a
+crash) is noticed immediately; the collector then shuts every worker down and raises
+:class:`CollectorWorkerError`. ``shutdown()`` asks workers to leave, then terminates and
+finally kills those still alive, within a few seconds in total.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing.connection
+import os
+import pickle
+import shutil
+import signal
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.multiprocessing
+from tensordict import TensorDictBase
+
+from rlblocks.collectors._base import EnvFactory
+from rlblocks.collectors._policy import policy_weights
+from rlblocks.collectors._pool import PoolCollectorBase
+from rlblocks.collectors._worker import worker_main
+from rlblocks.collectors.errors import CollectorConfigError, CollectorWorkerError
+from rlblocks.core import ExplorationType
+
+__all__ = ["MultiSyncDataCollector", "MultiaSyncDataCollector", "stop_processes"]
+
+# How long shutdown waits at each stage: a polite "close", then SIGTERM, then SIGKILL.
+_CLOSE_GRACE_S = 1.5
+_TERMINATE_GRACE_S = 1.0
+_KILL_GRACE_S = 1.0
+
+
+class _Worker:
+    """The parent's handle on one worker process."""
+
+    __slots__ = ("buffer", "conn", "fault_path", "index", "process", "requested", "state")
+
+    def __init__(self, index: int, process: Any, conn: Any, fault_path: str) -> None:
+        self.index = index
+        self.process = process
+        self.conn = conn
+        self.fault_path = fault_path
+        self.buffer: TensorDictBase | None = None
+        self.state = "idle"  # idle | busy (a batch was asked for) | holding (batch not taken)
+        self.requested = 0  # when the batch in flight was asked for (a request counter)
+
+
+def _request_order(worker: _Worker) -> int:
+    return worker.requested
+
+
+def stop_processes(processes: list[Any], conns: list[Any], tmpdir: str | None = None) -> None:
+    """Stop worker processes within a bounded time: close, then terminate, then kill.
+
+    Safe to call several times and on processes that already exited.
+    """
+    for conn in conns:
+        with contextlib.suppress(OSError, ValueError):  # the worker or the pipe is gone
+            conn.send(("close",))
+    deadline = time.monotonic() + _CLOSE_GRACE_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for action, grace in (("terminate", _TERMINATE_GRACE_S), ("kill", _KILL_GRACE_S)):
+        alive = [p for p in processes if p.is_alive()]
+        if not alive:
+            break
+        for process in alive:
+            getattr(process, action)()
+        deadline = time.monotonic() + grace
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+    for conn in conns:
+        conn.close()
+    for process in processes:
+        if not process.is_alive():
+            process.close()
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class _MultiCollectorBase(PoolCollectorBase):
+    """Shared machinery of the multi-process collectors (see the public subclasses)."""
+
+    _sync: bool
+
+    def __init__(
+        self,
+        create_env_fn: Sequence[EnvFactory],
+        policy: Callable[[TensorDictBase], TensorDictBase] | None = None,
+        *,
+        frames_per_batch: int,
+        total_frames: int = -1,
+        max_frames_per_traj: int | None = None,
+        init_random_frames: int = 0,
+        reset_at_each_iter: bool = False,
+        split_trajs: bool = False,
+        postproc: Callable[[TensorDictBase], TensorDictBase] | None = None,
+        exploration_type: ExplorationType = ExplorationType.RANDOM,
+        device: Any = None,
+        storing_device: Any = None,
+        replay_buffer: Any = None,
+        mp_start_method: str | None = None,
+    ) -> None:
+        self._workers: list[_Worker] = []
+        self._finalizer: Any = None
+        super().__init__(
+            create_env_fn,
+            policy,
+            sync=self._sync,
+            frames_per_batch=frames_per_batch,
+            total_frames=total_frames,
+            max_frames_per_traj=max_frames_per_traj,
+            init_random_frames=init_random_frames,
+            reset_at_each_iter=reset_at_each_iter,
+            split_trajs=split_trajs,
+            postproc=postproc,
+            exploration_type=exploration_type,
+            device=device,
+            storing_device=storing_device,
+            replay_buffer=replay_buffer,
+        )
+        weights = policy_weights(policy)
+        self._shared_weights = None if weights is None else weights.clone().share_memory_()
+        self._holding: collections.deque[_Worker] = collections.deque()
+        self._requests = 0
+        self._start(mp_start_method)
+
+    # ------------------------------------------------------------------ processes
+    def _start(self, mp_start_method: str | None) -> None:
+        owner = type(self).__name__
+        ctx = torch.multiprocessing.get_context(mp_start_method)
+        tmpdir = tempfile.mkdtemp(prefix="rlblocks-collector-")
+        processes: list[Any] = []
+        conns: list[Any] = []
+        # The finalizer holds the processes, never self, so an abandoned collector is
+        # still cleaned up when it is garbage collected or when the interpreter exits.
+        self._finalizer = weakref.finalize(self, stop_processes, processes, conns, tmpdir)
+        try:
+            for index, factory in enumerate(self._factories):
+                parent_conn, child_conn = ctx.Pipe()
+                conns.append(parent_conn)
+                fault_path = os.path.join(tmpdir, f"worker{index}.fault")
+                process = ctx.Process(
+                    target=worker_main,
+                    args=(
+                        child_conn,
+                        (factory, self.policy, self._worker_config, index, self.num_workers),
+                        self._shared_weights,
+                        fault_path,
+                    ),
+                    name=f"{owner}-worker-{index}",
+                    daemon=False,  # a worker may start processes of its own (ParallelEnv)
+                )
+                _start_process(owner, process, ctx)
+                processes.append(process)
+                child_conn.close()
+                self._workers.append(_Worker(index, process, parent_conn, fault_path))
+            self._check_batch_sizes([self._reply(worker, "ok") for worker in self._workers])
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _send(self, worker: _Worker, *message: Any) -> None:
+        try:
+            worker.conn.send(message)
+        except (OSError, ValueError):
+            self._raise_dead(worker)
+
+    def _reply(self, worker: _Worker, expected: str) -> Any:
+        """Wait for ``worker``'s next reply; return its payload."""
+        _, (kind, payload) = self._wait_any([worker])
+        if kind != expected:
+            raise CollectorWorkerError(
+                f"{type(self).__name__}: worker {worker.index} answered {kind!r} where "
+                f"{expected!r} was expected; the protocol is out of step. Shut the collector "
+                f"down and create a new one."
+            )
+        return payload
+
+    def _wait_any(self, workers: Sequence[_Worker]) -> tuple[_Worker, tuple[str, Any]]:
+        """The first reply of any of ``workers``; raises if one raised or died."""
+        by_conn = {w.conn: w for w in workers}
+        by_sentinel = {w.process.sentinel: w for w in workers}
+        while True:
+            ready = multiprocessing.connection.wait([*by_conn, *by_sentinel])
+            # Replies first: a worker that sent its traceback and exited is ready twice.
+            for obj in ready:
+                worker = by_conn.get(obj)
+                if worker is None:
+                    continue
+                try:
+                    message = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._raise_dead(worker)
+                if message[0] == "error":
+                    self._raise_failed(worker, f"raised an exception:\n{message[1]}")
+                return worker, message
+            for obj in ready:
+                worker = by_sentinel.get(obj)
+                if worker is not None and not worker.conn.poll():
+                    self._raise_dead(worker)
+
+    def _raise_dead(self, worker: _Worker) -> None:
+        process = worker.process
+        process.join(1.0)
+        code = process.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited unexpectedly with exit code {code}"
+        dump = ""
+        try:
+            with open(worker.fault_path) as f:
+                dump = f.read().strip()
+        except OSError:
+            pass
+        detail = f"\nPython traceback at the time of death:\n{dump}" if dump else ""
+        self._raise_failed(worker, how + detail)
+
+    def _raise_failed(self, worker: _Worker, what: str) -> None:
+        pid = worker.process.pid
+        self.shutdown()
+        raise CollectorWorkerError(
+            f"{type(self).__name__}: worker {worker.index} (pid {pid}) {what}\n"
+            f"All workers were shut down; fix the cause and create a new collector."
+        )
+
+    def _take_batch(self, worker: _Worker, buffer: TensorDictBase | None) -> None:
+        if buffer is not None:
+            worker.buffer = buffer
+        worker.state = "holding"
+
+    def _drain(self, worker: _Worker) -> None:
+        """Receive a batch ``worker`` is producing, keeping it for later delivery."""
+        if worker.state == "busy":
+            self._take_batch(worker, self._reply(worker, "batch"))
+            self._holding.append(worker)
+
+    def _call(self, index: int, method: str, *args: Any) -> Any:
+        worker = self._workers[index]
+        self._drain(worker)
+        self._send(worker, method, *args)
+        return self._reply(worker, "ok")
+
+    def _publish(self, weights: TensorDictBase) -> None:
+        if self._shared_weights is not None:
+            self._shared_weights.update_(weights)
+
+    def _request(self, worker: _Worker, random: bool) -> None:
+        self._send(worker, "collect", random, self._version)
+        worker.state = "busy"
+        self._requests += 1
+        worker.requested = self._requests
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (empty after :meth:`shutdown`)."""
+        return [] if self._closed else [w.process.pid for w in self._workers]
+
+    def _shutdown(self) -> None:
+        self._holding.clear()
+        for worker in self._workers:
+            worker.buffer = None
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+class MultiSyncDataCollector(_MultiCollectorBase):
+    """Collect from several envs in worker processes; each batch holds all of them.
+
+    Every batch asks each worker for ``frames_per_batch / num_workers`` frames and stacks
+    the answers: batches are ``[num_workers, *env.batch_size, T]``. Workers wait between
+    batches, so weights published with :meth:`update_policy_weights_` are used by the whole
+    next batch. Trajectory ids are unique across workers (worker ``i`` hands out ids
+    ``i, i + num_workers, ...``).
+
+    Args:
+        create_env_fn: One env factory per worker (callables returning an rlblocks env);
+            every env must have the same batch size. With the ``"spawn"`` or
+            ``"forkserver"`` start methods they must be picklable (a module-level
+            function or ``functools.partial``, not a lambda).
+        policy: As for :class:`SyncDataCollector`; each worker runs its own copy.
+        frames_per_batch: Frames per batch, over all workers; a multiple of
+            ``num_workers * env.batch_size.numel()``.
+        total_frames: See :class:`SyncDataCollector`.
+        max_frames_per_traj: See :class:`SyncDataCollector`.
+        init_random_frames: See :class:`SyncDataCollector`.
+        reset_at_each_iter: See :class:`SyncDataCollector`.
+        split_trajs: See :class:`SyncDataCollector`.
+        postproc: See :class:`SyncDataCollector` (runs in this process).
+        exploration_type: See :class:`SyncDataCollector`.
+        device: Device the workers run the policy on.
+        storing_device: Device of the yielded batches (default: ``device``, else where
+            the workers' envs produce them).
+        replay_buffer: See :class:`SyncDataCollector` (written from this process).
+        mp_start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` uses the
+            platform's default.
+
+    Raises:
+        CollectorConfigError: A bad argument.
+        CollectorWorkerError: A worker failed to build its env or collector (the message
+            holds its traceback), now or in a later batch, or died.
+
+    Example:
+        >>> collector = MultiSyncDataCollector(
+        ...     [make_env, make_env], policy, frames_per_batch=2000, total_frames=1_000_000
+        ... )
+        >>> with collector:
+        ...     for batch in collector:  # batch.batch_size == [2, 1000] for unbatched envs
+        ...         train(batch)
+        ...         collector.update_policy_weights_()
+    """
+
+    _sync = True
+
+    def _collect(self) -> TensorDictBase:
+        for worker in self._workers:
+            self._drain(worker)  # a batch left in flight by an interrupted call is dropped
+        self._holding.clear()
+        random = self._random_phase()
+        for worker in self._workers:
+            self._request(worker, random)
+        busy = list(self._workers)
+        while busy:
+            worker, (_, buffer) = self._wait_any(busy)
+            self._take_batch(worker, buffer)
+            busy.remove(worker)
+        batch = torch.stack([w.buffer for w in self._workers], dim=0)  # type: ignore[misc]
+        for worker in self._workers:
+            worker.state = "idle"
+        self._holding.clear()
+        return self._output(batch)
+
+
+class MultiaSyncDataCollector(_MultiCollectorBase):
+    """Collect from several envs in worker processes; yield each worker's batch when ready.
+
+    Every worker collects ``frames_per_batch`` frames at a time; iteration yields whichever
+    batch is ready first (``[*env.batch_size, T]``), and the worker starts its next batch
+    when the following one is asked for (so weights published in between are used).
+    Workers never wait for each other, which helps when their envs run at uneven speeds.
+    Arguments are those of :class:`MultiSyncDataCollector`, except that
+    ``frames_per_batch`` is the size of each yielded batch.
+
+    Batches still being collected when :meth:`state_dict` is called are received first and
+    delivered by the next iterations; a collector restored from that state does not have
+    them. The order of batches depends on timing, so runs are not reproducible batch for
+    batch.
+
+    Example:
+        >>> collector = MultiaSyncDataCollector([make_env] * 4, policy, frames_per_batch=500)
+        >>> with collector:
+        ...     for i, batch in zip(range(100), collector):
+        ...         train(batch)
+        ...         collector.update_policy_weights_()
+    """
+
+    _sync = False
+
+    def _collect(self) -> TensorDictBase:
+        if not self._holding:
+            random = self._random_phase()
+            for worker in self._workers:
+                if worker.state == "idle":
+                    self._request(worker, random)
+            busy = sorted((w for w in self._workers if w.state == "busy"), key=_request_order)
+            first, (_, buffer) = self._wait_any(busy)
+            self._take_batch(first, buffer)
+            # Take every batch that is ready, oldest request first: otherwise the fastest
+            # worker would be served again and again while finished ones wait.
+            for worker in busy:
+                if worker is not first and worker.conn.poll():
+                    self._take_batch(worker, self._reply(worker, "batch"))
+            self._holding.extend(w for w in busy if w.state == "holding")
+        worker = self._holding.popleft()
+        batch = worker.buffer.clone()  # type: ignore[union-attr]
+        worker.state = "idle"
+        return self._output(batch)
+
+
+def _start_process(owner: str, process: Any, ctx: Any) -> None:
+    try:
+        process.start()
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        if ctx.get_start_method() == "fork":
+            raise
+        raise CollectorConfigError(
+            f"{owner}: cannot send the env factory or the policy to a worker started with "
+            f"{ctx.get_start_method()!r}: {err}. Fix: use module-level functions or "
+            f"functools.partial instead of lambdas and local functions, or "
+            f"mp_start_method='fork'."
+        ) from err

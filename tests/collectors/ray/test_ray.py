@@ -1,0 +1,144 @@
+"""RayCollector on a local Ray instance (``ray.init(num_cpus=2)``)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+from tensordict.nn import TensorDictModule
+
+from rlblocks.collectors import CollectorWorkerError, RayCollector, Trainer
+from rlblocks.envs import CartPoleEnv
+
+TRAJ = ("collector", "traj_ids")
+
+
+def assert_dead(actors):
+    for actor in actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.batch_size.remote(), timeout=60)
+
+
+@pytest.fixture(name="make")
+def make_fixture():
+    made = []
+
+    def make(*args, **kwargs):
+        collector = RayCollector(*args, **kwargs)
+        made.append(collector)
+        return collector
+
+    yield make
+    for collector in made:
+        collector.shutdown()
+
+
+def test_sync_batches_gather_every_actor(make):
+    collector = make(
+        [lambda: CartPoleEnv(batch_size=[2])] * 2, frames_per_batch=40, total_frames=80, sync=True
+    )
+    batches = list(collector)
+    assert [b.batch_size for b in batches] == [torch.Size([2, 2, 10])] * 2
+    assert collector.frames == 80
+    ids = torch.stack([b[TRAJ] for b in batches])
+    assert (ids[:, 0] % 2 == 0).all() and (ids[:, 1] % 2 == 1).all()
+
+
+def test_async_batches_come_from_each_actor(make):
+    collector = make([lambda: CartPoleEnv()] * 2, frames_per_batch=8, total_frames=64)
+    batches = list(collector)
+    assert len(batches) == 8 and all(b.batch_size == (8,) for b in batches)
+    assert {int(b[TRAJ][0]) % 2 for b in batches} == {0, 1}
+
+
+def test_weights_travel_through_the_object_store(kit, make):
+    greedy = kit.Greedy(prefer=0, n_obs=4)
+    policy = TensorDictModule(greedy, ["observation"], ["action"])
+    collector = make([lambda: CartPoleEnv()] * 2, policy, frames_per_batch=8, sync=True)
+    assert (collector.next()["action"] == 0).all()
+    greedy.prefer(1)
+    assert (collector.next()["action"] == 0).all()
+    collector.update_policy_weights_()
+    assert (collector.next()["action"] == 1).all()
+
+
+def test_seed_and_state_dict(make):
+    runs = []
+    for _ in range(2):
+        collector = make([lambda: CartPoleEnv()] * 2, frames_per_batch=8, sync=True)
+        collector.set_seed(5)
+        runs.append(collector.next())
+        state = collector.state_dict()
+        collector.shutdown()  # frees the actors' CPUs for the next collector
+    assert (runs[0] == runs[1]).all()
+    other = make([lambda: CartPoleEnv()] * 2, frames_per_batch=8, sync=True)
+    other.load_state_dict(state)
+    assert other.frames == 8
+
+
+def test_a_failing_actor_raises_with_its_traceback(make):
+    class Broken(CartPoleEnv):
+        def _step(self, tensordict):
+            raise RuntimeError("the simulator crashed on purpose")
+
+    collector = make([lambda: CartPoleEnv(), Broken], frames_per_batch=4, sync=True)
+    actors = collector.actors
+    with pytest.raises(CollectorWorkerError, match="(?s)in _step.*crashed on purpose") as info:
+        collector.next()
+    assert "\x1b[" not in str(info.value)  # Ray's terminal colors are stripped
+    assert collector.is_closed
+    assert_dead(actors)
+
+
+def test_shutdown_kills_the_actors_and_is_idempotent(make):
+    collector = make([lambda: CartPoleEnv()] * 2, frames_per_batch=4)
+    actors = collector.actors
+    collector.next()
+    collector.shutdown()
+    collector.shutdown()
+    assert collector.actors == []
+    assert_dead(actors)
+
+
+def test_actors_that_cannot_be_scheduled_raise_instead_of_waiting(make):
+    with pytest.raises(CollectorWorkerError, match="did not start within"):
+        make([lambda: CartPoleEnv()], frames_per_batch=4, remote_config={"num_cpus": 64},
+             start_timeout=5)  # fmt: skip
+
+
+def test_a_killed_actor_surfaces_in_the_driver(make):
+    collector = make([lambda: CartPoleEnv()] * 2, frames_per_batch=4, sync=True)
+    ray.kill(collector.actors[1])
+    with pytest.raises(CollectorWorkerError, match="an actor failed"):
+        collector.next()
+
+
+def test_trainer_runs_on_a_ray_collector(make):
+    net = torch.nn.Linear(4, 2)
+
+    class Loss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, batch):
+            logits = self.net(batch["observation"])
+            return {"loss_ce": torch.nn.functional.cross_entropy(logits, batch["action"])}
+
+    policy = TensorDictModule(net, ["observation"], ["logits"])
+
+    def act(td):
+        td = policy(td)
+        return td.set("action", td["logits"].argmax(-1))
+
+    collector = make([lambda: CartPoleEnv()] * 2, act, frames_per_batch=16, total_frames=64)
+    loss = Loss()
+    trainer = Trainer(
+        collector,
+        loss,
+        torch.optim.SGD(loss.parameters(), lr=0.1),
+        batch_size=8,
+        progress_bar=False,
+    )
+    trainer.train()
+    assert trainer.frames == 64 and trainer.optim_steps == 4

@@ -1,0 +1,335 @@
+"""Multi-process collectors: batches, weights, seeds, state, faults and clean shutdown.
+
+Every collector here is shut down by the test (and the autouse fixture of conftest kills
+whatever a failing test left). Time bounds of the fault handling (raise within 5 s,
+shutdown within 5 s) are checked with generous margins: they are correctness properties,
+not speed measurements, and this machine may be loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+import torch
+from tensordict.nn import TensorDictModule, TensorDictSequential
+
+from rlblocks.collectors import (
+    CollectorConfigError,
+    CollectorWorkerError,
+    MultiaSyncDataCollector,
+    MultiSyncDataCollector,
+)
+from rlblocks.envs import CartPoleEnv
+
+TRAJ = ("collector", "traj_ids")
+GENEROUS_S = 30.0  # the bound under test is 5 s; this margin cannot flake on a busy box
+
+
+def children(kit) -> set[int]:
+    return {p.pid for p in kit.child_processes()}
+
+
+def assert_gone(pids, timeout=GENEROUS_S):
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes still alive: {alive}"
+
+
+@pytest.fixture(name="make")
+def make_fixture():
+    """Build collectors that are shut down at the end of the test, whatever happens."""
+    made = []
+
+    def make(cls, *args, **kwargs):
+        collector = cls(*args, **kwargs)
+        made.append(collector)
+        return collector
+
+    yield make
+    for collector in made:
+        collector.shutdown()
+
+
+def test_multisync_stacks_one_batch_per_worker(kit, make):
+    collector = make(
+        MultiSyncDataCollector,
+        [lambda: kit.WalkEnv(batch_size=[2])] * 2,
+        frames_per_batch=40,
+        total_frames=120,
+    )
+    batches = list(collector)
+    assert [b.batch_size for b in batches] == [torch.Size([2, 2, 10])] * 3
+    assert collector.frames == 120
+    ids = torch.stack([b[TRAJ] for b in batches])
+    # Worker i hands out ids congruent to i modulo the number of workers.
+    assert (ids[:, 0] % 2 == 0).all() and (ids[:, 1] % 2 == 1).all()
+    # Ids continue across batches like in a single collector.
+    per_row = ids.permute(1, 2, 0, 3).reshape(4, -1)
+    done = torch.stack([b["next", "done"][..., 0] for b in batches])
+    done = done.permute(1, 2, 0, 3).reshape(4, -1)
+    assert torch.equal(per_row[:, 1:] != per_row[:, :-1], done[:, :-1])
+
+
+def test_multiasync_yields_worker_batches(kit, make):
+    collector = make(
+        MultiaSyncDataCollector,
+        [lambda: kit.WalkEnv(batch_size=[2])] * 3,
+        frames_per_batch=10,
+        total_frames=100,
+    )
+    batches = list(collector)
+    assert len(batches) == 10 and all(b.batch_size == (2, 5) for b in batches)
+    workers = {int(b[TRAJ][0, 0]) % 3 for b in batches}
+    assert workers == {0, 1, 2}
+
+
+def test_policy_weights_reach_the_workers(kit, make):
+    greedy = kit.Greedy(prefer=0)
+    collector = make(
+        MultiSyncDataCollector,
+        [lambda: kit.WalkEnv(batch_size=[2])] * 2,
+        TensorDictModule(greedy, ["observation"], ["action"]),
+        frames_per_batch=8,
+    )
+    assert (collector.next()["action"] == 0).all()
+    greedy.prefer(1)
+    assert (collector.next()["action"] == 0).all()  # not published yet
+    collector.update_policy_weights_()
+    assert (collector.next()["action"] == 1).all()
+
+
+def test_update_policy_weights_in_async_collector(kit, make):
+    greedy = kit.Greedy(prefer=1)
+    collector = make(
+        MultiaSyncDataCollector,
+        [lambda: kit.WalkEnv()] * 2,
+        TensorDictModule(greedy, ["observation"], ["action"]),
+        frames_per_batch=4,
+    )
+    assert (collector.next()["action"] == 1).all()
+    greedy.prefer(0)
+    collector.update_policy_weights_()
+    # The batch of the other worker may have started before the update; the next ones
+    # are asked for after it.
+    actions = [collector.next()["action"] for _ in range(3)]
+    assert (actions[-1] == 0).all() and (actions[-2] == 0).all()
+
+
+def test_init_random_frames_in_workers(kit, make):
+    policy = TensorDictModule(
+        lambda obs: torch.ones(obs.shape[:-1], dtype=torch.int64), ["observation"], ["action"]
+    )
+    collector = make(
+        MultiSyncDataCollector,
+        [lambda: kit.WalkEnv(batch_size=[4])] * 2,
+        policy,
+        frames_per_batch=80,
+        init_random_frames=80,
+    )
+    assert (collector.next()["action"] == 0).any()
+    assert (collector.next()["action"] == 1).all()
+
+
+def test_set_seed_makes_workers_reproducible_and_distinct(kit, make):
+    runs = []
+    for _ in range(2):
+        collector = make(
+            MultiSyncDataCollector, [lambda: kit.WalkEnv(batch_size=[2])] * 2, frames_per_batch=20
+        )
+        assert collector.set_seed(11) == 15
+        runs.append(collector.next())
+        collector.shutdown()
+    assert (runs[0] == runs[1]).all()
+    assert not torch.equal(runs[0]["action"][0], runs[0]["action"][1])
+
+
+def test_state_dict_round_trip(kit, make):
+    def build():
+        return make(
+            MultiSyncDataCollector, [lambda: kit.WalkEnv(batch_size=[2])] * 2, frames_per_batch=8
+        )
+
+    first = build()
+    first.set_seed(3)
+    first.next()
+    state = first.state_dict()
+    expected = first.next()
+    second = build()
+    second.load_state_dict(state)
+    assert second.frames == 8
+    got = second.next()
+    # The workers' envs resume their episodes: same observations, same trajectory ids.
+    assert torch.equal(got["observation"], expected["observation"])
+    assert torch.equal(got[TRAJ], expected[TRAJ])
+    with pytest.raises(CollectorConfigError, match="same list of env factories"):
+        second.load_state_dict({**state, "workers": state["workers"][:1]})
+
+
+def test_a_raising_env_surfaces_in_the_parent_with_its_traceback(kit, make):
+    before = children(kit)
+    collector = make(
+        MultiSyncDataCollector,
+        [lambda: kit.WalkEnv(), lambda: kit.WalkEnv(fail_at=15)],
+        frames_per_batch=20,
+    )
+    pids = collector.worker_pids
+    collector.next()
+    start = time.monotonic()
+    with pytest.raises(CollectorWorkerError) as info:
+        collector.next()
+    assert time.monotonic() - start < GENEROUS_S
+    message = str(info.value)
+    assert "worker 1" in message and "broke down on purpose at step 15" in message
+    assert "Traceback" in message and "_step" in message
+    assert collector.is_closed
+    assert_gone(pids)
+    assert children(kit) <= before
+
+
+def test_an_env_failing_to_build_fails_the_constructor(kit):
+    def broken():
+        raise ValueError("no such simulator")
+
+    before = children(kit)
+    with pytest.raises(CollectorWorkerError, match="(?s)worker 1.*no such simulator"):
+        MultiaSyncDataCollector([lambda: kit.WalkEnv(), broken], frames_per_batch=4)
+    assert children(kit) <= before
+
+
+@pytest.mark.parametrize("cls", [MultiSyncDataCollector, MultiaSyncDataCollector])
+def test_a_killed_worker_surfaces_in_the_parent(kit, make, cls):
+    collector = make(cls, [lambda: kit.WalkEnv()] * 2, frames_per_batch=4)
+    collector.next()
+    pids = collector.worker_pids
+    os.kill(pids[0], signal.SIGKILL)
+    start = time.monotonic()
+
+    def collect_until_noticed():
+        for _ in range(100):
+            collector.next()
+
+    with pytest.raises(CollectorWorkerError, match="worker 0 .*killed by signal SIGKILL"):
+        collect_until_noticed()
+    assert time.monotonic() - start < GENEROUS_S
+    assert_gone(pids)
+
+
+class _HangingEnv(CartPoleEnv):
+    """Blocks forever in its step: a worker that never answers."""
+
+    def _step(self, tensordict):
+        time.sleep(3600)
+
+
+def test_shutdown_is_bounded_idempotent_and_leaves_no_process(kit, make):
+    before = children(kit)
+    collector = make(MultiaSyncDataCollector, [_HangingEnv] * 2, frames_per_batch=2)
+    pids = collector.worker_pids
+    collector._request(collector._workers[0], False)  # worker 0 is now stuck collecting
+    start = time.monotonic()
+    collector.shutdown()
+    assert time.monotonic() - start < GENEROUS_S
+    collector.shutdown()
+    assert collector.worker_pids == []
+    assert_gone(pids, timeout=1)
+    assert children(kit) <= before
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_no_process_remains_after_an_error_in_the_training_loop(kit, error):
+    before = children(kit)
+    collector = MultiaSyncDataCollector([lambda: kit.WalkEnv()] * 2, frames_per_batch=50)
+    pids = collector.worker_pids
+
+    def training_loop():
+        with collector:
+            for _ in collector:
+                raise error("interrupted while workers are collecting")
+
+    with pytest.raises(error):
+        training_loop()
+    assert collector.is_closed
+    assert_gone(pids, timeout=1)
+    assert children(kit) <= before
+
+
+def test_workers_do_not_outlive_a_killed_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal
+            from rlblocks.envs import CartPoleEnv
+            from rlblocks.collectors import MultiSyncDataCollector
+
+            if __name__ == "__main__":
+                collector = MultiSyncDataCollector([CartPoleEnv] * 2, frames_per_batch=4)
+                collector.next()
+                print(*collector.worker_pids, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
+    assert_gone(pids)
+
+
+def test_spawn_start_method_with_picklable_factories(make):
+    policy = TensorDictSequential(
+        TensorDictModule(torch.nn.Linear(4, 2), ["observation"], ["logits"]),
+        TensorDictModule(functools.partial(torch.argmax, dim=-1), ["logits"], ["action"]),
+    )
+    collector = make(
+        MultiSyncDataCollector,
+        [functools.partial(CartPoleEnv, batch_size=[2])],
+        policy,
+        frames_per_batch=8,
+        mp_start_method="spawn",
+    )
+    batch = collector.next()
+    assert batch.batch_size == (1, 2, 4) and "logits" in batch.keys()
+
+
+def test_spawn_with_a_lambda_names_the_fix():
+    with pytest.raises(CollectorConfigError, match="functools.partial"):
+        MultiSyncDataCollector([lambda: CartPoleEnv()], frames_per_batch=2, mp_start_method="spawn")
+
+
+@pytest.mark.parametrize(
+    ("create_env_fn", "kwargs", "match"),
+    [
+        (CartPoleEnv, {}, "must be a list of env factories"),
+        ([], {}, "is empty"),
+        ([CartPoleEnv()], {}, r"create_env_fn\[0\] must be a callable"),
+        ([CartPoleEnv] * 2, {"frames_per_batch": 5}, "not a multiple of the 2 workers"),
+    ],
+)
+def test_bad_arguments(create_env_fn, kwargs, match):
+    kwargs.setdefault("frames_per_batch", 4)
+    with pytest.raises(CollectorConfigError, match=match):
+        MultiSyncDataCollector(create_env_fn, **kwargs)
+
+
+def test_envs_of_different_batch_sizes_are_rejected(kit):
+    before = children(kit)
+    with pytest.raises(CollectorConfigError, match="different batch sizes"):
+        MultiSyncDataCollector(
+            [CartPoleEnv, functools.partial(CartPoleEnv, batch_size=[2])], frames_per_batch=4
+        )
+    assert children(kit) <= before
