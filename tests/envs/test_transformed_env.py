@@ -20,6 +20,14 @@ from rlblocks.envs import (
     TransformError,
     check_env_specs,
 )
+from rlblocks.envs.transforms import (
+    DeviceCastTransform,
+    DoubleToFloat,
+    ObservationNorm,
+    RenameTransform,
+)
+
+CPU, META = torch.device("cpu"), torch.device("meta")
 
 
 class Scale(Transform):
@@ -140,6 +148,47 @@ def test_parent_inside_a_nested_compose():
     assert "step_count" in env.observation_keys
 
 
+# ---------------------------------------------------------------------- parent views
+def test_parent_views_are_cached_until_the_composition_changes():
+    counter, summer = StepCounter(), RewardSum()
+    env = TransformedEnv(CartPoleEnv(), Compose(counter, summer))
+    parent = summer.parent
+    assert summer.parent is parent and counter.parent is env.base_env
+    scale = Scale(out_keys=["scaled"])
+    env.append_transform(scale)
+    assert summer.parent is not parent
+    assert {"step_count", "episode_reward"} <= set(scale.parent.observation_keys)
+    env.insert_transform(0, RenameTransform(["observation"], ["obs"]))
+    assert "obs" in summer.parent.observation_keys
+    assert "obs" in scale.parent.observation_keys
+    assert "observation" not in scale.parent.observation_keys
+
+
+def test_parent_views_follow_spec_changes():
+    norm, counter = ObservationNorm(0.0, 1.0), StepCounter()
+    env = TransformedEnv(PendulumEnv(), Compose(norm, counter))
+    before = counter.parent
+    high = before.observation_spec["observation"].high
+    norm.set_stats(0.0, 10.0)
+    after = counter.parent
+    assert after is not before
+    torch.testing.assert_close(after.observation_spec["observation"].high, high * 10)
+    env.invalidate_specs()
+    assert counter.parent is not after
+
+
+def test_parent_views_in_a_nested_compose_follow_the_outer_compose():
+    inner_counter = StepCounter()
+    env = TransformedEnv(CartPoleEnv(), Compose(Scale(), Compose(RewardSum(), inner_counter)))
+    parent = inner_counter.parent
+    assert inner_counter.parent is parent
+    env.insert_transform(0, Scale(out_keys=["extra"]))
+    assert inner_counter.parent is not parent
+    assert {"extra", "episode_reward"} <= set(inner_counter.parent.observation_keys)
+    # Copies of the transforms do not take the cached views (nor the env they hold).
+    assert env.transform._parent_views and not env.transform.clone()._parent_views
+
+
 def test_appending_updates_the_specs():
     env = TransformedEnv(CartPoleEnv())
     assert "step_count" not in env.observation_keys
@@ -184,6 +233,90 @@ def test_close_and_seed_reach_the_base_env(counting_env_cls):
     assert base.is_closed
 
 
+# ---------------------------------------------------------------------- reset inputs
+class RecordingPendulum(PendulumEnv):
+    """A PendulumEnv that keeps what its ``_reset`` received."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.reset_inputs = []
+
+    def _reset(self, tensordict, **kwargs):
+        self.reset_inputs.append(tensordict)
+        return super()._reset(tensordict, **kwargs)
+
+
+def _partial_reset_input(env, reset):
+    """A step's follow-up input with a ``"_reset"`` mask, as ``step_and_maybe_reset`` builds."""
+    current = env._step_mdp(env.rand_step(env.reset()))
+    return current.set("_reset", torch.tensor(reset).reshape(-1, 1))
+
+
+def test_partial_reset_keeps_the_renamed_state_of_the_other_elements():
+    both_ways = RenameTransform(["state"], ["sim"], in_keys_inv=["state"], out_keys_inv=["sim"])
+    env = TransformedEnv(PendulumEnv(batch_size=[2]), both_ways)
+    current = _partial_reset_input(env, [True, False])
+    out = env.reset(current)
+    # The base env read its state back, so the element not reset keeps a consistent
+    # observation (it used to be resampled from scratch).
+    assert torch.equal(out["sim"][1], current["sim"][1])
+    assert torch.equal(out["observation"][1], current["observation"][1])
+    assert not torch.equal(out["sim"][0], current["sim"][0])
+
+
+def test_reset_input_reaches_the_base_env_through_the_inverse():
+    rename = RenameTransform(["state"], ["sim"], in_keys_inv=["state"], out_keys_inv=["sim"])
+    cast = DoubleToFloat(in_keys=["sim"], in_keys_inv=["sim"])
+    base = RecordingPendulum(batch_size=[2])
+    env = TransformedEnv(base, Compose(rename, cast))
+    current = _partial_reset_input(env, [False, True])
+    assert current["sim"].dtype == torch.float32 and "state" not in current.keys()
+    out = env.reset(current)
+    seen = base.reset_inputs[-1]
+    assert seen["state"].dtype == torch.float64
+    assert torch.equal(seen["state"], current["sim"].double())
+    assert out["sim"].dtype == torch.float32 and torch.equal(out["sim"][0], current["sim"][0])
+    # The caller's TensorDict is left as it was.
+    assert "state" not in current.keys() and current["sim"].dtype == torch.float32
+
+
+def test_reset_input_moves_to_the_base_envs_device():
+    # Data can go to "meta" but not come back: the wrapped env reads on "meta" here.
+    base = RecordingPendulum()
+    env = TransformedEnv(base, DeviceCastTransform("cpu", orig_device="meta"))
+    env.reset(TensorDict(batch_size=[]))
+    assert base.reset_inputs[-1].device == META
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_partial_reset_through_a_device_cast():
+    env = TransformedEnv(PendulumEnv(batch_size=[2], device="cpu"), DeviceCastTransform("cuda"))
+    current = _partial_reset_input(env, [True, False])
+    out = env.reset(current)
+    assert out.device.type == "cuda"
+    assert torch.equal(out["state"][1], current["state"][1])
+
+
+# ---------------------------------------------------------------------- device
+def test_device_comes_from_the_transforms():
+    env = TransformedEnv(PendulumEnv(batch_size=[2]), StepCounter())
+    assert env.device == CPU
+    env.append_transform(DeviceCastTransform("meta"))
+    assert env.device == META
+    action = env.rand_action()
+    assert action.device == META and action["action"].device == META
+    env.append_transform(RewardSum())
+    assert env.transform[1].parent.device == CPU and env.transform[2].parent.device == META
+
+
+def test_transform_env_device_chains_through_compose():
+    assert StepCounter().transform_env_device(META) == META  # the default: unchanged
+    assert Compose(DeviceCastTransform("meta"), StepCounter()).transform_env_device(CPU) == META
+    there_and_back = Compose(DeviceCastTransform("meta"), DeviceCastTransform("cpu"))
+    assert there_and_back.transform_env_device(CPU) == CPU
+
+
+# ---------------------------------------------------------------------- random rollouts
 def replay(env, actions):
     steps = iter(range(actions.batch_size[-1]))
 

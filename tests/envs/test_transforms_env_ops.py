@@ -96,6 +96,19 @@ def test_frame_skip_repeats_the_action_and_sums_rewards(counting_env_cls):
     check_env_specs(env)
 
 
+def test_frame_skip_behind_another_transform_steps_through_it(counting_env_cls):
+    skip = FrameSkipTransform(3)
+    env = TransformedEnv(counting_env_cls(limit=100), Compose(StepCounter(), skip))
+    td = env.reset()
+    for step in range(1, 4):
+        td = env.step(td.set("action", torch.tensor([0.5])))
+        # Every frame went through the StepCounter before the skip (its parent).
+        assert td["next", "observation"].item() == td["next", "step_count"].item() == 3 * step
+        td = env._step_mdp(td)
+    assert skip.parent is skip.parent  # the parent view is built once
+    check_env_specs(env)
+
+
 def test_frame_skip_stops_at_the_end_of_an_episode(counting_env_cls):
     env = TransformedEnv(counting_env_cls(limit=4), FrameSkipTransform(3))
     td = env.reset().set("action", torch.tensor([1.0]))

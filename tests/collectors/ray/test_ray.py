@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 import torch
@@ -13,10 +15,19 @@ from rlblocks.envs import CartPoleEnv
 TRAJ = ("collector", "traj_ids")
 
 
-def assert_dead(actors):
+def assert_dead(actors, within: float = 30.0):
+    # ray.kill is asynchronous: on a loaded machine a call made right after it may still be
+    # served, so poll until the actor is gone (a kill that never happens still fails).
+    deadline = time.monotonic() + within
     for actor in actors:
-        with pytest.raises(ray.exceptions.RayActorError):
-            ray.get(actor.batch_size.remote(), timeout=60)
+        while True:
+            try:
+                ray.get(actor.batch_size.remote(), timeout=10)
+            except ray.exceptions.RayActorError:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"actor {actor} still answers {within} s after the shutdown")
+            time.sleep(0.2)
 
 
 @pytest.fixture(name="make")

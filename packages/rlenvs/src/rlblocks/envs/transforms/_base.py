@@ -23,6 +23,13 @@ Writing a transform
   ``"_reset"`` mask of partial resets. If its effect on a whole trajectory can be computed
   at once, it may also override :meth:`Transform._call_trajectory` (see ``StepCounter``);
   otherwise random-action rollouts step through it like any other loop.
+* A transform that moves data to another device (see ``DeviceCastTransform``) also
+  implements :meth:`Transform.transform_env_device`, so that ``TransformedEnv.device`` (and
+  the tensors it creates, e.g. random actions) follow.
+
+The input of a (partial) reset goes through :meth:`Transform.inv` before it reaches the
+wrapped env, as a step's input does: entries renamed, cast or moved both ways reach the
+wrapped env in its own form.
 """
 
 from __future__ import annotations
@@ -208,6 +215,17 @@ class Transform(nn.Module):
         """Steps after which this transform truncates episodes (``None``: it does not)."""
         return None
 
+    def transform_env_device(self, device: torch.device) -> torch.device:
+        """Return the device of the env seen through this transform.
+
+        Args:
+            device: The device of the wrapped env (with the transforms before applied).
+
+        Returns:
+            The device of what the transform outputs (default: ``device``, unchanged).
+        """
+        return device
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Apply the transform to a plain TensorDict (root and ``"next"`` levels), in place.
 
@@ -343,8 +361,17 @@ class Compose(Transform):
     def __init__(self, *transforms: Transform) -> None:
         super().__init__()
         self.transforms = nn.ModuleList()
+        # Parent views by id of transform, built on first use (a view recomputes its specs
+        # when built); cleared by TransformedEnv.invalidate_specs.
+        self._parent_views: dict[int, TransformedEnv] = {}
         for transform in transforms:
             self.append(transform)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Views hold the wrapped env: neither copies nor pickles of the transforms take it.
+        state = super().__getstate__()
+        state["_parent_views"] = {}
+        return state
 
     @property
     def stateless(self) -> bool:  # type: ignore[override]
@@ -382,10 +409,22 @@ class Compose(Transform):
         env = self.parent
         if env is None:
             return None
+        view = self._parent_views.get(id(transform))
+        if view is not None and view.base_env is env:
+            return view
         index = next(i for i, t in enumerate(self.transforms) if t is transform)
         if index == 0:
             return env
-        return TransformedEnv._view(env, list(self.transforms[:index]))
+        view = TransformedEnv._view(env, list(self.transforms[:index]))
+        self._parent_views[id(transform)] = view
+        return view
+
+    def _clear_parent_views(self) -> None:
+        """Forget the cached parent views, here and in nested ``Compose`` transforms."""
+        self._parent_views.clear()
+        for transform in self.transforms:
+            if isinstance(transform, Compose):
+                transform._clear_parent_views()
 
     def _call(self, tensordict: TensorDictBase) -> TensorDictBase:
         for transform in self.transforms:
@@ -428,6 +467,11 @@ class Compose(Transform):
     def _episode_limit(self) -> int | None:
         limits = [t._episode_limit() for t in self.transforms]
         return min((x for x in limits if x is not None), default=None)
+
+    def transform_env_device(self, device: torch.device) -> torch.device:
+        for transform in self.transforms:
+            device = transform.transform_env_device(device)
+        return device
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         for transform in self.transforms:

@@ -14,7 +14,7 @@ from rlblocks.core.specs import Composite, TensorSpec
 from rlblocks.envs._env_base import as_env_device
 from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform, as_key_list
-from rlblocks.envs.transforms._common import cast_spec, keep_round_trips, replay_specs
+from rlblocks.envs.transforms._common import cast_spec, replay_specs
 
 __all__ = ["DTypeCastTransform", "DoubleToFloat", "DeviceCastTransform"]
 
@@ -96,7 +96,7 @@ class DTypeCastTransform(Transform):
     ) -> TensorDictBase:
         if not self._resolved:
             replay_specs(self, self.parent)
-        return keep_round_trips(self, tensordict, self._call(tensordict_reset))
+        return self._call(tensordict_reset)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         if not self._resolved:

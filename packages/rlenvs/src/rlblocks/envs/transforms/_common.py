@@ -41,7 +41,6 @@ __all__ = [
     "cast_spec",
     "feature_dim",
     "hull_spec",
-    "keep_round_trips",
     "key_parts",
     "make_lazy_buffers",
     "map_spec",
@@ -282,29 +281,6 @@ def key_parts(key: NestedKey) -> tuple[str, ...]:
     return (key,) if isinstance(key, str) else tuple(key)
 
 
-def keep_round_trips(
-    transform: Transform, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
-) -> TensorDictBase:
-    """At a partial reset, keep the current values of entries a transform maps both ways.
-
-    An entry edited forward (``in_keys`` -> ``out_keys``) and back (``out_keys_inv`` ->
-    ``in_keys_inv``), e.g. a renamed or normalized simulator state, reaches the wrapped
-    env's reset in its edited form, which the env cannot read as its own; so the elements
-    a partial reset leaves alone get their values back from the reset's input.
-    """
-    mask = reset_mask(tensordict)
-    if mask is None or tensordict is None:
-        return tensordict_reset
-    back = dict(zip(transform.in_keys_inv, transform.out_keys_inv))
-    for key, out_key in zip(transform.in_keys, transform.out_keys):
-        if back.get(key) != out_key:
-            continue
-        current, value = tensordict.get(out_key, None), tensordict_reset.get(out_key, None)
-        if current is not None and value is not None:
-            tensordict_reset.set(out_key, where_reset(mask, value, current))
-    return tensordict_reset
-
-
 # ---------------------------------------------------------------------- specs seen through an env
 def replay_specs(transform: Transform, env: EnvBase | None) -> None:
     """Show ``transform`` the specs of ``env`` (its parent), in ``TransformedEnv``'s order.
@@ -361,11 +337,6 @@ class FeatureTransform(Transform):
             if value is not None:
                 tensordict.set(out_key, self._apply(value, nb, in_key))
         return tensordict
-
-    def _reset(
-        self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
-    ) -> TensorDictBase:
-        return keep_round_trips(self, tensordict, self._call(tensordict_reset))
 
     def _inv_call(self, tensordict: TensorDictBase) -> TensorDictBase:
         nb = tensordict.batch_dims

@@ -8,26 +8,13 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
-from rlblocks.core import DONE, NEXT, RESET, REWARD, TRUNCATED
+from rlblocks.core import DONE, NEXT, REWARD, TRUNCATED
 from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
 from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform, as_key_list
+from rlblocks.envs.transforms._common import reset_mask, where_reset
 
 __all__ = ["StepCounter", "RewardSum"]
-
-
-def _reset_values(
-    tensordict: TensorDictBase | None,
-    tensordict_reset: TensorDictBase,
-    key: NestedKey,
-    zeros: torch.Tensor,
-) -> torch.Tensor:
-    """Zeros where the episode restarts; the previous value elsewhere (partial reset)."""
-    mask = tensordict.get(RESET, None) if tensordict is not None else None
-    previous = tensordict_reset.get(key, None)
-    if mask is None or previous is None:
-        return zeros
-    return torch.where(mask.reshape(*zeros.shape[:-1], 1), zeros, previous)
 
 
 def _episode_steps(trajectory: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +84,9 @@ class StepCounter(_EpisodeTransform):
     def _reset(
         self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
     ) -> TensorDictBase:
-        zeros = self._zeros(tensordict_reset)
-        count = _reset_values(tensordict, tensordict_reset, self.step_count_key, zeros)
+        # A partial reset keeps the other elements' counts (carried from its input).
+        previous = tensordict_reset.get(self.step_count_key, None)
+        count = where_reset(reset_mask(tensordict), self._zeros(tensordict_reset), previous)
         tensordict_reset.set(self.step_count_key, count)
         return tensordict_reset
 
@@ -200,9 +188,8 @@ class RewardSum(_EpisodeTransform):
         for in_key, out_key in zip(self.in_keys, self.out_keys):
             zeros = self._reward_leaf(in_key, tensordict_reset.batch_size).zero()
             zeros = zeros.to(tensordict_reset.device)
-            tensordict_reset.set(
-                out_key, _reset_values(tensordict, tensordict_reset, out_key, zeros)
-            )
+            previous = tensordict_reset.get(out_key, None)
+            tensordict_reset.set(out_key, where_reset(reset_mask(tensordict), zeros, previous))
         return tensordict_reset
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:

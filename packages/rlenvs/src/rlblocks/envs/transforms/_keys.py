@@ -13,7 +13,7 @@ from rlblocks.core import ACTION, DONE_KEYS, NEXT, REWARD
 from rlblocks.core.specs import Composite
 from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform
-from rlblocks.envs.transforms._common import keep_round_trips, key_parts, replay_specs
+from rlblocks.envs.transforms._common import key_parts, replay_specs
 
 __all__ = ["RenameTransform", "SelectTransform", "ExcludeTransform"]
 
@@ -99,11 +99,6 @@ class RenameTransform(Transform):
 
     def _transform_keys_spec(self, spec: Composite) -> Composite:
         return self._rename(spec)
-
-    def _reset(
-        self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
-    ) -> TensorDictBase:
-        return keep_round_trips(self, tensordict, self._rename(tensordict_reset))
 
     def transform_state_spec(self, state_spec: Composite) -> Composite:
         self._state_keys = _leaves(state_spec)

@@ -16,11 +16,11 @@ from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform, as_key_list
 from rlblocks.envs.transforms._common import (
     as_float_buffer,
-    keep_round_trips,
     make_lazy_buffers,
     monotone_spec,
     positive_int,
     reset_mask,
+    where_reset,
 )
 
 __all__ = ["ObservationNorm", "VecNorm"]
@@ -139,7 +139,20 @@ class ObservationNorm(Transform):
     def _reset(
         self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
     ) -> TensorDictBase:
-        return keep_round_trips(self, tensordict, self._call(tensordict_reset))
+        tensordict_reset = self._call(tensordict_reset)
+        mask = reset_mask(tensordict)
+        if mask is None or tensordict is None:
+            return tensordict_reset
+        # An entry normalized both ways (a state the env reads) reached the wrapped env
+        # through inv(), and came back for the elements not reset; the round trip is exact
+        # only up to rounding, so those elements get their values back bit for bit.
+        back = dict(zip(self.in_keys_inv, self.out_keys_inv))
+        for key, out_key in zip(self.in_keys, self.out_keys):
+            value = tensordict_reset.get(out_key, None)
+            if back.get(key) == out_key and value is not None:
+                current = tensordict.get(out_key, None)
+                tensordict_reset.set(out_key, where_reset(mask, value, current))
+        return tensordict_reset
 
     def _apply_transform_spec(self, spec: TensorSpec) -> TensorSpec:
         if not self.initialized:

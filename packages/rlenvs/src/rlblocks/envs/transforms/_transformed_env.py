@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from tensordict import TensorDictBase
 from torch import nn
 
@@ -76,7 +77,7 @@ class TransformedEnv(EnvBase):
         compose.transforms = nn.ModuleList(transforms)  # registered, but not re-parented
         object.__setattr__(compose, "_container", view)
         view._transform = compose
-        view._specs_stale = True
+        view.invalidate_specs()
         return view
 
     # ------------------------------------------------------------------ structure
@@ -94,6 +95,14 @@ class TransformedEnv(EnvBase):
     def batch_locked(self) -> bool:  # type: ignore[override]
         return self._base_env.batch_locked
 
+    @property
+    def device(self) -> torch.device:
+        """The base env's device as the transforms move it (``Transform.transform_env_device``).
+
+        New tensors the env creates (random actions, missing done flags) go there too.
+        """
+        return self._device
+
     def append_transform(self, transform: Transform) -> Self:
         """Apply ``transform`` after the current ones; returns ``self``."""
         self._transform.append(transform)
@@ -108,6 +117,10 @@ class TransformedEnv(EnvBase):
         """Recompute the specs on next access (after editing a transform or the base env)."""
         self._specs_stale = True
         self._keys_cache = None
+        # The transforms' parent views derive their specs from the same sources.
+        self._transform._clear_parent_views()
+        # EnvBase reads _device wherever it creates tensors; the transforms may move them.
+        self._device = self._transform.transform_env_device(self._base_env.device)
 
     # ------------------------------------------------------------------ specs
     @property
@@ -143,7 +156,12 @@ class TransformedEnv(EnvBase):
 
     # ------------------------------------------------------------------ env API
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
-        out = self._base_env.reset(tensordict, **kwargs)
+        base_input = tensordict
+        if tensordict is not None and self._needs_inv:
+            # As for a step: the base env reads its own keys, dtypes and device (a partial
+            # reset keeps the state it reads back for the elements it does not reset).
+            base_input = self._transform.inv(tensordict.copy())
+        out = self._base_env.reset(base_input, **kwargs)
         # Kept for the fast rollout, which restarts from the base env's own reset output.
         self._last_base_reset = out
         self._last_reset = self._transform._reset(tensordict, out.copy())
