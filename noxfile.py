@@ -91,10 +91,14 @@ def _local_closure(folder: str, extras: list[str]) -> dict[str, set[str]]:
 
 
 def _pip_args(closure: dict[str, set[str]]) -> list[str]:
-    return [
-        f"{ROOT / path}[{','.join(sorted(extras))}]" if extras else str(ROOT / path)
-        for path, extras in closure.items()
-    ]
+    # A folder with extras is also given plain: otherwise pip's resolver does not match a
+    # sibling's plain "rlblocks-envs>=..." requirement to "folder[extras]" and looks on PyPI.
+    args = []
+    for path, extras in closure.items():
+        args.append(str(ROOT / path))
+        if extras:
+            args.append(f"{ROOT / path}[{','.join(sorted(extras))}]")
+    return args
 
 
 def _install_torch(session: nox.Session) -> None:
@@ -109,17 +113,29 @@ def _pytest(session: nox.Session, *paths: str, own_session_tests: bool = False) 
     session.run("python", "-m", "pytest", *paths, *ignored, *session.posargs)
 
 
-@nox.session(python="3.11")
-def tests(session: nox.Session) -> None:
-    """Every package and plugin installed together; the whole suite."""
-    _install_torch(session)
+def _merged_closure(folders: list[tuple[str, list[str]]]) -> dict[str, set[str]]:
     closure: dict[str, set[str]] = {}
-    folders = [(f, ["test"]) for f in PACKAGES.values()]
-    folders += [(f, []) for f in _plugin_folders() if Path(f).name not in OWN_SESSION_PLUGINS]
     for folder, extras in folders:
         for path, needed in _local_closure(folder, extras).items():
             closure.setdefault(path, set()).update(needed)
-    session.install(*_pip_args(closure), *(str(ROOT / f) for f in TEST_FIXTURE_PLUGINS))
+    return closure
+
+
+# What the examples need beyond the packages (tests/examples runs them in the tests session).
+EXAMPLE_REQUIREMENTS = ["matplotlib>=3.8", "tqdm>=4.66"]
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Every package and plugin installed together; the whole suite (examples included)."""
+    _install_torch(session)
+    folders = [(f, ["test"]) for f in PACKAGES.values()]
+    folders += [(f, []) for f in _plugin_folders() if Path(f).name not in OWN_SESSION_PLUGINS]
+    session.install(
+        *_pip_args(_merged_closure(folders)),
+        *(str(ROOT / f) for f in TEST_FIXTURE_PLUGINS),
+        *EXAMPLE_REQUIREMENTS,
+    )
     _pytest(session, "tests")
 
 
@@ -181,3 +197,24 @@ def lint(session: nox.Session) -> None:
     session.install("ruff==0.17.6")  # pinned: formatting changes between releases
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+def _install_everything(session: nox.Session, *extra: str) -> None:
+    """torch, then every package of the tree (with the gymnasium backend), then ``extra``."""
+    _install_torch(session)
+    folders = [(f, []) for f in PACKAGES.values()] + [(PACKAGES["envs"], ["gymnasium"])]
+    session.install(*_pip_args(_merged_closure(folders)), *EXAMPLE_REQUIREMENTS, *extra)
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """The main job: PPO learns CartPole-v1 (progress bar, final return, run folder)."""
+    _install_everything(session)
+    session.run("python", "examples/ppo.py", "--env-id", "CartPole-v1", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Every benchmarks/*.py; their figures next to their targets in benchmarks/RESULTS.md."""
+    _install_everything(session, "stable-baselines3>=2.3")
+    session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -1,0 +1,231 @@
+"""Plumbing shared by the example scripts: run folder, logger, evaluation, checkpoint, plot.
+
+The algorithm scripts stay readable top to bottom because what every one of them does the
+same way (where outputs go, how the final policy is scored, how the curve is drawn) lives
+here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import nn
+from tqdm import tqdm
+
+from rlblocks.buffers import LazyTensorStorage, TensorDictReplayBuffer
+from rlblocks.core import ExplorationType, TensorSpec, set_exploration_type
+from rlblocks.core.loggers import CSVLogger
+from rlblocks.envs import GymEnv, RewardSum, TransformedEnv
+from rlblocks.objectives.modules import MLP, ProbabilisticActor, TanhDelta, ValueOperator
+
+Policy = Callable[[TensorDictBase], TensorDictBase]
+
+
+def base_parser(description: str, env_id: str, total_frames: int) -> argparse.ArgumentParser:
+    """The flags every example has; each script adds its own hyper-parameters."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--env-id", default=env_id, help="gymnasium environment id")
+    parser.add_argument("--seed", type=int, default=1, help="seed of torch and the envs")
+    parser.add_argument("--total-frames", type=int, default=total_frames, help="env steps")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="final evaluation")
+    parser.add_argument("--runs-dir", default="runs", help="parent of the run folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def add_off_policy_args(parser: argparse.ArgumentParser) -> None:
+    """The replay and target-network flags the continuous-control examples share."""
+    parser.add_argument("--num-envs", type=int, default=1, help="envs stepped together")
+    parser.add_argument("--frames-per-batch", type=int, default=1, help="frames between updates")
+    parser.add_argument("--batch-size", type=int, default=256, help="transitions per update")
+    parser.add_argument("--buffer-size", type=int, default=100_000, help="replay capacity")
+    parser.add_argument("--learning-starts", type=int, default=1000, help="random frames first")
+    parser.add_argument("--gamma", type=float, default=0.99, help="discount")
+    parser.add_argument("--tau", type=float, default=0.005, help="target network update weight")
+    parser.add_argument("--hidden", type=int, default=256, help="cells per hidden layer")
+
+
+def setup(args: argparse.Namespace, name: str) -> CSVLogger:
+    """Seed torch, set its thread count and open the run folder ``<runs-dir>/<name>-<time>``."""
+    torch.manual_seed(args.seed)
+    # Small networks on CPU: one thread avoids the cost of waking a pool for tiny matmuls.
+    torch.set_num_threads(args.threads)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logger = CSVLogger(f"{name}-{stamp}-seed{args.seed}", log_dir=args.runs_dir)
+    logger.log_hparams(vars(args))
+    return logger
+
+
+def make_train_env(env_id: str, num_envs: int, seed: int) -> TransformedEnv:
+    """``num_envs`` gymnasium copies batched in one vector env, summing episode returns."""
+    env = TransformedEnv(GymEnv(env_id, num_envs=num_envs), RewardSum())
+    env.set_seed(seed)
+    return env
+
+
+def env_specs(env_id: str) -> tuple[int, TensorSpec]:
+    """Observation size and action spec of one copy of ``env_id`` (no batch dims): the
+    shapes the models are built for, whatever the number of envs they later act in."""
+    with GymEnv(env_id) as env:
+        return env.observation_spec["observation"].shape[-1], env.action_spec
+
+
+def progress(args: argparse.Namespace) -> tqdm:
+    """The progress bar over frames."""
+    return tqdm(total=args.total_frames, unit="frames", disable=args.no_progress, ncols=100)
+
+
+def episode_returns(batch: TensorDictBase) -> torch.Tensor:
+    """Returns of the episodes that ended in ``batch`` (written by ``RewardSum``)."""
+    return batch["next", "episode_reward"][batch["next", "done"]]
+
+
+def evaluate(policy: Policy, env_id: str, episodes: int, seed: int) -> float:
+    """Mean return of ``episodes`` deterministic episodes on the gymnasium env ``env_id``.
+
+    All episodes run at once in one vector env; each copy's first episode is the one
+    counted, so the rollout lasts the env's time limit.
+    """
+    max_steps = gym.spec(env_id).max_episode_steps or 1000
+    with GymEnv(env_id, num_envs=episodes) as env:
+        env.set_seed(seed + 10_000)  # never the training seeds
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            traj = env.rollout(max_steps, policy, break_when_any_done=False)
+    reward, done = traj["next", "reward"], traj["next", "done"]
+    # A step counts while no earlier step of its env was done.
+    before_end = (done.cumsum(-2) - done.int()) == 0
+    return (reward * before_end).sum(-2).mean().item()
+
+
+class Metrics:
+    """Averages of the values logged between two ``flush`` calls."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, **values: float | torch.Tensor) -> None:
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach()
+            self._values[key].append(float(value))
+
+    def flush(self, logger: CSVLogger, step: int) -> dict[str, float]:
+        means = {key: sum(v) / len(v) for key, v in self._values.items() if v}
+        logger.log_metrics(means, step=step)
+        self._values.clear()
+        return means
+
+
+def log_episodes(logger: CSVLogger, bar: tqdm, batch: TensorDictBase, frames: int) -> None:
+    """Log the mean return of the episodes finished in ``batch`` and show it on the bar."""
+    returns = episode_returns(batch)
+    if returns.numel():
+        mean = returns.mean().item()
+        logger.log_scalar("train/episode_return", mean, step=frames)
+        bar.set_postfix(episode_return=f"{mean:.1f}")
+    bar.update(batch.numel())
+
+
+def plot_learning_curve(run_dir: Path) -> Path:
+    """Draw the returns logged in ``scalars.csv`` into ``learning_curve.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed (CI, ssh)
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    with open(run_dir / "scalars.csv", newline="", encoding="utf-8") as file:
+        for row in csv.DictReader(file):
+            if row["name"] in ("train/episode_return", "eval/return"):
+                curves[row["name"]][0].append(int(row["step"]))
+                curves[row["name"]][1].append(float(row["value"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (steps, values) in sorted(curves.items()):
+        ax.plot(steps, values, marker="o" if name == "eval/return" else None, label=name)
+    ax.set(xlabel="frames", ylabel="return", title=run_dir.name)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    path = run_dir / "learning_curve.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def finish(
+    logger: CSVLogger,
+    args: argparse.Namespace,
+    policy: Policy,
+    frames: int,
+    modules: dict[str, nn.Module],
+) -> float:
+    """Evaluate the final policy, save the checkpoint and the curve, print where they are."""
+    eval_return = evaluate(policy, args.env_id, args.eval_episodes, args.seed)
+    logger.log_scalar("eval/return", eval_return, step=frames)
+    logger.close()
+    run_dir = logger.log_dir
+    checkpoint = {name: module.state_dict() for name, module in modules.items()}
+    torch.save({"frames": frames, "args": vars(args), **checkpoint}, run_dir / "checkpoint.pt")
+    plot_learning_curve(run_dir)
+    print(f"final evaluation return: {eval_return:.1f} ({args.eval_episodes} episodes)")
+    print(f"run folder: {run_dir}")
+    return eval_return
+
+
+def minibatches(data: TensorDictBase, size: int) -> Iterator[TensorDictBase]:
+    """Shuffled minibatches of ``size`` elements of a flat TensorDict."""
+    for index in torch.randperm(data.shape[0]).split(size):
+        yield data[index]
+
+
+def make_replay_buffer(size: int, batch_size: int) -> TensorDictReplayBuffer:
+    """A uniform replay buffer of ``size`` transitions kept in RAM."""
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(size), batch_size=batch_size)
+
+
+def make_qvalue(obs_dim: int, action_dim: int, hidden: int) -> ValueOperator:
+    """A critic ``Q(s, a)`` reading ``observation`` and ``action``, writing
+    ``state_action_value``."""
+    net = MLP(obs_dim + action_dim, 1, num_cells=[hidden] * 2, activation_class=nn.ReLU)
+    return ValueOperator(net, in_keys=["observation", "action"])
+
+
+def make_deterministic_actor(obs_dim: int, action_spec: TensorSpec, hidden: int) -> Policy:
+    """``mu(s)``: an MLP squashed by tanh into the action bounds (a ``TanhDelta``)."""
+    net = MLP(obs_dim, action_spec.shape[-1], num_cells=[hidden] * 2, activation_class=nn.ReLU)
+    return ProbabilisticActor(
+        TensorDictModule(net, in_keys=["observation"], out_keys=["param"]),
+        in_keys=["param"],
+        distribution_class=TanhDelta,
+        spec=action_spec,
+    )
+
+
+def off_policy_update(
+    loss_module: nn.Module,
+    batch: TensorDictBase,
+    optimizer: torch.optim.Optimizer,
+    terms: tuple[str, ...],
+) -> TensorDictBase:
+    """One gradient step on the sum of the loss ``terms`` (e.g. ``("loss_qvalue",)``).
+
+    The losses freeze the networks a term must not train (the critics in the actor term),
+    so one optimizer over every parameter is enough; parameters a step leaves without a
+    gradient (the actor on a critic-only step) are skipped by the optimizer.
+    """
+    out = loss_module(batch)
+    optimizer.zero_grad()
+    sum(out[key] for key in terms).backward()
+    optimizer.step()
+    return out

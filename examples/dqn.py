@@ -1,0 +1,90 @@
+"""DQN (with a target network and epsilon-greedy exploration), CartPole-v1 by default.
+
+    python examples/dqn.py                      # 100k frames
+    python examples/dqn.py --total-frames 20000 --seed 3
+
+Writes runs/dqn-<time>-seed<seed>/: scalars.csv, hparams.json, checkpoint.pt and
+learning_curve.png. Reference: Mnih et al. 2015, "Human-level control through deep RL".
+"""
+
+from __future__ import annotations
+
+import torch
+from _common import (
+    Metrics,
+    base_parser,
+    env_specs,
+    finish,
+    log_episodes,
+    make_replay_buffer,
+    make_train_env,
+    progress,
+    setup,
+)
+from tensordict.nn import TensorDictSequential
+from torch import nn
+
+from rlblocks.collectors import SyncDataCollector
+from rlblocks.objectives import DQNLoss, HardUpdate
+from rlblocks.objectives.modules import MLP, EGreedyModule, QValueActor
+
+# -- hyper-parameters ----------------------------------------------------------------------
+parser = base_parser(__doc__.splitlines()[0], env_id="CartPole-v1", total_frames=100_000)
+parser.add_argument("--num-envs", type=int, default=4, help="envs stepped together")
+parser.add_argument("--frames-per-batch", type=int, default=256, help="frames between updates")
+parser.add_argument("--gradient-steps", type=int, default=64, help="updates per batch")
+parser.add_argument("--batch-size", type=int, default=64, help="transitions per update")
+parser.add_argument("--buffer-size", type=int, default=100_000, help="replay capacity")
+parser.add_argument("--learning-starts", type=int, default=1000, help="random frames first")
+parser.add_argument("--lr", type=float, default=2.3e-3, help="Adam learning rate")
+parser.add_argument("--gamma", type=float, default=0.99, help="discount")
+parser.add_argument("--target-update", type=int, default=10, help="updates between copies")
+parser.add_argument("--eps-end", type=float, default=0.04, help="final epsilon")
+parser.add_argument("--exploration-fraction", type=float, default=0.16, help="of the frames")
+parser.add_argument("--hidden", type=int, default=256, help="cells per hidden layer")
+args = parser.parse_args()
+logger = setup(args, "dqn")
+env = make_train_env(args.env_id, args.num_envs, args.seed)
+
+# -- models: a Q-network acting greedily, wrapped in epsilon-greedy exploration -------------
+obs_dim, action_spec = env_specs(args.env_id)
+qnet = MLP(obs_dim, action_spec.n, num_cells=[args.hidden] * 2, activation_class=nn.ReLU)
+qvalue = QValueActor(qnet, spec=action_spec)
+explore = EGreedyModule(
+    action_spec,
+    eps_init=1.0,
+    eps_end=args.eps_end,
+    annealing_num_steps=int(args.exploration_fraction * args.total_frames),
+)
+policy = TensorDictSequential(qvalue, explore)
+loss_module = DQNLoss(qvalue, loss_function="l2", delay_value=True, gamma=args.gamma)
+target_updater = HardUpdate(loss_module, period=args.target_update)
+optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
+replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)
+
+# -- the loop: collect, store, then a few gradient steps on replayed transitions ------------
+collector = SyncDataCollector(
+    env,
+    policy,
+    frames_per_batch=args.frames_per_batch,
+    total_frames=args.total_frames,
+    init_random_frames=args.learning_starts,
+)
+metrics, bar, frames = Metrics(), progress(args), 0
+for batch in collector:
+    frames += batch.numel()
+    replay_buffer.extend(batch.reshape(-1))
+    explore.step(batch.numel())
+    if frames >= args.learning_starts:
+        for _ in range(args.gradient_steps):
+            out = loss_module(replay_buffer.sample())
+            optimizer.zero_grad()
+            out["loss_qvalue"].backward()
+            optimizer.step()
+            target_updater.step()
+        metrics.add(td_loss=out["loss_qvalue"], epsilon=explore.eps)
+        metrics.flush(logger, frames)
+    log_episodes(logger, bar, batch, frames)
+bar.close()
+collector.shutdown()
+finish(logger, args, policy, frames, {"qvalue": qvalue})

@@ -1,0 +1,62 @@
+"""Smoke tests of examples/: each script runs a few hundred frames and writes its run folder.
+
+Learning itself is the job of benchmarks/learning.py; here only "it runs and writes its
+outputs" is checked, in a subprocess, exactly as a user would start it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+# Flags that make each example short; off-policy ones start learning within the run.
+SHORT = {
+    "ppo.py": ["--total-frames", "512", "--num-envs", "4", "--num-steps", "64"],
+    "a2c.py": ["--total-frames", "256"],
+    "dqn.py": ["--total-frames", "512", "--learning-starts", "256", "--gradient-steps", "4"],
+    "sac.py": ["--total-frames", "300", "--learning-starts", "200"],
+    "td3.py": ["--total-frames", "300", "--learning-starts", "200"],
+    "ddpg.py": ["--total-frames", "300", "--learning-starts", "200"],
+    "iql_offline.py": ["--total-frames", "512", "--dataset-frames", "400"],
+}
+
+
+def _run(script: str, runs_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(EXAMPLES / script), "--runs-dir", str(runs_dir)]
+    command += ["--eval-episodes", "2", "--no-progress", *SHORT[script], *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_every_example_is_smoke_tested() -> None:
+    scripts = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(SHORT)
+
+
+@pytest.mark.parametrize("script", sorted(SHORT))
+def test_example_runs_and_writes_its_run_folder(script: str, tmp_path: Path) -> None:
+    extra = ["--dataset", str(tmp_path / "dataset")] if script == "iql_offline.py" else []
+    result = _run(script, tmp_path / "runs", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith(script.removesuffix(".py").removesuffix("_offline"))
+    for name in ("scalars.csv", "hparams.json", "checkpoint.pt", "learning_curve.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert "eval/return" in (run_dir / "scalars.csv").read_text()
+    assert "final evaluation return:" in result.stdout
+    assert f"run folder: {run_dir}" in result.stdout
+
+
+def test_iql_reuses_the_dataset_it_collected(tmp_path: Path) -> None:
+    dataset = tmp_path / "dataset"
+    first = _run("iql_offline.py", tmp_path / "a", "--dataset", str(dataset))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "collecting 400" in first.stdout
+    second = _run("iql_offline.py", tmp_path / "b", "--dataset", str(dataset))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "collecting" not in second.stdout
+    assert "dataset: 400 transitions" in second.stdout
