@@ -312,3 +312,30 @@ def test_serial_env_of_gym_envs_matches_a_sync_vector_env():
     slow = env.rollout(steps, replay(env, td), break_when_any_done=False)
     assert_same_trajectory(td, slow)
     env.close()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "dict"])
+def test_same_step_partial_reset_matches_the_generic_reset(env_id, dict_env_id):
+    """The SAME_STEP shortcut of step_and_maybe_reset returns what reset(_reset=done) does."""
+    from rlblocks.envs import EnvBase
+
+    env_id = dict_env_id if env_id == "dict" else env_id
+    fast, slow = GymEnv(env_id, num_envs=3), GymEnv(env_id, num_envs=3)
+    fast.set_seed(0)
+    slow.set_seed(0)
+    td_fast, td_slow = fast.reset(), slow.reset()
+    torch.manual_seed(0)
+    resets = 0
+    for t in range(60):
+        action = fast.rand_action(TensorDict(batch_size=[3]))
+        for td in (td_fast, td_slow):
+            td.update(action.clone())
+            td.set("carried", torch.full((3, 1), t))  # e.g. a policy's extra output
+        tr_fast, td_fast = fast.step_and_maybe_reset(td_fast)
+        tr_slow = slow.step(td_slow)
+        td_slow = EnvBase._maybe_reset(slow, slow._step_mdp(tr_slow))  # the generic path
+        resets += int(tr_fast["next", "done"].any())
+        assert_same_trajectory(tr_fast, tr_slow)
+        assert_same_trajectory(td_fast, td_slow)
+        assert td_fast["done"].data_ptr() != td_fast["terminated"].data_ptr()
+    assert resets > 0

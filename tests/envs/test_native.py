@@ -124,3 +124,31 @@ def test_device_argument_is_honoured():
     assert env.device == torch.device("cpu")
     assert env.rollout(3)["next", "observation"].device == torch.device("cpu")
     assert env.action_spec.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("cls", [PendulumEnv, CartPoleEnv])
+def test_state_dict_restores_the_random_generator(cls):
+    env = cls(batch_size=[4])
+    env.set_seed(3)
+    td = env.reset()
+    saved = env.state_dict()
+    # Continue the same episodes (their state is in td) and draw new initial states; the
+    # random actions come from torch's global generator, seeded alike.
+    torch.manual_seed(0)
+    expected = env.rollout(40, auto_reset=False, tensordict=td.clone(), break_when_any_done=False)
+    expected_reset = env.reset()
+    restored = cls(batch_size=[4])
+    restored.set_seed(99)
+    restored.load_state_dict(saved)
+    torch.manual_seed(0)
+    traj = restored.rollout(40, auto_reset=False, tensordict=td.clone(), break_when_any_done=False)
+    for key in expected.keys(True, True):
+        assert torch.equal(traj[key], expected[key]), key
+    assert torch.equal(restored.reset()["state"], expected_reset["state"])
+    # The saved state is a copy: using the env afterwards does not change it.
+    env.load_state_dict(saved)
+    torch.manual_seed(0)
+    env.rollout(40, auto_reset=False, tensordict=td.clone(), break_when_any_done=False)
+    assert torch.equal(env.reset()["state"], expected_reset["state"])
+    with pytest.raises(KeyError, match="generator"):
+        env.load_state_dict({})

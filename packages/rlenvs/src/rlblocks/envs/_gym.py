@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from rlblocks.core import DONE, PIXELS, RESET, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core import DONE, NEXT, PIXELS, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import missing_dependency
 from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
 from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs._gym_spaces import SpaceLayout, numpy_dtype, torch_dtype
-from rlblocks.envs._td_fast import fast_get, new_tensordict
+from rlblocks.envs._td_fast import fast_get, new_tensordict, top_items
 from rlblocks.envs.errors import EnvError, UnsupportedEnvOperationError
 
 __all__ = ["GymWrapper", "GymEnv", "import_gymnasium"]
@@ -138,6 +138,10 @@ class GymWrapper(EnvBase):
         n = batch[0] if vector else 1
         self._auto_reset_rows = np.zeros(n, dtype=bool)  # SAME_STEP rows gym already reset
         self._last_obs: Any = None  # SAME_STEP: gym's last observation (reset rows included)
+        # SAME_STEP: the done rows of the last step and whether all rows were done, for the
+        # partial reset that follows it (gym already reset those rows; see _maybe_reset).
+        self._last_done: np.ndarray | None = None
+        self._last_all_done = False
 
         observation = Composite(shape=batch, device=self.device)
         if not (from_pixels and pixels_only):
@@ -236,7 +240,7 @@ class GymWrapper(EnvBase):
             start = layout.leaves[0].start
             # A numpy integer: gymnasium's Discrete.contains checks it faster than an int.
             return np.int64(value if start is None else value + start)
-        arrays = [tensordict.get(key).cpu().numpy() for key in layout.keys]
+        arrays = [fast_get(tensordict, key).cpu().numpy() for key in layout.keys]
         return layout.to_gym(arrays)
 
     def _extras(self, info: Mapping[str, Any], data: dict[Any, torch.Tensor]) -> None:
@@ -281,9 +285,58 @@ class GymWrapper(EnvBase):
             obs, info = self._env.reset(seed=seed, **kwargs)
             self._auto_reset_rows[:] = False
             self._last_obs = obs
+        self._done_hint = None
         data = self._obs_tensors(obs)
         self._extras(info, data)
+        self._zero_flags(data)
         return self._output(data)
+
+    def _zero_flags(self, data: dict[Any, torch.Tensor]) -> None:
+        """The done flags of a reset (all ``False``), as ``EnvBase._fill_done`` writes them."""
+        flags = np.zeros((3, *self.batch_size, 1), dtype=bool)  # numpy: cheaper than torch
+        data[DONE] = torch.from_numpy(flags[0])
+        data[TERMINATED] = torch.from_numpy(flags[1])
+        data[TRUNCATED] = torch.from_numpy(flags[2])
+
+    def _maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
+        # SAME_STEP vector env right after a step with some (not all) rows done: gym has
+        # already reset them and returned their first observation, so the partial reset is
+        # ``reset(td with "_reset" = done)`` without calling gym or reading the mask back.
+        hint = self._done_hint
+        if (
+            hint is not None
+            and self._last_done is not None
+            and not self._last_all_done
+            and type(tensordict) is TensorDict
+            and hint[0] is fast_get(tensordict, DONE)
+        ):
+            if not hint[1]:
+                return tensordict
+            done = self._last_done
+            if not (done & ~self._auto_reset_rows).any():
+                return self._same_step_reset(tensordict, done)
+        return super()._maybe_reset(tensordict)
+
+    def _same_step_reset(self, tensordict: TensorDictBase, done: np.ndarray) -> TensorDictBase:
+        """What ``reset`` returns for ``tensordict`` with ``"_reset"`` = ``done`` (SAME_STEP)."""
+        self._check_open("reset")
+        self._check_batch(tensordict, "reset")
+        self._auto_reset_rows[done] = False
+        self._done_hint = None
+        data = self._obs_tensors(self._last_obs)
+        self._extras({}, data)
+        self._zero_flags(data)
+        skip = {RESET, NEXT, *self._keys().action_top}
+        skip.update(k if isinstance(k, str) else k[0] for k in data)  # keys of the reset
+        carried = [(k, v) for k, v in top_items(tensordict) if k not in skip]
+        fast = self._fast_output and tensordict.device == self.device
+        if fast and all(isinstance(v, torch.Tensor) for _, v in carried):
+            data.update(carried)
+            return self._output(data)
+        out = self._output(data)
+        for key, value in carried:
+            out.set(key, value)
+        return out
 
     def _partial_reset(self, mask: np.ndarray) -> tuple[Any, Mapping[str, Any]]:
         if self._autoreset == "SameStep":
@@ -318,10 +371,18 @@ class GymWrapper(EnvBase):
             n = self.batch_size[0]
             data = self._obs_tensors(obs)
             data[REWARD] = torch.from_numpy(np.asarray(reward, dtype=np.float32).reshape(n, 1))
-            flags = torch.from_numpy(
-                np.stack([terminated, truncated, terminated | truncated]).reshape(3, n, 1)
-            )
-            data[TERMINATED], data[TRUNCATED], data[DONE] = flags.unbind(0)
+            flags = np.empty((3, n, 1), dtype=bool)
+            flags[0, :, 0] = terminated
+            flags[1, :, 0] = truncated
+            np.logical_or(flags[0], flags[1], out=flags[2])
+            data[TERMINATED] = torch.from_numpy(flags[0])
+            data[TRUNCATED] = torch.from_numpy(flags[1])
+            data[DONE] = torch.from_numpy(flags[2])
+            if self._autoreset == "SameStep":
+                done = flags[2, :, 0]
+                self._last_done = done
+                self._last_all_done = bool(done.all())
+                self._done_hint = (data[DONE], bool(done.any()))
         else:
             obs, reward, terminated, truncated, info = self._env.step(action)
             for _ in range(self.frame_skip - 1):
@@ -355,6 +416,12 @@ class GymWrapper(EnvBase):
 
     def _with_final_obs(self, obs: Any, info: Mapping[str, Any], done: np.ndarray) -> Any:
         layout = self._obs_layout
+        if layout.simple and layout.leaves[0].start is None:
+            buffer = np.array(obs)
+            final = info["final_obs"]
+            for i in np.flatnonzero(done):
+                buffer[i] = final[i]
+            return buffer
         buffers = {leaf.key: np.array(leaf.extract(obs)) for leaf in layout.leaves}
         final = info["final_obs"]
         for i in np.flatnonzero(done):

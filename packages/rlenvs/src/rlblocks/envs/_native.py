@@ -11,6 +11,7 @@ limits of the registered gymnasium versions.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -59,6 +60,23 @@ class _TorchEnv(EnvBase):
             self._generator.seed()
         else:
             self._generator.manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The env's own state outside its TensorDicts: the random generator's state.
+
+        The physical state lives in the TensorDicts (``"state"``); with this, a restored env
+        (:meth:`load_state_dict`) draws the same initial states as the saved one would.
+        """
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the random generator saved by :meth:`state_dict`."""
+        if "generator" not in state_dict:
+            raise KeyError(
+                f"{type(self).__name__}.load_state_dict: expected a dict from state_dict() with "
+                f"a 'generator' entry, got keys {sorted(state_dict)}"
+            )
+        self._generator.set_state(torch.as_tensor(state_dict["generator"]).cpu())
 
     def _uniform(self, high: torch.Tensor) -> torch.Tensor:
         u = torch.rand(

@@ -15,6 +15,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT
+from rlblocks.envs._td_fast import fast_get
 
 if TYPE_CHECKING:
     from rlblocks.envs._env_base import EnvBase, Policy
@@ -54,24 +55,35 @@ class TrajectoryStorage:
         self.max_steps = max_steps
         self.device = example.device
         self.slots: list[tuple[NestedKey, torch.Tensor]] = []
+        # Per slot: the key's parts (read level by level with the fast accessor) and the
+        # buffer's time dim, written with ``select(dim, t).copy_`` (cheaper than indexing).
+        self._plan: list[tuple[tuple[str, ...], torch.Tensor]] = []
         for key, value in example.items(include_nested=True, leaves_only=True):
             if not isinstance(value, torch.Tensor):
                 continue  # non-tensor data (strings, objects) is not recorded
             shape = (*value.shape[:nb], max_steps, *value.shape[nb:])
-            self.slots.append((key, torch.empty(shape, dtype=value.dtype, device=value.device)))
+            buffer = torch.empty(shape, dtype=value.dtype, device=value.device)
+            self.slots.append((key, buffer))
+            self._plan.append(((key,) if isinstance(key, str) else tuple(key), buffer))
         self._index_prefix = (slice(None),) * nb
 
     def write(self, t: int, tensordict: TensorDictBase) -> None:
         """Copy the leaves of ``tensordict`` to time index ``t``."""
-        index = (*self._index_prefix, t)
-        for key, buffer in self.slots:
-            value = tensordict.get(key, None)
-            if value is None:
-                raise KeyError(
-                    f"rollout: step {t} lacks the entry {key!r} present at step 0; the env "
-                    f"and policy must write the same keys at every step"
-                )
-            buffer[index] = value
+        dim = len(self._index_prefix)
+        for parts, buffer in self._plan:
+            value: Any = tensordict
+            for part in parts:
+                value = fast_get(value, part)
+                if value is None:
+                    key = parts[0] if len(parts) == 1 else parts
+                    raise KeyError(
+                        f"rollout: step {t} lacks the entry {key!r} present at step 0; the "
+                        f"env and policy must write the same keys at every step"
+                    )
+            if isinstance(value, torch.Tensor):
+                buffer.select(dim, t).copy_(value)
+            else:
+                buffer[(*self._index_prefix, t)] = value
 
     def result(self, steps: int) -> TensorDictBase:
         """The recorded trajectory of ``steps`` steps, batch size ``[*batch, steps]``."""
@@ -113,7 +125,9 @@ def run_rollout(
             storage = TrajectoryStorage(td, max_steps)
         storage.write(t, td)
         if break_when_any_done:
-            if td.get((NEXT, DONE)).any():
+            done = fast_get(fast_get(td, NEXT), DONE)
+            hint = env._done_hint
+            if hint[1] if hint is not None and hint[0] is done else done.any():
                 steps = t + 1
                 break
             td = env._step_mdp(td)
