@@ -30,13 +30,14 @@ from rlblocks.objectives.modules import MLP, ProbabilisticActor, ValueOperator
 
 # -- hyper-parameters ----------------------------------------------------------------------
 parser = base_parser(__doc__.splitlines()[0], env_id="CartPole-v1", total_frames=100_000)
-parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together")
-parser.add_argument("--num-steps", type=int, default=64, help="steps per env per batch")
-parser.add_argument("--update-epochs", type=int, default=10, help="passes over each batch")
-parser.add_argument("--minibatch-size", type=int, default=1024, help="frames per gradient step")
-parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (annealed to 0)")
-parser.add_argument("--gamma", type=float, default=0.99, help="discount")
-parser.add_argument("--gae-lambda", type=float, default=0.95, help="GAE lambda")
+# Defaults are rl-baselines3-zoo's CartPole-v1 PPO settings (also what benchmarks compare to).
+parser.add_argument("--num-envs", type=int, default=8, help="envs stepped together")
+parser.add_argument("--num-steps", type=int, default=32, help="steps per env per batch")
+parser.add_argument("--update-epochs", type=int, default=20, help="passes over each batch")
+parser.add_argument("--minibatch-size", type=int, default=256, help="frames per gradient step")
+parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (annealed to 0)")
+parser.add_argument("--gamma", type=float, default=0.98, help="discount")
+parser.add_argument("--gae-lambda", type=float, default=0.8, help="GAE lambda")
 parser.add_argument("--clip-coef", type=float, default=0.2, help="clip range epsilon")
 parser.add_argument("--ent-coef", type=float, default=0.0, help="entropy bonus weight")
 parser.add_argument("--vf-coef", type=float, default=0.5, help="value loss weight")
