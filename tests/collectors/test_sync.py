@@ -14,7 +14,16 @@ from rlblocks.collectors import (
     SyncDataCollector,
 )
 from rlblocks.core import ExplorationType, exploration_type
-from rlblocks.envs import CartPoleEnv, GymEnv, InvalidActionError, PendulumEnv
+from rlblocks.envs import (
+    CartPoleEnv,
+    Compose,
+    GymEnv,
+    InvalidActionError,
+    PendulumEnv,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+)
 
 TRAJ = ("collector", "traj_ids")
 
@@ -110,6 +119,49 @@ def test_fast_policy_path_gives_the_same_data_as_the_module_call(kit):
         ) as collector:
             batches.append(collector.next())
     assert (batches[0] == batches[1]).all()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GymEnv("CartPole-v1"),
+        lambda: GymEnv("CartPole-v1", num_envs=3),
+        # Transforms carrying per-episode state across batches: applied per batch at once.
+        lambda: TransformedEnv(GymEnv("CartPole-v1", num_envs=3), RewardSum()),
+        lambda: TransformedEnv(GymEnv("CartPole-v1"), Compose(StepCounter(), RewardSum())),
+    ],
+    ids=["single", "vector", "vector+RewardSum", "single+StepCounter+RewardSum"],
+)
+def test_gym_env_fast_loop_gives_the_batches_of_the_step_loop(make):
+    # A TensorDictModule over gym envs runs in the env's numpy loop from the second batch
+    # on; a plain callable (no declared keys) always takes the step loop. Same data.
+    net = torch.nn.Linear(4, 2)
+    module = TensorDictModule(lambda obs: net(obs).argmax(-1), ["observation"], ["action"])
+
+    def plain(td):
+        return module(td)
+
+    batches, fast_batches = [], []
+    for policy in (module, plain):
+        env = make()
+        env.set_seed(7)
+        numpy_loop = env._rollout_fast
+
+        def spy(*args, _loop=numpy_loop, **kwargs):
+            out = _loop(*args, **kwargs)
+            fast_batches.append(out is not None)
+            return out
+
+        env._rollout_fast = spy
+        with SyncDataCollector(env, policy, frames_per_batch=60, total_frames=300) as collector:
+            batches.append(torch.cat(list(collector), -1))
+        env.close()
+    assert fast_batches == [True] * 4 + [False] * 4  # module: batches 2-5; plain: never
+    fast, slow = batches
+    assert set(fast.keys(True, True)) == set(slow.keys(True, True))
+    for key in fast.keys(True, True):
+        assert torch.equal(fast[key], slow[key]), key
+    assert fast["next", "done"].sum() >= 2  # episodes ended, and continued across batches
 
 
 def test_exploration_type_is_set_while_collecting(kit):

@@ -118,6 +118,68 @@ def test_fast_rollout_equals_the_generic_loop(env_id):
     assert_same_trajectory(fast, env.rollout(500, replay(env, fast)))
 
 
+class _Sampler(torch.nn.Module):
+    """A stochastic policy head for tests: logits -> a sampled action and its log-prob."""
+
+    def forward(self, logits):
+        dist = torch.distributions.Categorical(logits=logits)
+        action = dist.sample()
+        return action, dist.log_prob(action)
+
+
+def stochastic_policy(n_obs=4, n_act=2):
+    from tensordict.nn import TensorDictModule, TensorDictSequential
+
+    net = TensorDictModule(torch.nn.Linear(n_obs, n_act), ["observation"], ["logits"])
+    head = TensorDictModule(_Sampler(), ["logits"], ["action", "log_prob"])
+    return TensorDictSequential(net, head)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GymEnv("CartPole-v1"),
+        lambda: GymEnv("CartPole-v1", num_envs=3),  # sub-envs stepped in lockstep
+        lambda: GymEnv("CartPole-v1", num_envs=3, vectorization_mode="async"),
+        lambda: SerialEnv(3, lambda: GymEnv("CartPole-v1")),
+    ],
+    ids=["single", "sync-vector", "async-vector", "serial"],
+)
+@pytest.mark.parametrize("break_when_any_done", [False, True])
+def test_policy_rollout_takes_the_numpy_loop_and_matches_the_generic_one(make, break_when_any_done):
+    env = make()
+    policy = stochastic_policy()
+    runs = []
+    for check in (False, True):  # check=True forces the generic TensorDict loop
+        env.set_seed(3)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            runs.append(
+                env.rollout(120, policy, break_when_any_done=break_when_any_done, check=check)
+            )
+    assert_same_trajectory(*runs)
+    assert "log_prob" in runs[0].keys() and runs[0]["next", "done"].any()
+    # The numpy loop did run: it is the env's own fast path for this policy.
+    env.set_seed(3)
+    assert env._rollout_fast(5, env.reset(), False, policy=policy) is not None
+    env.close()
+
+
+def test_policies_reading_other_entries_take_the_generic_loop():
+    from tensordict.nn import TensorDictModule
+
+    env = GymEnv("CartPole-v1")
+    reads_more = TensorDictModule(
+        lambda obs, hidden: (obs[..., 0] > 0).long(), ["observation", "hidden"], ["action"]
+    )
+    start = env.reset().set("hidden", torch.zeros(1))
+    assert env._rollout_fast(5, start, False, policy=reads_more) is None
+    plain_callable = lambda td: env.rand_action(td)  # noqa: E731 (no declared keys)
+    assert env._rollout_fast(5, env.reset(), False, policy=plain_callable) is None
+    td = env.rollout(5, reads_more, tensordict=start, auto_reset=False)  # generic loop
+    assert td["hidden"].shape == (5, 1)
+
+
 def _reference_vector_rollout(env_id, seed, actions):
     """Single gym envs seeded seed+i, stepped with ``actions`` [n, T], reset when done."""
     n, steps = actions.shape[:2]

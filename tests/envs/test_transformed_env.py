@@ -356,3 +356,21 @@ def test_random_rollout_of_transformed_env_equals_stepping(make, max_steps, brea
     if max_steps is not None:
         assert fast["next", "step_count"].max() <= max_steps
     env.close()
+
+
+def test_a_partial_reset_is_not_a_fresh_start_for_the_fast_rollout():
+    from rlblocks.envs import GymEnv, RewardSum
+
+    env = TransformedEnv(GymEnv("CartPole-v1", num_envs=2), RewardSum())
+    env.set_seed(0)
+    td = env.rollout(40, break_when_any_done=True)  # stops as soon as one env is done
+    carry = env._step_mdp(td[:, -1])
+    carry["episode_reward"]  # the running sums the partial reset must keep
+    after = env._maybe_reset(carry)
+    assert env.__dict__.get("_last_reset") is None  # not a fresh reset of every env
+    kept = ~td["next", "done"][:, -1, 0]
+    assert torch.equal(after["episode_reward"][kept], td["next", "episode_reward"][:, -1][kept])
+    # The continuing rollout carries the sums of the env that kept running.
+    more = env.rollout(5, tensordict=after, auto_reset=False, break_when_any_done=False)
+    first = more["episode_reward"][:, 0]
+    assert torch.equal(first, after["episode_reward"])

@@ -86,6 +86,8 @@ def fast_policy_call(policy: PolicyFn) -> PolicyFn:
         _write_outputs(policy, td, out)
         return td
 
+    # What the policy reads and writes: lets an env's fast rollout loop drive the call.
+    call.in_keys, call.out_keys = in_keys, out_keys  # type: ignore[attr-defined]
     return call
 
 

@@ -205,6 +205,34 @@ class SyncDataCollector(DataCollectorBase):
         if td is None or self.reset_at_each_iter:
             td = env.reset()
             self._traj.new_episodes()
+        batch = self._fast_rollout(td, random)
+        if batch is None:
+            batch = self._step_loop(td, random)
+        if batch.device != self.storing_device:
+            batch = batch.to(self.storing_device)
+        batch.set(TRAJ_IDS, self._traj.assign(batch))
+        return batch
+
+    def _fast_rollout(self, td: TensorDictBase, random: bool) -> TensorDictBase | None:
+        """The batch from the env's own fast loop (e.g. numpy over gymnasium), if it has one
+        for this policy; ``None`` otherwise. Not before the policy's first action was
+        validated by the step loop."""
+        policy = self._policy_call
+        if policy is not None and (random or self._move_for_policy or not self._checked):
+            return None
+        env = self.env
+        with torch.no_grad(), set_exploration_type(self.exploration_type):
+            batch = env._rollout_fast(self.steps_per_batch, td, False, policy=policy)
+            if batch is None:
+                return None
+            # The next batch starts where this one ended, as step_and_maybe_reset leaves it.
+            last = batch[(slice(None),) * len(env.batch_size) + (-1,)]
+            self._carry = env._maybe_reset(env._step_mdp(last))
+        return batch
+
+    def _step_loop(self, td: TensorDictBase, random: bool) -> TensorDictBase:
+        """The batch from ``policy -> env.step_and_maybe_reset``, one step at a time."""
+        env = self.env
         # Random actions overwrite the policy's where it runs too: its other outputs are
         # still recorded, so random-phase batches have the same entries as later ones.
         policy = self._policy_call
@@ -233,13 +261,10 @@ class SyncDataCollector(DataCollectorBase):
             # trajectory spans the discarded steps), copying each step from now on.
             self._copy_steps = True
             self._carry = None
-            return self._rollout(random)
+            self._traj.new_episodes()
+            return self._step_loop(env.reset(), random)
         self._carry = td
-        batch = self._stack(steps)
-        if batch.device != self.storing_device:
-            batch = batch.to(self.storing_device)
-        batch.set(TRAJ_IDS, self._traj.assign(batch))
-        return batch
+        return self._stack(steps)
 
     def _stack(self, steps: list[TensorDictBase]) -> TensorDictBase:
         try:

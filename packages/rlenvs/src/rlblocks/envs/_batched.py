@@ -17,7 +17,7 @@ from tensordict import TensorDictBase
 
 from rlblocks.core import NEXT, RESET
 from rlblocks.core.specs import Composite
-from rlblocks.envs._env_base import EnvBase
+from rlblocks.envs._env_base import EnvBase, Policy
 from rlblocks.envs.errors import EnvError
 
 __all__ = ["EnvCreator", "SerialEnv", "BatchedEnvBase", "SKIP", "env_factories", "env_meta"]
@@ -312,7 +312,10 @@ class SerialEnv(BatchedEnvBase):
         tensordict: TensorDictBase,
         break_when_any_done: bool,
         episode_limit: int | None = None,
+        policy: Policy | None = None,
     ) -> TensorDictBase | None:
         from rlblocks.envs._serial_rollout import serial_gym_rollout
 
-        return serial_gym_rollout(self, max_steps, tensordict, break_when_any_done, episode_limit)
+        return serial_gym_rollout(
+            self, max_steps, tensordict, break_when_any_done, episode_limit, policy
+        )

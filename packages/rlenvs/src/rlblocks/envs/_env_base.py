@@ -160,14 +160,17 @@ class EnvBase(EnvSpecs):
         tensordict: TensorDictBase,
         break_when_any_done: bool,
         episode_limit: int | None = None,
+        policy: Policy | None = None,
     ) -> TensorDictBase | None:
-        """Optional fast random-action rollout from ``tensordict`` (the output of a reset).
+        """Optional fast rollout from ``tensordict`` (a reset's output or a step's next input).
 
         Envs that can step without building TensorDicts (e.g. a numpy loop over a
         gymnasium env) return the same trajectory ``rollout`` would, with actions drawn
-        uniformly from :attr:`full_action_spec`; ``None`` (the default) means "use the
-        generic loop". With ``episode_limit``, an episode is also truncated (and restarted)
-        after that many steps, as ``StepCounter(max_steps)`` does around the env.
+        uniformly from :attr:`full_action_spec`, or from ``policy`` (called once per step
+        on the current observation); ``None`` (the default) means "use the generic loop".
+        With ``episode_limit``, an episode is also truncated (and restarted) after that
+        many steps, as ``StepCounter(max_steps)`` does around the env. Collectors call
+        this hook directly and fall back to their own loop on ``None``.
         """
         return None
 

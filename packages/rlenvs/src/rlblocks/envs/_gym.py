@@ -20,7 +20,7 @@ from tensordict import TensorDict, TensorDictBase
 from rlblocks.core import DONE, NEXT, PIXELS, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import missing_dependency
 from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
-from rlblocks.envs._env_base import EnvBase
+from rlblocks.envs._env_base import EnvBase, Policy
 from rlblocks.envs._gym_spaces import SpaceLayout, numpy_dtype, torch_dtype
 from rlblocks.envs._td_fast import fast_get, new_tensordict, top_items
 from rlblocks.envs.errors import EnvError, UnsupportedEnvOperationError
@@ -437,10 +437,11 @@ class GymWrapper(EnvBase):
         tensordict: TensorDictBase,
         break_when_any_done: bool,
         episode_limit: int | None = None,
+        policy: Policy | None = None,
     ) -> TensorDictBase | None:
         from rlblocks.envs._gym_rollout import gym_rollout
 
-        return gym_rollout(self, max_steps, tensordict, break_when_any_done, episode_limit)
+        return gym_rollout(self, max_steps, tensordict, break_when_any_done, episode_limit, policy)
 
 
 class GymEnv(GymWrapper):

@@ -1,9 +1,10 @@
-"""The numpy rollout loop of :class:`GymWrapper`: random actions, no TensorDict per step.
+"""The numpy rollout loops of :class:`GymWrapper`: no TensorDict per env step.
 
-All actions are drawn from the action spec at once; each step writes gym's results
-straight into preallocated numpy buffers, which become the trajectory's tensors through
-``torch.from_numpy`` (no copy) at the end. The result is the TensorDict the generic loop
-would build.
+Each step writes gym's results straight into preallocated numpy buffers, which become the
+trajectory's tensors through ``torch.from_numpy`` (no copy) at the end. The actions come
+from an :class:`ActionSource`: all drawn from the action spec at once (no policy), or from
+a policy called once per step on a TensorDict of the current observation. The result is
+the TensorDict the generic loop (``rollout.run_rollout``) would build.
 """
 
 from __future__ import annotations
@@ -14,29 +15,229 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED, TRUNCATED
+from rlblocks.envs._rollout import TrajectoryStorage
+from rlblocks.envs._td_fast import new_tensordict
 
 if TYPE_CHECKING:
-    from rlblocks.envs._env_base import EnvBase
+    from rlblocks.envs._env_base import EnvBase, Policy
     from rlblocks.envs._gym import GymWrapper
     from rlblocks.envs._gym_spaces import SpaceLayout
 
-__all__ = ["gym_rollout", "gym_actions", "finish_rollout", "fast_loop_ok", "RolloutBuffers"]
+__all__ = [
+    "ActionSource",
+    "RandomActions",
+    "PolicyActions",
+    "action_source",
+    "gym_rollout",
+    "finish_rollout",
+    "RolloutBuffers",
+]
+
+FLAGS = (DONE, TERMINATED, TRUNCATED)
 
 
-def gym_actions(env: GymWrapper, actions: TensorDictBase, steps: int) -> list[Any]:
-    """Per-step gym actions (time-major) for a batch of sampled action TensorDicts."""
-    layout = env._act_layout
-    arrays = [actions.get(key).cpu().numpy() for key in layout.keys]
-    if env._int_action:
-        # numpy integers (not ints): gymnasium's Discrete.contains checks them faster.
-        start = layout.leaves[0].start or 0
-        return list(arrays[0] + start)
+def _flat_key(key: NestedKey) -> NestedKey:
+    """``("a",)`` and ``"a"`` name the same entry: compare keys in one form."""
+    if isinstance(key, tuple) and len(key) == 1:
+        return key[0]
+    return key
+
+
+def _to_numpy(value: torch.Tensor) -> np.ndarray:
+    if value.requires_grad or value.device.type != "cpu":
+        return value.numpy(force=True)
+    return value.numpy()
+
+
+def _gym_value(layout: SpaceLayout, arrays: list[np.ndarray]) -> Any:
+    """The gym action holding per-leaf arrays of action indices/values."""
     if layout.simple:
         start = layout.leaves[0].start
-        return list(arrays[0] if start is None else arrays[0] + start)
-    return [layout.to_gym([a[t] for a in arrays]) for t in range(steps)]
+        return arrays[0] if start is None else arrays[0] + start
+    return layout.to_gym(arrays)
+
+
+def _rows(layout: SpaceLayout, arrays: list[np.ndarray], n: int) -> list[Any]:
+    """Per-sub-env gym actions from per-leaf arrays of shape ``[n, *leaf]``."""
+    if layout.simple:
+        value = _gym_value(layout, arrays)
+        return [value[i] for i in range(n)]
+    return [layout.to_gym([a[i] for a in arrays]) for i in range(n)]
+
+
+class ActionSource:
+    """Where a numpy rollout loop gets its actions from, and what it records of them.
+
+    ``whole(t)`` is the gym action of the wrapped (single or vector) env at step ``t``;
+    ``rows(t)`` the actions of each sub-env of a lockstep loop. They are called once per
+    step, after the root observation of step ``t`` was written to the buffers.
+    """
+
+    def whole(self, t: int) -> Any:
+        raise NotImplementedError
+
+    def rows(self, t: int) -> list[Any]:
+        raise NotImplementedError
+
+    def recorded(self, steps: int) -> dict[NestedKey, torch.Tensor]:
+        """The actions (and anything else recorded), shaped ``[*batch, steps, ...]``."""
+        raise NotImplementedError
+
+
+class RandomActions(ActionSource):
+    """Uniform actions of ``env``'s action spec, all drawn before the loop starts."""
+
+    def __init__(self, env: EnvBase, layout: SpaceLayout, max_steps: int) -> None:
+        self._env = env
+        self._actions = env.full_action_spec.rand((max_steps,))  # time-major
+        self._arrays = [_to_numpy(self._actions.get(key)) for key in layout.keys]
+        self._layout = layout
+        self._n = env.batch_size.numel() if env.batch_size else 1
+        self._whole: list[Any] | None = None
+        self._rows: list[list[Any]] | None = None
+
+    def whole(self, t: int) -> Any:
+        if self._whole is None:
+            layout, arrays = self._layout, self._arrays
+            if layout.simple:  # numpy integers: gymnasium's Discrete checks them fastest
+                self._whole = list(_gym_value(layout, arrays))
+            else:
+                steps = range(len(arrays[0]))
+                self._whole = [layout.to_gym([a[s] for a in arrays]) for s in steps]
+        return self._whole[t]
+
+    def rows(self, t: int) -> list[Any]:
+        if self._rows is None:
+            self._rows = [
+                _rows(self._layout, [a[s] for a in self._arrays], self._n)
+                for s in range(len(self._arrays[0]))
+            ]
+        return self._rows[t]
+
+    def recorded(self, steps: int) -> dict[NestedKey, torch.Tensor]:
+        nb = len(self._env.batch_size)
+        out = {}
+        for key in self._env.action_keys:
+            value = self._actions.get(key)[:steps]
+            out[key] = value.movedim(0, nb).contiguous() if nb else value
+        return out
+
+
+class PolicyActions(ActionSource):
+    """Actions of ``policy``, called at each step on the env's root outputs.
+
+    The policy's input holds the observation leaves and the done flags of the current
+    step, read from the rollout buffers (no copy); what it writes (the action and, e.g.,
+    log-probabilities or logits) is recorded at every step.
+    """
+
+    def __init__(
+        self,
+        env: EnvBase,
+        layout: SpaceLayout,
+        policy: Policy,
+        buffers: RolloutBuffers,
+        start: TensorDictBase,
+        max_steps: int,
+    ) -> None:
+        self._env = env
+        self._layout = layout
+        self._policy = policy
+        self._root = buffers.root
+        self._start = start
+        self._max_steps = max_steps
+        batch = env.batch_size
+        self._batch = batch
+        self._lead = (slice(None),) * len(batch)
+        self._n = batch.numel() if batch else 1
+        zeros = torch.zeros((*batch, 1), dtype=torch.bool)
+        self._zeros = dict.fromkeys(FLAGS, zeros)  # root flags of every step after the first
+        self._storage: TrajectoryStorage | None = None
+
+    def _act(self, t: int) -> list[np.ndarray]:
+        index = (*self._lead, t)
+        data: dict[str, Any] = {
+            key: torch.from_numpy(array[index]) for key, array in self._root.items()
+        }
+        if t == 0:
+            data.update({flag: self._start.get(flag) for flag in FLAGS if flag in self._start})
+        else:
+            data.update(self._zeros)
+        given = new_tensordict(data, self._batch, self._env.device)
+        out = self._policy(given)
+        if self._storage is None:
+            known = set(data)
+            recorded = [
+                key
+                for key in out.keys(include_nested=True, leaves_only=True)
+                if _flat_key(key) not in known
+            ]
+            self._storage = TrajectoryStorage(out.select(*recorded), self._max_steps)
+        self._storage.write(t, out)
+        return [_to_numpy(out.get(key)) for key in self._layout.keys]
+
+    def whole(self, t: int) -> Any:
+        return _gym_value(self._layout, self._act(t))
+
+    def rows(self, t: int) -> list[Any]:
+        return _rows(self._layout, self._act(t), self._n)
+
+    def recorded(self, steps: int) -> dict[NestedKey, torch.Tensor]:
+        assert self._storage is not None
+        trajectory = self._storage.result(steps)
+        return dict(trajectory.items(include_nested=True, leaves_only=True))
+
+
+def policy_outputs(policy: Policy | None, env: EnvBase, known: set[NestedKey]) -> set | None:
+    """The keys ``policy`` writes, if a numpy loop can drive it; else ``None``.
+
+    It can when the policy declares its ``in_keys``/``out_keys`` (a ``TensorDictModule``),
+    reads only what the env outputs (``known``: observation leaves and done flags), and
+    writes the action and no observation or ``"next"`` entry (a recurrent policy writing
+    its next state takes the generic loop).
+    """
+    in_keys = getattr(policy, "in_keys", None)
+    out_keys = getattr(policy, "out_keys", None)
+    if in_keys is None or out_keys is None:
+        return None
+    reads = {_flat_key(k) for k in in_keys}
+    writes = {_flat_key(k) for k in out_keys}
+    if not reads <= known or writes & known:
+        return None
+    if any(isinstance(k, tuple) and k[0] == NEXT for k in writes) or NEXT in writes:
+        return None
+    if not {_flat_key(k) for k in env.action_keys} <= writes:
+        return None
+    return writes
+
+
+def action_source(
+    env: EnvBase,
+    layout: SpaceLayout,
+    obs_layout: SpaceLayout,
+    policy: Policy | None,
+    start: TensorDictBase,
+    max_steps: int,
+) -> tuple[ActionSource, RolloutBuffers] | None:
+    """The action source and buffers of a numpy rollout from ``start``, or ``None`` if the
+    generic loop must run (``start`` holds entries the loop would not carry, or the
+    policy reads or writes more than the loop handles)."""
+    known = {_flat_key(k) for k in (*obs_layout.keys, *FLAGS)}
+    allowed = known
+    if policy is not None:
+        writes = policy_outputs(policy, env, known)
+        if writes is None:
+            return None
+        allowed = known | writes  # the policy's previous outputs: overwritten at step 0
+    if any(_flat_key(k) not in allowed for k in start.keys(True, True)):
+        return None  # e.g. a recurrent state: carried by the generic loop only
+    buffers = RolloutBuffers(obs_layout, tuple(env.batch_size), max_steps)
+    if policy is None:
+        return RandomActions(env, layout, max_steps), buffers
+    return PolicyActions(env, layout, policy, buffers, start, max_steps), buffers
 
 
 class RolloutBuffers:
@@ -56,11 +257,17 @@ class RolloutBuffers:
         self.terminated = np.zeros((*batch, max_steps), bool)
         self.truncated = np.zeros((*batch, max_steps), bool)
 
+    def write_start(self, start: TensorDictBase) -> None:
+        """The first root observation, from the rollout's starting TensorDict."""
+        nb = self.reward.ndim - 1
+        for key, array in self.root.items():
+            array[(slice(None),) * nb + (0,)] = _to_numpy(start.get(key))
+
 
 def finish_rollout(
     env: EnvBase,
     start: TensorDictBase,
-    actions: TensorDictBase,
+    source: ActionSource,
     buffers: RolloutBuffers,
     steps: int,
     max_steps: int,
@@ -86,16 +293,13 @@ def finish_rollout(
     data[(NEXT, TERMINATED)] = term
     data[(NEXT, TRUNCATED)] = trunc
     data[(NEXT, DONE)] = term | trunc
-    for flag in (DONE, TERMINATED, TRUNCATED):
+    for flag in FLAGS:
         value = torch.zeros(flags_shape, dtype=torch.bool)
         first = start.get(flag, None)
         if first is not None:
             value.select(nb, 0).copy_(first)
         data[flag] = value
-    # Actions were sampled time-major; the trajectory is batch-major.
-    for key in env.action_keys:
-        value = actions.get(key)[:steps]
-        data[key] = value.movedim(0, nb).contiguous() if nb else value
+    data.update(source.recorded(steps))
     return TensorDict(data, batch_size=(*batch, steps), device=env.device)
 
 
@@ -105,9 +309,10 @@ def gym_rollout(
     start: TensorDictBase,
     break_when_any_done: bool,
     episode_limit: int | None,
+    policy: Policy | None,
 ) -> TensorDictBase | None:
-    """Random-action rollout of a gymnasium env, or ``None`` if this loop cannot do it."""
-    if not fast_loop_ok(env, start):
+    """Rollout of a gymnasium env by a numpy loop, or ``None`` if this loop cannot do it."""
+    if env.from_pixels or env._info_specs:
         return None
     if env._vector and episode_limit is not None and not env._owns_sync_vector:
         return None
@@ -116,30 +321,24 @@ def gym_rollout(
     if env._owns_sync_vector:
         from rlblocks.envs._serial_rollout import sync_vector_rollout
 
-        return sync_vector_rollout(env, max_steps, start, break_when_any_done, episode_limit)
-    actions = env.full_action_spec.rand((max_steps,))
-    per_step = gym_actions(env, actions, max_steps)
-    buffers = RolloutBuffers(env._obs_layout, tuple(env.batch_size), max_steps)
+        return sync_vector_rollout(
+            env, max_steps, start, break_when_any_done, episode_limit, policy
+        )
+    made = action_source(env, env._act_layout, env._obs_layout, policy, start, max_steps)
+    if made is None:
+        return None
+    source, buffers = made
+    buffers.write_start(start)
     if env._vector:
-        steps = _vector_loop(env, start, per_step, buffers, break_when_any_done)
+        steps = _vector_loop(env, source, buffers, break_when_any_done)
     else:
-        steps = _single_loop(env, start, per_step, buffers, break_when_any_done, episode_limit)
-    return finish_rollout(env, start, actions, buffers, steps, max_steps)
-
-
-def fast_loop_ok(env: GymWrapper, start: TensorDictBase) -> bool:
-    """Whether the numpy loop can produce what the generic loop would from ``start``."""
-    if env.from_pixels or env._info_specs:
-        return False
-    known = {*env._obs_layout.keys, DONE, TERMINATED, TRUNCATED}
-    # Extra entries (e.g. a recurrent state) are carried by the generic loop only.
-    return all(key in known for key in start.keys(True, True))
+        steps = _single_loop(env, source, buffers, break_when_any_done, episode_limit)
+    return finish_rollout(env, start, source, buffers, steps, max_steps)
 
 
 def _single_loop(
     env: GymWrapper,
-    start: TensorDictBase,
-    per_step: list[Any],
+    source: ActionSource,
     buffers: RolloutBuffers,
     break_when_any_done: bool,
     episode_limit: int | None,
@@ -151,13 +350,13 @@ def _single_loop(
     layout = env._obs_layout
     gym_env = env._env
     step, reset = gym_env.step, gym_env.reset
-    max_steps = len(per_step)
-    steps = max_steps
-    resets: list[tuple[int, Any]] = []
+    max_steps = len(reward)
     skip = env.frame_skip
     simple = layout.simple and layout.leaves[0].start is None
-    buffer = nxt[layout.keys[0]] if simple else None
-    for t, action in enumerate(per_step):
+    next_buffer = nxt[layout.keys[0]] if simple else None
+    root_buffer = root[layout.keys[0]] if simple else None
+    for t in range(max_steps):
+        action = source.whole(t)
         obs, r, term, trunc, _ = step(action)
         for _ in range(skip - 1):
             if term or trunc:
@@ -168,34 +367,31 @@ def _single_loop(
         if count >= limit:
             trunc = True
         if simple:
-            buffer[t] = obs
+            next_buffer[t] = obs
         else:
             layout.write(obs, nxt, t)
         reward[t] = r
+        last = t + 1 == max_steps
         if term or trunc:
             terminated[t] = term
             truncated[t] = trunc
             if break_when_any_done:
-                steps = t + 1
+                return t + 1
+            if last:
                 break
-            if t + 1 < max_steps:
-                resets.append((t + 1, reset()[0]))
-                count = 0
-    # Root observations: the start, then each next observation, except after a reset.
-    for key, array in root.items():
-        array[0] = start.get(key).cpu().numpy()
-        array[1:steps] = nxt[key][: steps - 1]
-    for t, obs in resets:
-        layout.write(obs, root, t)
-    return steps
+            obs = reset()[0]
+            count = 0
+        elif last:
+            break
+        if simple:
+            root_buffer[t + 1] = obs
+        else:
+            layout.write(obs, root, t + 1)
+    return max_steps
 
 
 def _vector_loop(
-    env: GymWrapper,
-    start: TensorDictBase,
-    per_step: list[Any],
-    buffers: RolloutBuffers,
-    break_when_any_done: bool,
+    env: GymWrapper, source: ActionSource, buffers: RolloutBuffers, break_when_any_done: bool
 ) -> int:
     root, nxt, reward = buffers.root, buffers.nxt, buffers.reward
     terminated, truncated = buffers.terminated, buffers.truncated
@@ -203,12 +399,9 @@ def _vector_loop(
     venv = env._env
     step = venv.step
     same_step = env._autoreset == "SameStep"
-    max_steps = len(per_step)
-    steps = max_steps
-    for key, array in root.items():
-        array[:, 0] = start.get(key).cpu().numpy()
-    for t, action in enumerate(per_step):
-        obs, r, term, trunc, info = step(action)
+    max_steps = reward.shape[1]
+    for t in range(max_steps):
+        obs, r, term, trunc, info = step(source.whole(t))
         layout.write(obs, nxt, (slice(None), t))
         reward[:, t] = r
         terminated[:, t] = term
@@ -224,12 +417,11 @@ def _vector_loop(
                 for i in np.flatnonzero(done):
                     layout.write(final[i], nxt, (i, t))
             if break_when_any_done:
-                steps = t + 1
-                break
+                return t + 1
             if t + 1 < max_steps and not same_step:
                 obs, _ = venv.reset(options={"reset_mask": done})
         elif same_step:
             env._last_obs = obs
         if t + 1 < max_steps:
             layout.write(obs, root, (slice(None), t + 1))
-    return steps
+    return max_steps

@@ -30,6 +30,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from rlblocks.core import DONE, RESET
 from rlblocks.envs._batched import SKIP, BatchedEnvBase, EnvCreator, env_factories
+from rlblocks.envs._env_base import Policy
 from rlblocks.envs._td_fast import new_tensordict
 from rlblocks.envs.errors import EnvClosedError, WorkerError
 
@@ -394,12 +395,14 @@ class ParallelEnv(BatchedEnvBase):
         tensordict: TensorDictBase,
         break_when_any_done: bool,
         episode_limit: int | None = None,
+        policy: Policy | None = None,
     ) -> TensorDictBase | None:
         # Random actions and no early stop: the workers' envs are independent, so each
         # worker runs its own (fast) rollout and the parent only stacks the results.
         # Only from the output of the last reset: the workers then hold exactly that state.
         if (
-            break_when_any_done
+            policy is not None
+            or break_when_any_done
             or episode_limit is not None
             or tensordict is not self.__dict__.get("_last_reset")
             or set(tensordict.keys(True, True)) - set(self._shared_reset)

@@ -1,9 +1,10 @@
 """The rollout loop: preallocated trajectory storage written in place, one TensorDict out.
 
-``EnvBase.rollout`` calls :func:`run_rollout`. When no policy is given and no check is
-asked for, an env may run a faster loop of its own (``EnvBase._rollout_fast``, e.g. the
-numpy loop of ``GymEnv``); otherwise the generic loop below steps through TensorDicts and
-copies each step's leaves into storage allocated once for ``max_steps``.
+``EnvBase.rollout`` calls :func:`run_rollout`. When no check is asked for, an env may run
+a faster loop of its own (``EnvBase._rollout_fast``, e.g. the numpy loop of ``GymEnv``,
+with random actions or a ``TensorDictModule`` policy); otherwise the generic loop below
+steps through TensorDicts and copies each step's leaves into storage allocated once for
+``max_steps``.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ def run_rollout(
     env._check_open("rollout")
     td = env.reset(tensordict) if auto_reset else tensordict
     assert td is not None
-    if policy is None and not check:
-        fast = env._rollout_fast(max_steps, td, break_when_any_done)
+    if not check:
+        fast = env._rollout_fast(max_steps, td, break_when_any_done, policy=policy)
         if fast is not None:
             return fast
     storage: TrajectoryStorage | None = None

@@ -189,15 +189,19 @@ class Transform(nn.Module):
             or (type(self)._inv_call is not Transform._inv_call)
         )
 
-    def _call_trajectory(self, trajectory: TensorDictBase) -> TensorDictBase:
-        """Apply the transform to a whole random-action rollout at once.
+    def _call_trajectory(
+        self, trajectory: TensorDictBase, start: TensorDictBase | None = None
+    ) -> TensorDictBase:
+        """Apply the transform to a whole rollout of the wrapped env at once.
 
-        ``trajectory`` is what the wrapped env's rollout returned (time is the last batch
-        dim, the first step follows a reset); the result must equal what stepping through
-        the transform would have recorded. ``TransformedEnv.rollout`` uses this when no
-        policy is given, so a transform costs one vectorized call per rollout instead of
-        one per step. Stateless transforms get it for free (``_call`` on the root and
-        ``"next"`` levels); stateful ones may override it (see ``StepCounter``).
+        ``trajectory`` is what the wrapped env's fast rollout returned (time is the last
+        batch dim); the result must equal what stepping through the transform would have
+        recorded. The rollout began at a fresh reset when ``start`` is ``None``; otherwise
+        ``start`` is the (transformed) TensorDict it continued from, e.g. a collector's
+        previous batch, holding the per-episode state carried so far. ``TransformedEnv``
+        uses this so a transform costs one vectorized call per rollout instead of one per
+        step. Stateless transforms get it for free (``_call`` on the root and ``"next"``
+        levels); stateful ones may override it (see ``StepCounter``).
 
         Raises:
             NotImplementedError: The transform cannot be applied to a whole trajectory.
@@ -206,9 +210,12 @@ class Transform(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} has no trajectory form")
         return self.forward(trajectory)
 
-    def _supports_trajectory(self) -> bool:
-        """Whether :meth:`_call_trajectory` is available (and the action needs no inverse)."""
+    def _supports_trajectory(self, continuing: bool = False) -> bool:
+        """Whether :meth:`_call_trajectory` is available (and the action needs no inverse);
+        ``continuing``: also for a rollout that does not start at a fresh reset."""
         overridden = type(self)._call_trajectory is not Transform._call_trajectory
+        if continuing and not self.stateless:
+            return False  # the per-episode state carried in ``start`` must be read back
         return (self.stateless or overridden) and not self._has_inv()
 
     def _episode_limit(self) -> int | None:
@@ -456,12 +463,14 @@ class Compose(Transform):
     def _has_inv(self) -> bool:
         return any(t._has_inv() for t in self.transforms)
 
-    def _supports_trajectory(self) -> bool:
-        return all(t._supports_trajectory() for t in self.transforms)
+    def _supports_trajectory(self, continuing: bool = False) -> bool:
+        return all(t._supports_trajectory(continuing) for t in self.transforms)
 
-    def _call_trajectory(self, trajectory: TensorDictBase) -> TensorDictBase:
+    def _call_trajectory(
+        self, trajectory: TensorDictBase, start: TensorDictBase | None = None
+    ) -> TensorDictBase:
         for transform in self.transforms:
-            trajectory = transform._call_trajectory(trajectory)
+            trajectory = transform._call_trajectory(trajectory, start)
         return trajectory
 
     def _episode_limit(self) -> int | None:

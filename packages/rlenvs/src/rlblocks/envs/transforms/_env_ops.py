@@ -213,7 +213,9 @@ class InitTracker(Transform):
             next_td.set(self.init_key, self._flags(next_td, False))
         return tensordict
 
-    def _call_trajectory(self, trajectory: TensorDictBase) -> TensorDictBase:
+    def _call_trajectory(
+        self, trajectory: TensorDictBase, start: TensorDictBase | None = None
+    ) -> TensorDictBase:
         # A rollout from a reset: flags from the done flags give what stepping would have.
         return self.forward(trajectory)
 

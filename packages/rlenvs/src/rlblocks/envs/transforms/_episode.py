@@ -108,10 +108,20 @@ class StepCounter(_EpisodeTransform):
     def _episode_limit(self) -> int | None:
         return self.max_steps
 
-    def _call_trajectory(self, trajectory: TensorDictBase) -> TensorDictBase:
-        index, start = _episode_steps(trajectory)
-        trajectory.set(self.step_count_key, index - start)
-        count = index - start + 1
+    def _supports_trajectory(self, continuing: bool = False) -> bool:
+        # Continuing would need the wrapped env's loop to truncate at the carried counts.
+        return not self._has_inv() and not (continuing and self.max_steps is not None)
+
+    def _call_trajectory(
+        self, trajectory: TensorDictBase, start: TensorDictBase | None = None
+    ) -> TensorDictBase:
+        index, first = _episode_steps(trajectory)
+        before = index - first
+        if start is not None:  # the first episode began before the rollout
+            carried = start.get(self.step_count_key).unsqueeze(-2)
+            before = before + torch.where(first == 0, carried, torch.zeros_like(carried))
+        trajectory.set(self.step_count_key, before)
+        count = before + 1
         next_td = trajectory.get(NEXT)
         next_td.set(self.step_count_key, count)
         if self.max_steps is not None:
@@ -201,8 +211,13 @@ class RewardSum(_EpisodeTransform):
             next_tensordict.set(out_key, reward if previous is None else previous + reward)
         return next_tensordict
 
-    def _call_trajectory(self, trajectory: TensorDictBase) -> TensorDictBase:
-        _, start = _episode_steps(trajectory)
+    def _supports_trajectory(self, continuing: bool = False) -> bool:
+        return not self._has_inv()  # ``start``'s sums continue its first episode
+
+    def _call_trajectory(
+        self, trajectory: TensorDictBase, start: TensorDictBase | None = None
+    ) -> TensorDictBase:
+        _, first = _episode_steps(trajectory)
         next_td = trajectory.get(NEXT)
         for in_key, out_key in zip(self.in_keys, self.out_keys):
             reward = next_td.get(in_key, None)
@@ -212,7 +227,10 @@ class RewardSum(_EpisodeTransform):
             # began, in float64 so that long rollouts keep the per-episode precision.
             total = reward.to(torch.float64).cumsum(dim=-2)
             before = total - reward.to(torch.float64)
-            offset = before.gather(-2, start.expand_as(before))
+            offset = before.gather(-2, first.expand_as(before))
+            if start is not None:  # the first episode began before the rollout
+                carried = start.get(out_key).to(torch.float64).unsqueeze(-2)
+                offset = offset - torch.where(first == 0, carried, torch.zeros_like(carried))
             next_td.set(out_key, (total - offset).to(reward.dtype))
             trajectory.set(out_key, (before - offset).to(reward.dtype))
         return trajectory

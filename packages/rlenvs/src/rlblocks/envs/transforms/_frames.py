@@ -168,7 +168,9 @@ class CatFrames(FeatureTransform):
                 next_td.set(out_key, self._push(stack, next_frames, dim))  # type: ignore[union-attr]
         return tensordict
 
-    def _call_trajectory(self, trajectory: TensorDictBase) -> TensorDictBase:
+    def _call_trajectory(
+        self, trajectory: TensorDictBase, start: TensorDictBase | None = None
+    ) -> TensorDictBase:
         # A rollout from a reset: stacking along time gives what stepping would have.
         return self.forward(trajectory)
 

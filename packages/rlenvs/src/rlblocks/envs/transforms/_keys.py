@@ -153,7 +153,9 @@ class _KeyFilter(Transform):
             tensordict.pop(key, None)
         return tensordict
 
-    def _call_trajectory(self, trajectory: TensorDictBase) -> TensorDictBase:
+    def _call_trajectory(
+        self, trajectory: TensorDictBase, start: TensorDictBase | None = None
+    ) -> TensorDictBase:
         # A rollout gets what stepping would give (the env's rules), not forward()'s.
         return Transform.forward(self, trajectory)
 

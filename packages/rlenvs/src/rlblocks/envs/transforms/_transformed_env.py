@@ -8,8 +8,9 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
+from rlblocks.core import RESET
 from rlblocks.core.specs import Composite
-from rlblocks.envs._env_base import EnvBase
+from rlblocks.envs._env_base import EnvBase, Policy
 from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Compose, Transform
 
@@ -162,10 +163,13 @@ class TransformedEnv(EnvBase):
             # reset keeps the state it reads back for the elements it does not reset).
             base_input = self._transform.inv(tensordict.copy())
         out = self._base_env.reset(base_input, **kwargs)
-        # Kept for the fast rollout, which restarts from the base env's own reset output.
+        # Kept for the fast rollout, which restarts from the base env's own reset output
+        # (after a full reset only: a partial one leaves episodes running).
         self._last_base_reset = out
-        self._last_reset = self._transform._reset(tensordict, out.copy())
-        return self._last_reset
+        reset = self._transform._reset(tensordict, out.copy())
+        partial = tensordict is not None and RESET in tensordict.keys()
+        self._last_reset = None if partial else reset
+        return reset
 
     def _rollout_fast(
         self,
@@ -173,23 +177,42 @@ class TransformedEnv(EnvBase):
         tensordict: TensorDictBase,
         break_when_any_done: bool,
         episode_limit: int | None = None,
+        policy: Policy | None = None,
     ) -> TensorDictBase | None:
-        # Random actions from a fresh reset: let the base env run its own fast loop, then
-        # apply the transforms once to the whole trajectory.
+        # Let the base env run its own fast loop, then apply the transforms once to the
+        # whole trajectory. From a fresh reset any trajectory-capable transform works; from
+        # elsewhere (a collector's next batch) the transforms must carry their per-episode
+        # state in ``tensordict``. A policy, or a start other than the base env's own reset
+        # output, needs the base observations untouched by the transforms.
         transform = self._transform
-        if (
-            tensordict is not self.__dict__.get("_last_reset")
-            or self._needs_inv
-            or not transform._supports_trajectory()
-        ):
+        base = self._base_env
+        fresh = tensordict is self.__dict__.get("_last_reset")
+        if self._needs_inv or not transform._supports_trajectory(continuing=not fresh):
             return None
+        if (policy is not None or not fresh) and self._edits_observations():
+            return None
+        # What the base env's loop reads: its observations and done flags (a reset also
+        # carries other entries of its input, e.g. the transforms' running sums).
+        own = [*base.full_observation_spec.keys(True, True), *base.full_done_spec.keys(True, True)]
+        start = (self._last_base_reset if fresh else tensordict).select(*own, strict=False)
         limits = [x for x in (transform._episode_limit(), episode_limit) if x is not None]
-        trajectory = self._base_env._rollout_fast(
-            max_steps, self._last_base_reset, break_when_any_done, min(limits, default=None)
+        trajectory = base._rollout_fast(
+            max_steps, start, break_when_any_done, min(limits, default=None), policy=policy
         )
         if trajectory is None:
             return None
-        return transform._call_trajectory(trajectory)
+        return transform._call_trajectory(trajectory, None if fresh else tensordict)
+
+    def _edits_observations(self) -> bool:
+        """Whether a transform reads or writes an observation entry of the base env."""
+        leaves = getattr(self._transform, "transforms", [self._transform])
+        touched = {
+            key if isinstance(key, str) or len(key) > 1 else key[0]
+            for t in leaves
+            for key in (*t.in_keys, *t.out_keys)
+        }
+        observed = self._base_env.full_observation_spec.keys(True, True)
+        return any((k if isinstance(k, str) or len(k) > 1 else k[0]) in touched for k in observed)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         base_input = self._transform.inv(tensordict.copy()) if self._needs_inv else tensordict
