@@ -199,10 +199,13 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-def _install_everything(session: nox.Session, *extra: str) -> None:
-    """torch, then every package of the tree (with the gymnasium backend), then ``extra``."""
+def _install_everything(session: nox.Session, *extra: str, kernel: bool = False) -> None:
+    """torch, then every package of the tree (with the gymnasium backend, and the compiled
+    kernel if asked), then ``extra``."""
     _install_torch(session)
     folders = [(f, []) for f in PACKAGES.values()] + [(PACKAGES["envs"], ["gymnasium"])]
+    if kernel:
+        folders.append((PACKAGES["buffers"], ["kernel"]))
     session.install(*_pip_args(_merged_closure(folders)), *EXAMPLE_REQUIREMENTS, *extra)
 
 
@@ -215,6 +218,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Every benchmarks/*.py; their figures next to their targets in benchmarks/RESULTS.md."""
-    _install_everything(session, "stable-baselines3>=2.3")
+    """Every benchmarks/*.py; their figures next to their targets in benchmarks/RESULTS.md.
+
+    The compiled kernel is built too (the buffers benchmark compares it with the numpy
+    fallback), and Stable-Baselines3 and cpprb are the references measured in the same run.
+    ``nox -s bench -- envs.py buffers.py`` re-runs some scripts and keeps the other sections.
+    """
+    _install_everything(session, "stable-baselines3>=2.3", "cpprb==11.0.0", kernel=True)
     session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -1,12 +1,14 @@
 """Run every benchmarks/*.py and write benchmarks/RESULTS.md (what ``nox -s bench`` does).
 
     python benchmarks/run_all.py                    # all of them
-    python benchmarks/run_all.py learning.py envs.py
+    python benchmarks/run_all.py learning.py envs.py   # re-run these, keep the others
 
 Each script runs in its own interpreter; its printed lines are captured as they are (they
-print each figure next to its target), with the machine and the versions on top. A script
-that fails is reported as failed in RESULTS.md and makes the exit status non-zero, but
-the others still run.
+print each figure next to its target), with the machine and the versions on top. Every
+section records when it ran and the load average then, so sections re-run later sit next
+to the kept ones honestly. A script that fails (or reports a missed target through its
+exit status) is marked in RESULTS.md and makes the exit status non-zero, but the others
+still run.
 """
 
 from __future__ import annotations
@@ -46,20 +48,43 @@ def versions() -> list[str]:
 
 
 def machine() -> str:
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (
         f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {load}"
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
+
+
+SECTION = "## "
+
+
+def load_average() -> str:
+    if not hasattr(os, "getloadavg"):
+        return "?"
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def kept_sections(path: Path, rerun: set[str]) -> dict[str, str]:
+    """The sections of an existing RESULTS.md, by script name, except those in ``rerun``."""
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    kept = {}
+    for chunk in text.split("\n" + SECTION)[1:]:
+        name = chunk.split(":", 1)[0].strip()
+        if name not in rerun:
+            kept[name] = SECTION + chunk.rstrip() + "\n"
+    return kept
 
 
 def main() -> int:
-    names = sys.argv[1:] or sorted(
-        p.name for p in HERE.glob("*.py") if p.name != Path(__file__).name
-    )
-    sections, failed = [], []
+    all_names = sorted(p.name for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    names = sys.argv[1:] or all_names
+    results = HERE / "RESULTS.md"
+    sections = kept_sections(results, set(names)) if sys.argv[1:] else {}
+    failed = []
     for name in names:
         print(f"== {name}", flush=True)
+        when, load = time.strftime("%Y-%m-%d %H:%M"), load_average()
         start = time.perf_counter()
         result = subprocess.run(
             [sys.executable, str(HERE / name)], capture_output=True, text=True, check=False
@@ -67,11 +92,17 @@ def main() -> int:
         elapsed = time.perf_counter() - start
         output = result.stdout.strip()
         print(output, flush=True)
-        status = "ok" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
+        status = (
+            "ok" if result.returncode == 0 else f"FAILED or below target (exit {result.returncode})"
+        )
         if result.returncode:
             failed.append(name)
             output += "\n" + result.stderr.strip()[-3000:]
-        sections.append(f"## {name}: {status}, {elapsed:.0f} s\n\n```\n{output}\n```\n")
+        sections[name] = (
+            f"{SECTION}{name}: {status}, {elapsed:.0f} s (started {when}, load average {load})"
+            f"\n\n```\n{output}\n```\n"
+        )
+    marked = [n for n, text in sections.items() if ": ok," not in text.splitlines()[0]]
     header = [
         "# Benchmark results",
         "",
@@ -80,13 +111,14 @@ def main() -> int:
         "the machine and its load: compare ratios measured in the same run.",
         "",
         f"- machine: {machine()}",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M')}",
+        f"- written: {time.strftime('%Y-%m-%d %H:%M')}",
         f"- versions: {', '.join(versions())}",
-        f"- failed: {', '.join(failed) or 'none'}",
+        f"- failed or below target: {', '.join(marked) or 'none'}",
         "",
     ]
-    (HERE / "RESULTS.md").write_text("\n".join(header) + "\n".join(sections), encoding="utf-8")
-    print(f"wrote {HERE / 'RESULTS.md'}")
+    body = "\n".join(sections[n] for n in sorted(sections))
+    results.write_text("\n".join(header) + body, encoding="utf-8")
+    print(f"wrote {results}")
     return 1 if failed else 0
 
 

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import pickle
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from rlblocks.buffers import (
     TensorDictPrioritizedReplayBuffer,
     TensorDictReplayBuffer,
 )
+from rlblocks.buffers._sharing import ProcessLock
 
 TIMEOUT = 120
 
@@ -105,3 +107,34 @@ def test_writers_with_private_state_cannot_be_shared(tmp_path):
     )
     with pytest.raises(NotShareableError, match="RoundRobinWriter"):
         pickle.dumps(rb)
+
+
+def _take_lock(lock):
+    with lock:
+        pass
+
+
+def test_a_lock_held_by_a_thread_at_fork_is_free_in_the_child(tmp_path):
+    lock = ProcessLock(str(tmp_path / "lock"))
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait(TIMEOUT)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(TIMEOUT)
+        # The child re-creates its locks after the fork; it waits only for the parent's flock.
+        child = mp.get_context("fork").Process(target=_take_lock, args=(lock,))
+        child.start()
+        release.set()
+        child.join(TIMEOUT)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0
+    finally:
+        release.set()
+        holder.join(TIMEOUT)

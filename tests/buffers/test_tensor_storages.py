@@ -86,6 +86,32 @@ def test_bare_tensors_and_bfloat16(tensor_storage):
         rb.extend(torch.tensor(1.0, dtype=torch.bfloat16))
 
 
+def test_gathered_fields_are_exact_and_contiguous(tensor_storage):
+    # Neighbouring fields of one byte size but different dtypes or shapes, a dtype without a
+    # numpy twin, numpy leaves, and batch sizes that change between calls.
+    g = torch.Generator().manual_seed(0)
+    data = {
+        "f32": torch.randn(20, 2, generator=g),
+        "i64": torch.randint(-9, 9, (20, 1), generator=g),
+        "bf16": torch.randn(20, 3, generator=g).bfloat16(),
+        "f16": torch.randn(20, 1, generator=g).half(),
+        "flags": torch.rand(20, 5, generator=g) < 0.5,
+        "np": np.arange(40, dtype=np.int32).reshape(20, 2),
+    }
+    rb = ReplayBuffer(storage=tensor_storage(20))
+    rb.extend(data)
+    for index in ([3, 3, 19, 0], [7], list(range(20))[::-1]):
+        batch = rb[torch.tensor(index)]
+        for key, value in batch.items():
+            expected = data[key][index]
+            if key == "np":
+                assert isinstance(value, np.ndarray) and value.flags.c_contiguous
+                assert (value == expected).all()
+            else:
+                assert value.is_contiguous() and value.dtype == expected.dtype
+                assert torch.equal(value, expected) and value.view(-1).numel() == expected.numel()
+
+
 def test_tensordict_elements_with_batch_dims(transitions):
     rb = TensorDictReplayBuffer(storage=LazyTensorStorage(10), batch_size=2)
     rb.extend(transitions(12).reshape(4, 3))

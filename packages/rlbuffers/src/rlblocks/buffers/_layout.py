@@ -16,6 +16,7 @@ import math
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -236,14 +237,12 @@ class Layout:
         if self.kind == PYTREE:
             return pytree.tree_unflatten(leaves, self.treespec)
         batch_size = torch.Size((batch, *self.element_batch))
-        root = _fill_plan(self._plan, leaves)
+        root = _fill_plan(self._plan, leaves, batch_size, device)
         for key, value in extras.items():
             if self.element_batch:
                 value = value.reshape(batch, *(1,) * len(self.element_batch)).expand(batch_size)
             root[key] = value
-        # _new_unsafe skips the checks that the layout already guarantees; it is the
-        # difference between ~40 us and ~100 us per sampled batch.
-        return _TD_NEW(root, batch_size=batch_size, device=device)
+        return _TD_NEW(root, batch_size, device)
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -320,13 +319,25 @@ class Layout:
         return layout
 
 
-# The plain constructor is the fallback should a tensordict release drop the fast one.
-_TD_NEW = getattr(TensorDict, "_new_unsafe", TensorDict)
+# _new_unsafe skips the checks that the layout already guarantees, and nested=False its walk
+# over the values looking for dicts to convert (_fill_plan builds the sub-TensorDicts
+# itself, which halves the cost of assembling a sampled batch). The plain constructor is the
+# fallback should a tensordict release drop the fast one.
+_TD_NEW = (
+    partial(TensorDict._new_unsafe, nested=False)
+    if hasattr(TensorDict, "_new_unsafe")
+    else TensorDict
+)
 
 
-def _fill_plan(plan: dict[str, Any], leaves: list[Any]) -> dict[str, Any]:
+def _fill_plan(
+    plan: dict[str, Any], leaves: list[Any], batch_size: torch.Size, device: torch.device | None
+) -> dict[str, Any]:
+    """The root's entries: ``plan``'s names mapped to their leaves or sub-TensorDicts."""
     return {
-        name: leaves[pos] if type(pos) is int else _fill_plan(pos, leaves)
+        name: leaves[pos]
+        if type(pos) is int
+        else _TD_NEW(_fill_plan(pos, leaves, batch_size, device), batch_size, device)
         for name, pos in plan.items()
     }
 

@@ -55,6 +55,11 @@ def check_priorities(priority: Any, count: int, who: str) -> np.ndarray:
     Raises:
         PriorityError: Wrong number of values, or a negative, NaN or infinite one.
     """
+    return _checked_priorities(priority, count, who)[0]
+
+
+def _checked_priorities(priority: Any, count: int, who: str) -> tuple[np.ndarray, float]:
+    """:func:`check_priorities`, and the largest value (0.0 if there is none)."""
     if isinstance(priority, torch.Tensor):
         priority = to_numpy(priority)
     try:
@@ -68,14 +73,17 @@ def check_priorities(priority: Any, count: int, who: str) -> np.ndarray:
             f"{who}: got {values.size} priorities for {count} indices. Fix: give one priority "
             f"per index (or one for all)."
         )
+    if not count:
+        return values, 0.0
     # min() is NaN if any value is, so these two reductions catch NaN, < 0 and +-inf.
-    if count and not (values.min() >= 0 and values.max() < np.inf):
+    largest = float(values.max())
+    if not (values.min() >= 0 and largest < math.inf):
         bad = values[~(np.isfinite(values) & (values >= 0))][0]
         raise PriorityError(
             f"{who}: priorities must be finite and >= 0, got {bad} (first bad value). Fix: "
             f"pass e.g. the absolute TD error, and check the loss for NaN/inf."
         )
-    return values
+    return values, largest
 
 
 def _check_float(value: Any, name: str, who: str) -> float:
@@ -177,15 +185,20 @@ class PrioritizedSampler(Sampler):
                 f"{storage.max_size}."
             )
 
-    def _set_leaves(self, index: np.ndarray, leaves: np.ndarray, top: int) -> None:
-        """Write ``leaves`` at ``index`` (``top`` being its largest entry) in both trees."""
+    def _set_leaves(self, index: np.ndarray, leaves: np.ndarray, top: int | None) -> None:
+        """Write ``leaves`` at ``index`` in both trees.
+
+        ``top`` is the largest entry of ``index``, or None when every entry is known to lie
+        below :attr:`_high` already.
+        """
         self._sum.update(index, leaves)
         # Zero-priority elements are never drawn; keeping them out of the min-tree keeps the
         # smallest drawable priority, and so the weights, finite.
         self._min.update(
             index, leaves if self._leaves_positive else np.where(leaves > 0, leaves, np.inf)
         )
-        self._high = max(self._high, top + 1)
+        if top is not None:
+            self._high = max(self._high, top + 1)
 
     def extend(self, index: torch.Tensor) -> None:
         if index.numel():
@@ -238,14 +251,16 @@ class PrioritizedSampler(Sampler):
         who = "update_priority"
         if isinstance(index, torch.Tensor):
             index = to_numpy(index)
-        idx = as_index_array(index, self._capacity if limit is None else limit, who)
-        values = check_priorities(priority, idx.size, who)
+        limit = self._capacity if limit is None else limit
+        idx = as_index_array(index, limit, who)
+        values, largest = _checked_priorities(priority, idx.size, who)
         if not idx.size:
             return
         leaves = np.power(values + self._eps, self._alpha)
-        self._set_leaves(idx, leaves, int(idx.max()))
+        # Positions below limit <= _high cannot raise _high: no need to look for the top one.
+        self._set_leaves(idx, leaves, int(idx.max()) if limit > self._high else None)
         # x -> (x + eps) ** alpha does not decrease, so the largest leaf is the largest value's.
-        self._max_leaf = max(self._max_leaf, (float(values.max()) + self._eps) ** self._alpha)
+        self._max_leaf = max(self._max_leaf, (largest + self._eps) ** self._alpha)
 
     def priorities(self, index: Any) -> np.ndarray:
         """The leaf values ``(priority + eps) ** alpha`` at ``index``."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlblocks.buffers._layout import Batch, Layout, numpy_dtype
+from rlblocks.buffers._layout import Batch, Field, Layout, numpy_dtype
 
 __all__ = ["Rows", "to_numpy"]
 
@@ -24,7 +24,7 @@ def to_numpy(leaf: Any) -> np.ndarray:
     """A numpy view of a CPU tensor (a copy for other devices), or the array itself."""
     if isinstance(leaf, np.ndarray):
         return leaf
-    if leaf.requires_grad or leaf.device.type != "cpu":
+    if leaf.requires_grad or not leaf.is_cpu:
         return leaf.numpy(force=True)
     return leaf.numpy()
 
@@ -42,6 +42,8 @@ class Rows:
         self.layout = layout
         self.rows = rows
         self.device = rows.device
+        # Asked on every sample: cheaper as a stored flag than as `device.type` each time.
+        self.on_cpu = rows.is_cpu
         n = rows.shape[0]
         self._views = [
             rows[:, f.offset : f.offset + f.nbytes].view(f.dtype).view(n, *f.shape)
@@ -49,29 +51,8 @@ class Rows:
         ]
         self._np_rows: np.ndarray | None = None
         self._np_views: list[np.ndarray | None] = [None] * len(layout.fields)
-        self._orders: dict[int, np.ndarray] = {}
-        # gather() reorders the bytes of sampled rows dtype after dtype and field after field,
-        # so that each dtype is viewed once and each field is one contiguous slice of it:
-        # (group byte range per element, numpy dtype, torch dtype, fields), each field being
-        # (position, element range within the group per element, shape, keep numpy).
-        self._groups: list[tuple[int, int, Any, torch.dtype, list[tuple]]] = []
-        self._byte_ranges: list[tuple[int, int]] = []
-        by_dtype: dict[torch.dtype, list[int]] = {}
-        for i, f in enumerate(layout.fields):
-            by_dtype.setdefault(f.dtype, []).append(i)
-        start = 0
-        for dtype, positions in by_dtype.items():
-            items, elements = [], 0
-            for i in positions:
-                f = layout.fields[i]
-                count = f.nbytes // dtype.itemsize
-                items.append((i, elements, elements + count, f.shape, f.from_numpy))
-                elements += count
-                self._byte_ranges.append((f.offset, f.offset + f.nbytes))
-            stop = start + elements * dtype.itemsize
-            self._groups.append((start, stop, numpy_dtype(dtype), dtype, items))
-            start = stop
-        if rows.device.type == "cpu":
+        self._plans: dict[int, _GatherPlan] = {}
+        if self.on_cpu:
             self._np_rows = rows.numpy()
             for i, f in enumerate(layout.fields):
                 dt = numpy_dtype(f.dtype)
@@ -79,19 +60,14 @@ class Rows:
                     view = self._np_rows[:, f.offset : f.offset + f.nbytes].view(dt)
                     self._np_views[i] = view.reshape(n, *f.shape)
 
-    def _field_order(self, count: int) -> np.ndarray:
-        """Byte positions in ``count`` gathered rows, field after field (cached per count)."""
-        order = self._orders.get(count)
-        if order is None:
-            row = self.rows.shape[1]
-            base = np.arange(count, dtype=np.int64)[:, None] * row
-            order = np.concatenate(
-                [(base + np.arange(start, stop)).reshape(-1) for start, stop in self._byte_ranges]
-            )
-            if len(self._orders) >= 4:  # batch sizes rarely vary; keep a few
-                self._orders.clear()
-            self._orders[count] = order
-        return order
+    def _plan(self, count: int) -> _GatherPlan:
+        """How :meth:`gather` cuts ``count`` gathered rows into fields (cached per count)."""
+        plan = self._plans.get(count)
+        if plan is None:
+            if len(self._plans) >= 4:  # batch sizes rarely vary; keep a few
+                self._plans.clear()
+            plan = self._plans[count] = _GatherPlan(self.layout, count)
+        return plan
 
     @property
     def max_size(self) -> int:
@@ -116,35 +92,35 @@ class Rows:
     def gather(self, index: torch.Tensor) -> list[Any]:
         """The fields of rows ``index`` (1-D int64), one contiguous array per field.
 
-        CPU storages gather whole rows with one numpy ``take`` and cut the fields out of the
-        result; other devices use ``index_select`` on the row tensor. Fields that came from
-        numpy arrays stay numpy arrays; the rest are tensors.
+        CPU storages gather whole rows with one numpy ``take``, then copy each run of
+        same-size fields out of them (see :class:`_GatherPlan`); other devices use
+        ``index_select`` on the row tensor. Fields that came from numpy arrays stay numpy
+        arrays; the rest are tensors.
         """
-        count = index.shape[0]
-        out: list[Any] = [None] * len(self.layout.fields)
         if self._np_rows is not None:
-            # Two takes: the sampled rows, then their bytes reordered field by field, so that
-            # each field is one contiguous slice (ten strided copies would cost twice as much).
             rows = self._np_rows.take(index.numpy(), axis=0)
-            ordered = rows.reshape(-1).take(self._field_order(count))
+            plan = self._plan(index.shape[0])
+            out = np.empty(plan.nbytes, np.uint8)
+            array = np.ndarray
+            for shape, dtype, src_offset, src_strides, dst_offset in plan.copies:
+                array(shape, dtype, out, dst_offset)[...] = array(
+                    shape, dtype, rows, src_offset, src_strides
+                )
             from_numpy = torch.from_numpy
-            for start, stop, np_dtype, dtype, items in self._groups:
-                chunk = ordered[start * count : stop * count]
-                if np_dtype is None:  # no numpy twin (bfloat16...): view it in torch
-                    typed = from_numpy(chunk).view(dtype)
-                    for i, lo, hi, shape, _ in items:
-                        out[i] = typed[lo * count : hi * count].view(count, *shape)
-                    continue
-                typed = chunk.view(np_dtype)
-                for i, lo, hi, shape, keep_numpy in items:
-                    value = typed[lo * count : hi * count].reshape(count, *shape)
-                    out[i] = value if keep_numpy else from_numpy(value)
-            return out
+            leaves = []
+            for shape, dtype, offset, keep_numpy, cast in plan.fields:
+                value = array(shape, dtype, out, offset)
+                if not keep_numpy:
+                    value = from_numpy(value) if cast is None else from_numpy(value).view(cast)
+                leaves.append(value)
+            return leaves
+        count = index.shape[0]
         rows = torch.index_select(self.rows, 0, index.to(self.device))
-        for i, f in enumerate(self.layout.fields):
+        out: list[Any] = []
+        for f in self.layout.fields:
             value = rows[:, f.offset : f.offset + f.nbytes].contiguous()
             value = value.view(f.dtype).view(count, *f.shape)
-            out[i] = value.cpu().numpy() if f.from_numpy else value
+            out.append(value.cpu().numpy() if f.from_numpy else value)
         return out
 
     def column(self, position: int, length: int) -> torch.Tensor:
@@ -158,3 +134,57 @@ class Rows:
         else:
             src = torch.as_tensor(source)[:count]
             self.rows[:count].copy_(src)
+
+
+class _GatherPlan:
+    """Where each field of ``count`` gathered rows goes in one output buffer, and how.
+
+    The output holds each field as a contiguous ``[count, *shape]`` block. Fields of equal
+    byte size that sit next to each other in a row form a run, copied out of the gathered
+    rows in one numpy assignment: a ``[fields, count]`` array of opaque ``nbytes``-sized
+    items (``V16`` for a float32[4] observation), read with the row's stride. A CartPole
+    transition of ten fields is four such copies, each one tight loop in numpy.
+
+    Attributes:
+        nbytes: Size of the output buffer.
+        copies: ``(shape, item dtype, offset in a gathered row, strides, output offset)``
+            of each run.
+        fields: ``(shape, numpy dtype, output offset, keep numpy, torch dtype to view as)``
+            of each field, in layout order; the last is None unless the field's dtype has no
+            numpy twin (bfloat16...), which is then read as unsigned integers of its size.
+    """
+
+    def __init__(self, layout: Layout, count: int) -> None:
+        runs: list[list[Field]] = []
+        for f in sorted(layout.fields, key=lambda f: f.offset):
+            last = runs[-1][-1] if runs else None
+            if (
+                last is not None
+                and last.nbytes == f.nbytes
+                and last.offset + last.nbytes == f.offset
+            ):
+                runs[-1].append(f)
+            else:
+                runs.append([f])
+        # Runs of larger items first, so that every field of the output is aligned.
+        runs.sort(key=lambda run: -max(f.dtype.itemsize for f in run))
+        copies, where, offset = [], {}, 0
+        for run in runs:
+            size = run[0].nbytes
+            item = np.dtype(f"V{size}")  # raw bytes: any dtype, copied bit for bit
+            copies.append(
+                ((len(run), count), item, run[0].offset, (size, layout.row_bytes), offset)
+            )
+            for f in run:
+                where[f.offset] = offset
+                offset += count * size
+        self.nbytes = offset
+        self.copies = tuple(copies)
+        fields = []
+        for f in layout.fields:
+            dtype = numpy_dtype(f.dtype)
+            cast = None
+            if dtype is None:
+                dtype, cast = np.dtype(f"u{f.dtype.itemsize}"), f.dtype
+            fields.append(((count, *f.shape), dtype, where[f.offset], f.from_numpy, cast))
+        self.fields = tuple(fields)

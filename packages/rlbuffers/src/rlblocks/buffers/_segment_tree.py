@@ -39,7 +39,8 @@ def as_index_array(index: object, capacity: int, what: str = "segment tree") -> 
             return np.empty(0, dtype=np.int64)
         raise TypeError(f"{what}: indices must be integers, got an array of dtype {idx.dtype}")
     idx = idx.astype(np.int64, copy=False).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= capacity):
+    # Read as unsigned, a negative index is above any capacity: one reduction checks both ends.
+    if idx.size and idx.view(np.uint64).max() >= capacity:
         bad = idx[(idx < 0) | (idx >= capacity)][0]
         raise BufferIndexError(
             f"{what}: index {int(bad)} is out of range; valid indices are 0 to {capacity - 1} "

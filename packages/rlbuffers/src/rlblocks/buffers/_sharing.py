@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from types import TracebackType
 
 import numpy as np
@@ -40,6 +41,7 @@ class ProcessLock:
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         self._reset()
+        _LOCKS.add(self)
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -53,10 +55,9 @@ class ProcessLock:
     def __setstate__(self, state: dict) -> None:
         self.path = state["path"]
         self._reset()
+        _LOCKS.add(self)
 
     def __enter__(self) -> ProcessLock:
-        if self._pid != os.getpid():
-            self._reset()
         self._thread_lock.acquire()
         if self.path is not None and fcntl is not None:
             if self._depth == 0:
@@ -86,6 +87,20 @@ class ProcessLock:
         if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+
+
+# Every lock of this process, to re-create after a fork (rather than comparing process ids
+# at each acquisition, a system call on every sample).
+_LOCKS: weakref.WeakSet[ProcessLock] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for lock in list(_LOCKS):
+        lock._reset()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def new_counters() -> np.ndarray:

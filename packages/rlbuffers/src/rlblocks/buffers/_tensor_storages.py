@@ -142,11 +142,11 @@ class TensorStorage(Storage):
         self._refresh()
         if self._rows is None:
             raise EmptyBufferError(f"{type(self).__name__}: nothing was written yet")
-        device = self._rows.device
-        leaves = self._rows.gather(index)
-        if extras and device.type != "cpu":
-            extras = {k: v.to(device) for k, v in extras.items()}
-        return self._layout.assemble(leaves, index.shape[0], device, extras or {})
+        rows = self._rows
+        leaves = rows.gather(index)
+        if extras and not rows.on_cpu:
+            extras = {k: v.to(rows.device) for k, v in extras.items()}
+        return self._layout.assemble(leaves, index.shape[0], rows.device, extras or {})
 
     def column(self, key: str | tuple[str, ...]) -> torch.Tensor:
         self._refresh()
