@@ -126,11 +126,12 @@ def test_fast_policy_path_gives_the_same_data_as_the_module_call(kit):
     [
         lambda: GymEnv("CartPole-v1"),
         lambda: GymEnv("CartPole-v1", num_envs=3),
+        lambda: GymEnv("CartPole-v1", num_envs=1),  # every done row is all rows
         # Transforms carrying per-episode state across batches: applied per batch at once.
         lambda: TransformedEnv(GymEnv("CartPole-v1", num_envs=3), RewardSum()),
         lambda: TransformedEnv(GymEnv("CartPole-v1"), Compose(StepCounter(), RewardSum())),
     ],
-    ids=["single", "vector", "vector+RewardSum", "single+StepCounter+RewardSum"],
+    ids=["single", "vector", "vector-of-one", "vector+RewardSum", "single+StepCounter+RewardSum"],
 )
 def test_gym_env_fast_loop_gives_the_batches_of_the_step_loop(make):
     # A TensorDictModule over gym envs runs in the env's numpy loop from the second batch

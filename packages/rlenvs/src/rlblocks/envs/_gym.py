@@ -278,7 +278,12 @@ class GymWrapper(EnvBase):
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
         mask = tensordict.get(RESET, None) if tensordict is not None else None
-        if self._vector and mask is not None and not bool(mask.all()):
+        partial = mask is not None and not bool(mask.all())
+        if mask is not None and self._pending_seed is None and self._auto_reset_rows.any():
+            # Rows gym already reset (SAME_STEP) keep that reset, even if every row is
+            # masked: resetting them again would skip an episode start.
+            partial = True
+        if self._vector and partial:
             obs, info = self._partial_reset(mask.reshape(-1).cpu().numpy())
         else:
             seed, self._pending_seed = self._pending_seed, None
