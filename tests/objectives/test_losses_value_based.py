@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tensordict.nn import TensorDictModule
 from torch.nn import functional as F
 
-from rlblocks.core.specs import Categorical, OneHot
+from rlblocks.core import ExplorationType, set_exploration_type
+from rlblocks.core.specs import Bounded, Categorical, OneHot
 from rlblocks.objectives import DDPGLoss, DQNLoss, TD3Loss
 from rlblocks.objectives.errors import ShapeMismatchError
-from rlblocks.objectives.modules import QValueActor
+from rlblocks.objectives.modules import ProbabilisticActor, QValueActor, TanhDelta
 
 
 def not_terminated(td):
@@ -142,3 +144,26 @@ def test_td3_target_smoothing_noise_is_clipped(build):
     assert (noise.abs() == 0.1).any()  # some draws were clipped
     target = td["next", "reward"] + 0.9 * not_terminated(td) * next_q
     torch.testing.assert_close(out["target_value"], target.mean())
+
+
+@pytest.mark.parametrize("loss_class", [DDPGLoss, TD3Loss])
+@pytest.mark.parametrize("exploration", list(ExplorationType))
+def test_deterministic_losses_train_a_tanh_delta_actor_under_any_exploration_type(
+    build, loss_class, exploration
+):
+    # The actor the examples build: an MLP then a TanhDelta into the action bounds. Under
+    # RANDOM (the default) a sampling call of it must neither add noise nor cut the grad.
+    torch.manual_seed(0)
+    net = TensorDictModule(torch.nn.Linear(3, 2), in_keys=["observation"], out_keys=["param"])
+    spec = Bounded(-2.0, 2.0, shape=(2,))
+    actor = ProbabilisticActor(net, in_keys=["param"], distribution_class=TanhDelta, spec=spec)
+    qvalue = build.qvalue()
+    td = build.batch()
+    loss = loss_class(actor, qvalue, gamma=0.9)
+    with set_exploration_type(exploration):
+        out = loss(td)
+    linear, q = net.module, qvalue.module
+    obs = td["observation"]
+    ref_actor = -q(obs, 2.0 * torch.tanh(linear(obs))).mean()
+    torch.testing.assert_close(out["loss_actor"], ref_actor)
+    build.assert_same_grads(out["loss_actor"], ref_actor, actor)

@@ -8,6 +8,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from rlblocks.core import ExplorationType, set_exploration_type
 from rlblocks.core.specs import TensorSpec
 from rlblocks.objectives._keys import STATE_ACTION_VALUE
 from rlblocks.objectives._losses.base import check_distance, distance_loss, ensemble
@@ -15,6 +16,17 @@ from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLos
 from rlblocks.objectives.errors import ObjectiveConfigError
 
 __all__ = ["DDPGLoss", "TD3Loss"]
+
+
+def _mu(actor: TensorDictModuleBase, tensordict: TensorDictBase) -> TensorDictBase:
+    """``actor(tensordict)`` acting deterministically: the ``mu(s)`` of the formulas.
+
+    Whatever exploration type the training loop runs under: a sampling call would add
+    exploration noise, and a ``Delta``-distributed actor sampled without ``rsample`` would
+    cut the gradient that trains it.
+    """
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        return actor(tensordict)
 
 
 class DDPGLoss(OffPolicyLoss):
@@ -70,11 +82,11 @@ class DDPGLoss(OffPolicyLoss):
         pred = self.value_network(tensordict.copy()).get(key)
         with torch.no_grad():
             nxt = self._with_action(tensordict, None, nested=True)
-            self._target("actor_network", self.delay_actor)(nxt)
+            _mu(self._target("actor_network", self.delay_actor), nxt)
             next_value = self._target("value_network", self.delay_value)(nxt).get(key)
         target = self._bootstrap(tensordict, next_value)
         loss_value = distance_loss("DDPGLoss", pred, target, self.loss_function).mean()
-        acting = self.actor_network(self._with_action(tensordict, None))
+        acting = _mu(self.actor_network, self._with_action(tensordict, None))
         q_actor = self._evaluate([self.value_network], acting, key, frozen=True)[0]
         self._write_priority(tensordict, [pred], target)
         return self._output(
@@ -160,7 +172,7 @@ class TD3Loss(OffPolicyLoss):
 
     def _smoothed_next_action(self, tensordict: TensorDictBase) -> torch.Tensor:
         nxt = self._with_action(tensordict, None, nested=True)
-        action = self._target("actor_network", self.delay_actor)(nxt).get(self._keys.action)
+        action = _mu(self._target("actor_network", self.delay_actor), nxt).get(self._keys.action)
         noise = (torch.randn_like(action) * self.policy_noise).clamp(
             -self.noise_clip, self.noise_clip
         )
@@ -182,7 +194,7 @@ class TD3Loss(OffPolicyLoss):
         loss_qvalue = sum(
             distance_loss("TD3Loss", p, target, self.loss_function).mean() for p in preds
         )
-        acting = self.actor_network(self._with_action(tensordict, None))
+        acting = _mu(self.actor_network, self._with_action(tensordict, None))
         q_actor = self._evaluate(self.qvalue_networks[:1], acting, key, frozen=True)[0]
         self._write_priority(tensordict, preds, target)
         return self._output(

@@ -183,6 +183,9 @@ class TanhDelta(Delta):
         tensor([[2., 2.], [2., 2.], [2., 2.]])
     """
 
+    # Sampling returns the action itself: differentiable, so sampling callers keep the grad.
+    has_rsample: ClassVar[bool] = True
+
     def __init__(
         self,
         param: Tensor,
