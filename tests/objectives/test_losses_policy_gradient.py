@@ -11,6 +11,7 @@ from rlblocks.objectives import (
     A2CLoss,
     ClipPPOLoss,
     KLPENPPOLoss,
+    MissingInputError,
     PPOLoss,
     ReinforceLoss,
     ShapeMismatchError,
@@ -66,6 +67,7 @@ def test_clip_ppo_matches_reference(build):
     expected_clip = ((torch.exp(-OFFSETS) - 1).abs() > 0.2).float().mean()
     torch.testing.assert_close(out["clip_fraction"], expected_clip)
     torch.testing.assert_close(out["kl_approx"], OFFSETS.mean())
+    torch.testing.assert_close(out["ESS"], r.sum() ** 2 / (r.numel() * (r**2).sum()))
     # The actor terms train the actor only; the critic term the critic only.
     build.assert_same_grads(out["loss_objective"], ref_objective, actor)
     build.assert_same_grads(out["loss_entropy"], ref["loss_entropy"], actor)
@@ -73,6 +75,32 @@ def test_clip_ppo_matches_reference(build):
     build.assert_same_grads(out["loss_critic"], ref["loss_critic"], critic)
     build.assert_no_grad(out["loss_critic"], actor)
     assert not out["clip_fraction"].requires_grad and not out["ESS"].requires_grad
+
+
+def test_zero_entropy_weight_keeps_the_diagnostic_but_builds_no_graph(build):
+    actor, critic = build.gaussian_actor(), build.critic()
+    td = ppo_batch(build, actor)
+    out = ClipPPOLoss(actor, critic, entropy_coef=0.0)(td)
+    entropy = policy(actor, td["observation"]).entropy().sum(-1).mean()
+    torch.testing.assert_close(out["entropy"], entropy.detach())
+    assert out["loss_entropy"].item() == 0.0 and not out["loss_entropy"].requires_grad
+    total_loss(out).backward()  # the other terms still train both networks
+    assert all(p.grad is not None for p in [*actor.parameters(), *critic.parameters()])
+
+
+def test_required_keys_follow_the_input_and_set_keys(build):
+    actor, critic = build.gaussian_actor(), build.critic()
+    loss = ClipPPOLoss(actor, critic)
+    loss(ppo_batch(build, actor))  # advantage given: no transitions needed
+    with pytest.raises(MissingInputError, match=r"\('next', 'reward'\)"):
+        loss(ppo_batch(build, actor).exclude("advantage", ("next", "reward")))
+    loss(trajectories(build, actor))  # no advantage: computed from the transitions
+    renamed = ppo_batch(build, actor)
+    renamed.rename_key_("action", "act")
+    with pytest.raises(MissingInputError, match="'action'"):
+        loss(renamed)
+    loss.set_keys(action="act")
+    assert "loss_objective" in loss(renamed).keys()
 
 
 def test_unclipped_ppo_matches_reference(build):

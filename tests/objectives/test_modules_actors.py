@@ -18,6 +18,7 @@ from rlblocks.objectives.modules import (
     ProbabilisticActor,
     QValueActor,
     QValueModule,
+    TanhDelta,
     TanhNormal,
     ValueOperator,
 )
@@ -74,6 +75,32 @@ def test_probabilistic_actor_respects_exploration_type():
             torch.testing.assert_close(actor(observations())["action"], expected)
     with set_exploration_type(ExplorationType.RANDOM):
         assert not torch.equal(actor(observations())["action"], expected)
+
+
+def test_probabilistic_actor_validates_distribution_arguments_only_on_request():
+    torch.manual_seed(0)
+    net = TensorDictModule(nn.Linear(3, 2), ["observation"], ["logits"])
+    nan_params = TensorDict(logits=torch.full((4, 2), float("nan")), batch_size=[4])
+
+    def actor(**kwargs):
+        return ProbabilisticActor(
+            net, ["logits"], distribution_class=torch.distributions.Categorical, **kwargs
+        )
+
+    assert not actor().build_dist_from_params(nan_params)._validate_args  # off by default
+    with pytest.raises(ValueError, match="logits"):
+        actor(validate_args=True).build_dist_from_params(nan_params)
+    # An explicit distribution keyword wins over the flag.
+    explicit = actor(validate_args=True, distribution_kwargs={"validate_args": False})
+    assert not explicit.build_dist_from_params(nan_params)._validate_args
+    # Distributions that take no validate_args are built as before.
+    delta = ProbabilisticActor(
+        TensorDictModule(nn.Linear(3, 2), ["observation"], ["param"]),
+        ["param"],
+        distribution_class=TanhDelta,
+        validate_args=True,
+    )
+    assert delta(observations())["action"].shape == (5, 2)
 
 
 def test_probabilistic_actor_safe_projection():

@@ -63,11 +63,11 @@ class TensorKeys:
     def __init__(self, owner: str, defaults: Mapping[str, NestedKey]) -> None:
         self._owner = owner
         self._keys: dict[str, NestedKey] = {name: _normalize(k) for name, k in defaults.items()}
+        # Each role is also a plain attribute: losses read keys at every call.
+        self.__dict__.update(self._keys)
 
     def __getattr__(self, name: str) -> NestedKey:
-        keys = self.__dict__.get("_keys", {})
-        if name in keys:
-            return keys[name]
+        # Only reached for names that are not roles.
         raise AttributeError(f"{self.__dict__.get('_owner')} has no key role {name!r}")
 
     def update(self, **keys: NestedKey) -> None:
@@ -84,6 +84,7 @@ class TensorKeys:
             )
         for name, key in keys.items():
             self._keys[name] = _normalize(key, self._owner, name)
+        self.__dict__.update(self._keys)
 
     def as_dict(self) -> dict[str, NestedKey]:
         """``{role: key}``."""

@@ -31,6 +31,7 @@ from rlblocks.objectives.value import (
 
 __all__ = [
     "LossModule",
+    "RequiredKeys",
     "SoftUpdate",
     "HardUpdate",
     "total_loss",
@@ -52,6 +53,9 @@ __all__ = [
 # carry one trailing feature dim, which tells a plain-tensor call the batch shape.
 _VALUE_ROLES = ("reward", "done", "terminated", "advantage", "value_target", "value")
 
+RequiredKeys = tuple[dict[str, NestedKey], dict[NestedKey, str]]
+"""What a call reads: ``({role: key} read by the loss, {key: network} read by its networks)``."""
+
 
 def next_key(key: NestedKey) -> tuple[str, ...]:
     """``("next", *key)``."""
@@ -67,12 +71,13 @@ def total_loss(losses: Mapping[str, Tensor] | TensorDictBase) -> Tensor:
     terms = [v for k, v in losses.items() if isinstance(k, str) and k.startswith("loss_")]
     if not terms:
         raise ObjectiveConfigError(f"total_loss: no 'loss_*' entry in {sorted(losses.keys())}")
-    return sum(t.sum() for t in terms)
+    scalars = [t if t.ndim == 0 else t.sum() for t in terms]
+    return sum(scalars[1:], start=scalars[0])
 
 
 _DISTANCES = {
     "l1": lambda a, b: (a - b).abs(),
-    "l2": lambda a, b: (a - b).pow(2),
+    "l2": lambda a, b: nn.functional.mse_loss(a, b, reduction="none"),
     "smooth_l1": lambda a, b: nn.functional.smooth_l1_loss(a, b, reduction="none"),
 }
 
@@ -237,6 +242,9 @@ class LossModule(nn.Module):
 
     default_keys: ClassVar[Mapping[str, NestedKey]] = {}
     default_value_estimator: ClassVar[ValueEstimators | None] = ValueEstimators.TD0
+    # Roles whose presence in the input changes what else is needed (an advantage given
+    # in the batch spares the transitions its estimator would read).
+    _precomputed_roles: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, gamma: float = 0.99, lmbda: float = 0.95) -> None:
         super().__init__()
@@ -247,6 +255,10 @@ class LossModule(nn.Module):
         # would otherwise be saved twice in state_dict (and break loading into a fresh loss).
         self.__dict__["_value_estimator"] = None
         self._target_names: list[tuple[str, str]] = []
+        # What a call needs depends only on the keys, the networks' in_keys and which of
+        # the `_precomputed_roles` the input carries: worked out once per such case, not
+        # at every call (it walks the networks' submodules).
+        self._required_cache: dict[tuple[bool, ...], RequiredKeys] = {}
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -268,6 +280,7 @@ class LossModule(nn.Module):
             ObjectiveConfigError: A role is unknown.
         """
         self._keys.update(**keys)
+        self._required_cache.clear()
         if self._value_estimator is not None:
             self._forward_keys(self._value_estimator)
         return self
@@ -280,13 +293,12 @@ class LossModule(nn.Module):
         }
         estimator.set_keys(**shared)
 
-    def _required_keys(
-        self, tensordict: TensorDictBase | None = None
-    ) -> tuple[dict[str, NestedKey], dict[NestedKey, str]]:
+    def _required_keys(self, tensordict: TensorDictBase | None = None) -> RequiredKeys:
         """``({role: key} read by the loss, {key: network} read by its networks)``.
 
         With ``tensordict``, keys whose values the loss would otherwise compute (e.g. an
-        advantage already present) decide what else is needed.
+        advantage already present) decide what else is needed; their roles must be listed
+        in :attr:`_precomputed_roles`.
         """
         raise NotImplementedError
 
@@ -407,7 +419,14 @@ class LossModule(nn.Module):
         return self._checked_loss(tensordict)
 
     def _checked_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
-        check_keys(type(self).__name__, tensordict, *self._required_keys(tensordict))
+        case = tuple(
+            tensordict.get(getattr(self._keys, role), None) is not None
+            for role in self._precomputed_roles
+        )
+        required = self._required_cache.get(case)
+        if required is None:
+            required = self._required_cache[case] = self._required_keys(tensordict)
+        check_keys(type(self).__name__, tensordict, *required)
         return self._loss(tensordict)
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:

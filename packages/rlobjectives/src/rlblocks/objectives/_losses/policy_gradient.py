@@ -15,6 +15,7 @@ from rlblocks.core import ACTION, DONE, REWARD, TERMINATED
 from rlblocks.objectives._keys import ADVANTAGE, SAMPLE_LOG_PROB, STATE_VALUE, VALUE_TARGET
 from rlblocks.objectives._losses.base import (
     LossModule,
+    RequiredKeys,
     as_column,
     check_distance,
     distance_loss,
@@ -49,6 +50,7 @@ class PolicyGradientLoss(LossModule):
     default_value_estimator = ValueEstimators.GAE
     needs_old_log_prob: ClassVar[bool] = False
     critic_term: ClassVar[str] = "loss_critic"
+    _precomputed_roles: ClassVar[tuple[str, ...]] = ("advantage",)
 
     def __init__(
         self,
@@ -89,9 +91,7 @@ class PolicyGradientLoss(LossModule):
 
     # -- keys -----------------------------------------------------------------------------
 
-    def _required_keys(
-        self, tensordict: TensorDictBase | None = None
-    ) -> tuple[dict[str, NestedKey], dict[NestedKey, str]]:
+    def _required_keys(self, tensordict: TensorDictBase | None = None) -> RequiredKeys:
         keys = self._keys
         loss_keys: dict[str, NestedKey] = {"action": keys.action}
         if self.needs_old_log_prob:
@@ -127,7 +127,8 @@ class PolicyGradientLoss(LossModule):
                 self.value_estimator(tensordict)
             advantage = tensordict.get(self._keys.advantage)
         if self.normalize_advantage and advantage.numel() > 1:
-            advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-8)
+            std, mean = torch.std_mean(advantage)
+            advantage = (advantage - mean) / std.clamp_min(1e-8)
         return advantage
 
     def _log_prob(self, dist: D.Distribution, tensordict: TensorDictBase) -> Tensor:
@@ -137,7 +138,9 @@ class PolicyGradientLoss(LossModule):
     def _entropy_terms(self, dist: D.Distribution, batch_dims: int) -> dict[str, Tensor]:
         if not self.entropy_bonus:
             return {}
-        ent = entropy(dist, batch_dims, self.samples_mc_entropy).mean()
+        # A zero weight trains nothing: spare the term its graph and its backward pass.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
+            ent = entropy(dist, batch_dims, self.samples_mc_entropy).mean()
         return {"loss_entropy": -self.entropy_coef * ent, "entropy": ent.detach()}
 
     def _critic_terms(self, tensordict: TensorDictBase) -> dict[str, Tensor]:

@@ -53,28 +53,33 @@ class PPOLoss(PolicyGradientLoss):
 
     def _log_weight(
         self, tensordict: TensorDictBase, dist: D.Distribution, advantage: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """``log pi(a|s) - log pi_old(a|s)`` shaped like the advantage, and its per-sample form."""
+    ) -> Tensor:
+        """``log pi(a|s) - log pi_old(a|s)``, shaped like the advantage."""
         owner = type(self).__name__
         new = self._log_prob(dist, tensordict)
         old = reduce_to_batch(
             tensordict.get(self._keys.sample_log_prob).detach(), tensordict.batch_dims
         )
         check_same_shape(owner, "log pi(a|s)", new, "sample_log_prob", old)
-        log_weight = new - old
-        return as_column(owner, "the log-ratio", log_weight, "advantage", advantage), log_weight
+        return as_column(owner, "the log-ratio", new - old, "advantage", advantage)
 
     @staticmethod
-    def _diagnostics(log_weight: Tensor) -> dict[str, Tensor]:
+    def _diagnostics(log_weight: Tensor, ratio: Tensor) -> dict[str, Tensor]:
+        """``kl_approx = mean(-log r)`` and ``ESS = mean(r)^2 / mean(r^2)``, without a graph.
+
+        ``ESS = (sum r)^2 / (n * sum r^2)``, read from the ratios the objective computed
+        anyway. It reads 0 (or NaN) once a ratio passes ~1e19, whose square overflows
+        float32: a policy that far from the collecting one is past measuring.
+        """
         with torch.no_grad():
-            flat = log_weight.reshape(-1)
-            ess = (2 * flat.logsumexp(0) - (2 * flat).logsumexp(0)).exp() / flat.numel()
-            return {"kl_approx": (-flat).mean(), "ESS": ess}
+            ess = ratio.mean().square() / ratio.square().mean()
+            return {"kl_approx": log_weight.mean().neg(), "ESS": ess}
 
     def _policy_terms(self, tensordict, dist, advantage):
-        log_weight, per_sample = self._log_weight(tensordict, dist, advantage)
-        gain = log_weight.exp() * advantage
-        return {"loss_objective": -gain.mean(), **self._diagnostics(per_sample)}
+        log_weight = self._log_weight(tensordict, dist, advantage)
+        ratio = log_weight.exp()
+        gain = ratio * advantage
+        return {"loss_objective": -gain.mean(), **self._diagnostics(log_weight, ratio)}
 
 
 class ClipPPOLoss(PPOLoss):
@@ -109,15 +114,17 @@ class ClipPPOLoss(PPOLoss):
         self.clip_epsilon = clip_epsilon
 
     def _policy_terms(self, tensordict, dist, advantage):
-        log_weight, per_sample = self._log_weight(tensordict, dist, advantage)
+        log_weight = self._log_weight(tensordict, dist, advantage)
         ratio = log_weight.exp()
         eps = self.clip_epsilon
-        gain = torch.minimum(ratio * advantage, ratio.clamp(1 - eps, 1 + eps) * advantage)
-        clip_fraction = ((ratio - 1).abs() > eps).float().mean().detach()
+        clipped = ratio.clamp(1 - eps, 1 + eps)
+        gain = torch.minimum(ratio * advantage, clipped * advantage)
+        # |r - 1| > eps exactly where clamping changed r; a comparison builds no graph.
+        clip_fraction = (clipped != ratio).float().mean()
         return {
             "loss_objective": -gain.mean(),
             "clip_fraction": clip_fraction,
-            **self._diagnostics(per_sample),
+            **self._diagnostics(log_weight, ratio),
         }
 
 
@@ -184,11 +191,12 @@ class KLPENPPOLoss(PPOLoss):
             return reduce_to_batch(diff, batch_dims + 1).mean(0)
 
     def _policy_terms(self, tensordict, dist, advantage):
-        log_weight, per_sample = self._log_weight(tensordict, dist, advantage)
+        log_weight = self._log_weight(tensordict, dist, advantage)
         with torch.no_grad():
             old = self.actor_network.build_dist_from_params(tensordict.copy())
         kl = self._kl(old, dist, tensordict.batch_dims).mean()
-        gain = (log_weight.exp() * advantage).mean()
+        ratio = log_weight.exp()
+        gain = (ratio * advantage).mean()
         beta = self.beta.clone()
         with torch.no_grad():
             grow = kl > 1.5 * self.dtarg
@@ -199,5 +207,5 @@ class KLPENPPOLoss(PPOLoss):
             "loss_objective": -gain + beta * kl,
             "kl": kl.detach(),
             "beta": beta,
-            **self._diagnostics(per_sample),
+            **self._diagnostics(log_weight, ratio),
         }

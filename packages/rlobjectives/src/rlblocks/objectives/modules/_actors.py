@@ -7,6 +7,7 @@ that samples under ``ExplorationType.RANDOM`` and acts deterministically otherwi
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,6 +77,14 @@ def project_outputs(tensordict: TensorDictBase, specs: dict[NestedKey, TensorSpe
             tensordict.set(key, spec.project(value))
 
 
+def _takes_validate_args(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` (a distribution class or function) accepts ``validate_args``."""
+    try:
+        return "validate_args" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # some callables have no signature
+        return False
+
+
 def _as_td_module(
     module: nn.Module | Callable, in_keys: list[NestedKey], out_keys: list[NestedKey]
 ) -> TensorDictModuleBase:
@@ -137,6 +146,15 @@ class _ProjectingSequential(ProbabilisticTensorDictSequential):
         project_outputs(out, self._specs)
         return out
 
+    def build_dist_from_params(self, tensordict: TensorDictBase) -> D.Distribution:
+        """The distribution of the last stage, from the parameters in ``tensordict``."""
+        # The last stage is the sampler whenever rlblocks builds the pipeline: reading it
+        # directly spares the walk over every submodule that tensordict does per call.
+        last = self.module[-1]
+        if isinstance(last, ProbabilisticTensorDictModule):
+            return last.get_dist(tensordict)
+        return super().build_dist_from_params(tensordict)
+
 
 class ProbabilisticActor(_ProjectingSequential):
     """A stochastic policy: a network writing distribution parameters, then a sampler.
@@ -159,6 +177,12 @@ class ProbabilisticActor(_ProjectingSequential):
         return_log_prob: Also write the sample's log-probability at ``log_prob_key``.
         log_prob_key: Where the log-probability goes (default ``"sample_log_prob"``).
         default_interaction_type: The exploration type used when none is set.
+        validate_args: Have the distribution check its parameters and the values it scores
+            (torch's ``validate_args``). Off by default, as every per-step check in rlblocks:
+            it costs about as much as the distribution itself. Turn it on to track down NaN
+            parameters or out-of-support actions. Ignored by distributions that take no
+            ``validate_args`` (e.g. :class:`TanhDelta`); a ``validate_args`` in
+            ``distribution_kwargs`` wins.
 
     Example:
         >>> net = TensorDictModule(
@@ -182,9 +206,12 @@ class ProbabilisticActor(_ProjectingSequential):
         return_log_prob: bool = False,
         log_prob_key: NestedKey = SAMPLE_LOG_PROB,
         default_interaction_type: ExplorationType = DEFAULT_EXPLORATION_TYPE,
+        validate_args: bool = False,
     ) -> None:
         out = _keys(out_keys, [ACTION])
         kwargs = dict(distribution_kwargs or {})
+        if "validate_args" not in kwargs and _takes_validate_args(distribution_class):
+            kwargs["validate_args"] = validate_args
         if (
             distribution_class in (TanhNormal, TanhDelta)
             and isinstance(spec, Bounded)
