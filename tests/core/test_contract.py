@@ -58,6 +58,17 @@ def test_step_mdp_moves_next_up_and_drops_action_and_reward():
     assert out.batch_size == td.batch_size
 
 
+def test_step_mdp_builds_a_plain_independent_tensordict():
+    td = transition()
+    out = step_mdp(td)
+    assert type(out) is TensorDict and out.device == td.device
+    out.set("extra", torch.zeros(3))  # the result owns its entries: the input is unchanged
+    out["observation"] = torch.full((3, 4), 5.0)
+    assert "extra" not in td.keys() and "extra" not in td["next"].keys()
+    assert torch.equal(td["next", "observation"], torch.ones(3, 4))
+    assert out.lock_().is_locked and out.clone()["extra"].shape == (3,)
+
+
 def test_step_mdp_options():
     td = transition()
     out = step_mdp(td, keep_other=False)

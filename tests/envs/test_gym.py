@@ -331,6 +331,45 @@ def test_bad_action_names_key_spec_and_value():
     td = env.reset().set("action", torch.tensor([1]))
     with pytest.raises(InvalidActionError, match=r"expected shape \[\], got shape \[1\]"):
         env.step(td)
+    td = env.reset().set("action", torch.tensor(1, dtype=torch.int32))
+    with pytest.raises(InvalidActionError, match="'action'"):
+        env.step(td)
+
+
+class RecordActions(gym.Wrapper):
+    """Keeps every action the wrapped env receives."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.actions: list = []
+
+    def step(self, action):
+        self.actions.append(action)
+        return self.env.step(action)
+
+
+def test_discrete_actions_reach_gym_as_numpy_ints_read_on_every_step():
+    recorder = RecordActions(gym.make("FrozenLake-v1"))
+    env = GymWrapper(recorder)
+    td = env.reset()
+    td.set("action", torch.tensor(2))
+    env.step(td)
+    td["action"].fill_(1)  # the same tensor, changed in place: read again, checked or not
+    env.step(td, check=False)
+    td["action"].fill_(0)
+    env.step(td)
+    assert recorder.actions == [2, 1, 0]
+    assert all(type(a) is np.int64 for a in recorder.actions)
+
+
+def test_step_outputs_fresh_tensors_every_step():
+    env = GymEnv("CartPole-v1")
+    first = env.step(env.rand_action(env.reset()))
+    second = env.step(env.rand_action(step_mdp(first)))
+    outputs = [td["next", key] for td in (first, second) for key in td["next"].keys()]
+    assert len(outputs) == 10
+    pointers = {tensor.data_ptr() for tensor in outputs}
+    assert len(pointers) == len(outputs)  # no entry shares memory with another
 
 
 def test_unknown_id_keeps_gymnasiums_did_you_mean():

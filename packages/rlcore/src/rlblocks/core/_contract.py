@@ -25,6 +25,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core.errors import MissingKeyError
+from rlblocks.core.fast_td import PLAIN_LAYOUT, new_tensordict
 
 __all__ = [
     "OBSERVATION",
@@ -102,23 +103,27 @@ def step_mdp(
         >>> td = env.step(env.rand_action(env.reset()))
         >>> td = step_mdp(td)  # td["observation"] is now the next observation
     """
-    next_td = tensordict.get(NEXT, None)
+    exact = PLAIN_LAYOUT and type(tensordict) is TensorDict
+    next_td = tensordict._tensordict.get(NEXT) if exact else tensordict.get(NEXT, None)
     if next_td is None:
         raise MissingKeyError(
             f"step_mdp needs a 'next' entry (the output of env.step), but the TensorDict has "
             f"keys {sorted(map(str, tensordict.keys()))}. Call env.step(td) first."
         )
+    flags = (exclude_reward, exclude_done, exclude_action)
     if done_keys is None and reward_keys == REWARD and action_keys == ACTION:
-        keys = _DEFAULT_KEYS  # the per-step common case skips normalizing the key arguments
+        # The per-step common case: no key argument to normalize, and with the default
+        # flags not even a plan to look up.
+        plan = _DEFAULT_PLAN if flags == (True, False, True) else _plan(*_DEFAULT_KEYS, *flags)
     else:
         keys = (
             _as_keys(reward_keys),
             _as_keys(list(DONE_KEYS) if done_keys is None else done_keys),
             _as_keys(action_keys),
         )
-    plan = _plan(*keys, exclude_reward, exclude_done, exclude_action)
+        plan = _plan(*keys, *flags)
     dropped, root_dropped, action_keys, flat = plan
-    if flat and type(next_td) is TensorDict:
+    if flat and exact and type(next_td) is TensorDict:
         out = _step_mdp_flat(tensordict, next_td, keep_other, exclude_action, dropped, root_dropped)
         if out is not None:
             return out
@@ -153,11 +158,11 @@ def _plan(
     return frozenset(dropped), frozenset(root_dropped), action_keys, flat
 
 
-_new_unsafe = getattr(TensorDict, "_new_unsafe", None)
+_DEFAULT_PLAN = _plan(*_DEFAULT_KEYS, True, False, True)
 
 
 def _step_mdp_flat(
-    tensordict: TensorDictBase,
+    tensordict: TensorDict,
     next_td: TensorDict,
     keep_other: bool,
     exclude_action: bool,
@@ -166,27 +171,26 @@ def _step_mdp_flat(
 ) -> TensorDictBase | None:
     """``step_mdp`` for top-level keys in one pass over each level (it runs once per step).
 
+    Both are plain TensorDicts: their entry dicts are read directly, and the result is
+    built without re-validating entries that come from valid TensorDicts of its batch size.
     Returns ``None`` when a root sub-TensorDict would have to be merged with one under
     ``"next"`` (e.g. ``"agents"`` at both levels): the general path handles that.
     """
     if not keep_other and not exclude_action:
         return None  # a rare combination: the general path keeps this function simple
-    data = {key: value for key, value in next_td.items() if key not in dropped}
+    data = dict(next_td._tensordict)
+    for key in dropped:
+        data.pop(key, None)
     if keep_other:
-        for key, value in tensordict.items():
+        for key, value in tensordict._tensordict.items():
             if key in root_dropped:
                 continue
             if key in data:
-                if isinstance(value, TensorDictBase):
+                if type(value) is not torch.Tensor and isinstance(value, TensorDictBase):
                     return None
                 continue
             data[key] = value
-    if _new_unsafe is not None:
-        # The entries come from valid TensorDicts of this batch size: skip re-validation.
-        return _new_unsafe(
-            data, batch_size=tensordict.batch_size, device=tensordict.device, nested=False
-        )
-    return TensorDict(data, batch_size=tensordict.batch_size, device=tensordict.device)
+    return new_tensordict(data, tensordict._batch_size, tensordict._device)
 
 
 def terminated_or_truncated(

@@ -7,6 +7,7 @@ per-key action checks/samplers that the step loop uses on every step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,10 +34,12 @@ def _validator(spec: TensorSpec) -> Callable[[Any], bool]:
 
 
 def _sampler(spec: TensorSpec) -> Callable[[], torch.Tensor]:
-    """``spec.rand`` for one value, with the common Categorical case inlined (it is hot)."""
+    """``spec.rand`` for one value, with the common Categorical case inlined (it is hot):
+    a ``partial`` of ``torch.randint`` adds no Python frame, and ``low=0`` is its default."""
     if isinstance(spec, Categorical):
-        n, shape, dtype, device = spec.n, spec.shape, spec.dtype, spec.device
-        return lambda: torch.randint(0, n, shape, dtype=dtype, device=device)
+        return functools.partial(
+            torch.randint, spec.n, spec.shape, dtype=spec.dtype, device=spec.device
+        )
     return spec.rand
 
 

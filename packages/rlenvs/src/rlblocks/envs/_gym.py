@@ -10,7 +10,7 @@ mask) returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,16 +19,17 @@ from tensordict import TensorDict, TensorDictBase
 
 from rlblocks.core import DONE, NEXT, PIXELS, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import missing_dependency
+from rlblocks.core.fast_td import fast_get, new_tensordict, top_items
 from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
 from rlblocks.envs._env_base import EnvBase, Policy
 from rlblocks.envs._gym_spaces import SpaceLayout, numpy_dtype, torch_dtype
-from rlblocks.envs._td_fast import fast_get, new_tensordict, top_items
 from rlblocks.envs.errors import EnvError, UnsupportedEnvOperationError
 
 __all__ = ["GymWrapper", "GymEnv", "import_gymnasium"]
 
 _TRUE = np.ones(1, dtype=bool)
 _FALSE = np.zeros(1, dtype=bool)
+_CACHED_GYM_INTS = 1024  # Discrete action spaces up to this size have their gym ints cached
 
 
 def import_gymnasium(feature: str) -> Any:
@@ -38,6 +39,11 @@ def import_gymnasium(feature: str) -> Any:
     except ImportError as err:
         raise missing_dependency(feature, "gymnasium", "rlblocks-envs[gymnasium]") from err
     return gymnasium
+
+
+def _no_tensors(obs: Any) -> dict[Any, torch.Tensor]:
+    """The observation tensors of an env that keeps only pixels: none."""
+    return {}
 
 
 def _info_spec(value: Any, key: str) -> TensorSpec:
@@ -123,11 +129,18 @@ class GymWrapper(EnvBase):
         act_space = env.single_action_space if vector else env.action_space
         self._obs_layout = SpaceLayout(obs_space, "observation", batch, self.device, True)
         self._act_layout = SpaceLayout(act_space, "action", batch, self.device, False)
-        # A Discrete action of a single env goes to gym as a Python int (envs index with it).
+        # A Discrete action of a single env goes to gym as a numpy int64 (envs index with it,
+        # and gymnasium's Discrete.contains checks it faster than a Python int).
         leaf = self._act_layout.leaves[0]
         self._int_action = self._act_layout.simple and not leaf.shape and not vector
         self._int_action_n = getattr(leaf.spec, "n", 0)
-        self._checked_action: tuple[torch.Tensor, int] | None = None
+        self._int_action_start = leaf.start or 0
+        # Those numpy ints, made once (they are immutable) unless there are many: a valid
+        # action then costs no numpy scalar.
+        cached = self._int_action and self._int_action_n <= _CACHED_GYM_INTS
+        n_cached = self._int_action_n if cached else 0
+        self._gym_ints = tuple(np.int64(i + self._int_action_start) for i in range(n_cached))
+        self._check_next_action = False  # set by _check_action, done by _gym_action
         mode = env.metadata.get("autoreset_mode") if vector else None
         self._autoreset = getattr(mode, "value", mode) or "NextStep"
         self._partial_reset_ok = isinstance(
@@ -144,8 +157,11 @@ class GymWrapper(EnvBase):
         self._last_all_done = False
 
         observation = Composite(shape=batch, device=self.device)
+        # Gym observation -> {key: fresh tensor} (bound once: it runs on every step).
+        self._obs_tensors: Callable[[Any], dict[Any, torch.Tensor]] = _no_tensors
         if not (from_pixels and pixels_only):
             observation.update(self._obs_layout.spec)
+            self._obs_tensors = self._obs_layout.to_tensors
         self._info_specs: dict[str, TensorSpec] = {}
         if from_pixels or info_keys:
             self._probe(from_pixels, info_keys)
@@ -220,26 +236,27 @@ class GymWrapper(EnvBase):
         return np.stack(frames) if self._vector else np.asarray(frames)
 
     def _check_action(self, tensordict: TensorDictBase) -> None:
-        # A Discrete action of a single env: the int gym needs is also what the check
-        # needs, so convert once (_gym_action reuses it).
-        if self._int_action and tensordict.batch_size == self.batch_size:
-            value = fast_get(tensordict, "action")
-            if value is not None and value.dtype == torch.int64 and value.shape == ():
-                index = int(value)
-                if 0 <= index < self._int_action_n:
-                    self._checked_action = (value, index)
-                    return
+        if self._int_action:
+            # A Discrete action of a single env: _gym_action, which step calls next, reads
+            # the index gym needs anyway, and checks it on the way.
+            self._check_next_action = True
+            return
         super()._check_action(tensordict)
 
     def _gym_action(self, tensordict: TensorDictBase) -> Any:
-        layout = self._act_layout
         if self._int_action:
-            tensor = fast_get(tensordict, "action")
-            checked = self._checked_action
-            value = checked[1] if checked is not None and checked[0] is tensor else int(tensor)
-            start = layout.leaves[0].start
-            # A numpy integer: gymnasium's Discrete.contains checks it faster than an int.
-            return np.int64(value if start is None else value + start)
+            check, self._check_next_action = self._check_next_action, False
+            value = fast_get(tensordict, "action")
+            # A 0-d entry implies a TensorDict of batch size [], the env's: checked too.
+            if value is not None and value.dtype is torch.int64 and not value.ndim:
+                index = int(value)
+                if 0 <= index < self._int_action_n:
+                    gym_ints = self._gym_ints
+                    return gym_ints[index] if gym_ints else np.int64(index + self._int_action_start)
+            if check:
+                super()._check_action(tensordict)  # raises, naming the key, spec and value
+            return np.int64(int(value) + self._int_action_start)
+        layout = self._act_layout
         arrays = [fast_get(tensordict, key).cpu().numpy() for key in layout.keys]
         return layout.to_gym(arrays)
 
@@ -263,13 +280,8 @@ class GymWrapper(EnvBase):
 
     def _output(self, data: dict[Any, torch.Tensor]) -> TensorDictBase:
         if self._fast_output:
-            return new_tensordict(data, self.batch_size, self.device)
-        return TensorDict(data, batch_size=self.batch_size, device=self.device)
-
-    def _obs_tensors(self, obs: Any) -> dict[Any, torch.Tensor]:
-        if self.from_pixels and self.pixels_only:
-            return {}
-        return self._obs_layout.to_tensors(obs)
+            return new_tensordict(data, self._batch_size, self._device)
+        return TensorDict(data, batch_size=self._batch_size, device=self._device)
 
     # ------------------------------------------------------------------ EnvBase API
     def _set_seed(self, seed: int | None) -> None:
@@ -401,8 +413,8 @@ class GymWrapper(EnvBase):
             data[TERMINATED] = torch.from_numpy((_TRUE if terminated else _FALSE).copy())
             data[TRUNCATED] = torch.from_numpy((_TRUE if truncated else _FALSE).copy())
             done = bool(terminated or truncated)
-            data[DONE] = torch.from_numpy((_TRUE if done else _FALSE).copy())
-            self._done_hint = (data[DONE], done)
+            data[DONE] = done_flag = torch.from_numpy((_TRUE if done else _FALSE).copy())
+            self._done_hint = (done_flag, done)
         if self._has_extras:
             self._extras(info, data)
         return self._output(data)

@@ -18,8 +18,8 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core.fast_td import new_tensordict
 from rlblocks.envs._rollout import TrajectoryStorage
-from rlblocks.envs._td_fast import new_tensordict
 
 if TYPE_CHECKING:
     from rlblocks.envs._env_base import EnvBase, Policy

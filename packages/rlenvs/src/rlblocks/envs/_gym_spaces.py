@@ -154,6 +154,10 @@ class SpaceLayout:
         visit(space, top, ())
         # One plain array (Box/Discrete at the top): the common case, converted directly.
         self.simple = len(self.leaves) == 1 and not self.leaves[0].path
+        # (key, numpy dtype) when a gym value converts with one copy (no ``start`` offset).
+        self._direct: tuple[NestedKey, np.dtype] | None = None
+        if self.simple and self.leaves[0].start is None:
+            self._direct = (self.leaves[0].key, self.leaves[0].np_dtype)
         self.spec = Composite(
             {leaf.key: leaf.spec for leaf in self.leaves}, shape=batch, device=device
         )
@@ -177,9 +181,9 @@ class SpaceLayout:
 
     def to_tensors(self, value: Any) -> dict[NestedKey, torch.Tensor]:
         """Fresh CPU tensors (``{key: tensor}``) holding a gym value."""
-        if self.simple and self.leaves[0].start is None:
-            leaf = self.leaves[0]
-            return {leaf.key: torch.from_numpy(np.array(value, dtype=leaf.np_dtype))}
+        if self._direct is not None:
+            key, dtype = self._direct
+            return {key: torch.from_numpy(np.array(value, dtype=dtype))}
         out = {}
         for leaf in self.leaves:
             array = np.array(leaf.extract(value), dtype=leaf.np_dtype)  # always a copy

@@ -29,9 +29,9 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from rlblocks.core import DONE, RESET
+from rlblocks.core.fast_td import new_tensordict
 from rlblocks.envs._batched import SKIP, BatchedEnvBase, EnvCreator, env_factories
 from rlblocks.envs._env_base import Policy
-from rlblocks.envs._td_fast import new_tensordict
 from rlblocks.envs.errors import EnvClosedError, WorkerError
 
 __all__ = ["ParallelEnv"]

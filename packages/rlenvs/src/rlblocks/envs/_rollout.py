@@ -16,7 +16,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT
-from rlblocks.envs._td_fast import fast_get
+from rlblocks.core.fast_td import fast_get
 
 if TYPE_CHECKING:
     from rlblocks.envs._env_base import EnvBase, Policy

@@ -1,0 +1,83 @@
+"""TensorDict access for per-step hot paths, with the public API as the fallback.
+
+``TensorDict.get``/``set`` parse and validate nested keys on every call, which costs a
+microsecond or so; a step of a fast env (~10 us) cannot afford a dozen of them. For plain
+``TensorDict`` instances and top-level string keys, these helpers read and build tensordict's
+internal layout (four fields, the entries in a ``_tensordict`` dict: stable across the 0.15
+series rlblocks pins, and checked at import, see :data:`PLAIN_LAYOUT`); anything else goes
+through the public API. Values set this way must already have the right batch dims.
+
+Used by ``step_mdp`` and by the env step paths of rlblocks-envs; env backends in plugins
+may use them too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+__all__ = ["PLAIN_LAYOUT", "fast_get", "fast_set", "top_items", "new_tensordict"]
+
+_FIELDS = {"_tensordict", "_batch_size", "_device", "_td_dim_names"}
+
+
+def _plain_layout() -> bool:
+    """Whether a plain TensorDict is just :data:`_FIELDS`, its entries in a ``dict``.
+
+    False as well when tensordict's invariant checks are on (``TD_CHECK_INVARIANTS``), so
+    that they run.
+    """
+    if not hasattr(TensorDict, "_set_str") or TensorDict.__new__ is not object.__new__:
+        return False
+    if os.environ.get("TD_CHECK_INVARIANTS", "0") not in ("", "0"):
+        return False
+    probe = TensorDict({}, batch_size=[])
+    return set(vars(probe)) == _FIELDS and type(probe._tensordict) is dict
+
+
+PLAIN_LAYOUT: bool = _plain_layout()
+"""Whether plain TensorDicts are read and built through their internal layout here."""
+
+
+def fast_get(tensordict: TensorDictBase, key: Any, default: Any = None) -> Any:
+    """``tensordict.get(key, default)``."""
+    if PLAIN_LAYOUT and type(tensordict) is TensorDict and type(key) is str:
+        return tensordict._tensordict.get(key, default)
+    return tensordict.get(key, default)
+
+
+def fast_set(tensordict: TensorDictBase, key: Any, value: Any) -> None:
+    """``tensordict.set(key, value)`` for a value with the TensorDict's batch dims."""
+    if PLAIN_LAYOUT and type(tensordict) is TensorDict and type(key) is str:
+        tensordict._set_str(key, value, validated=True, inplace=False)
+    else:
+        tensordict.set(key, value)
+
+
+def top_items(tensordict: TensorDictBase) -> Iterable[tuple[str, Any]]:
+    """The top-level ``(key, value)`` pairs."""
+    if PLAIN_LAYOUT and type(tensordict) is TensorDict:
+        return tensordict._tensordict.items()
+    return tensordict.items()
+
+
+def new_tensordict(
+    data: dict[str, Any], batch_size: torch.Size, device: torch.device | None
+) -> TensorDictBase:
+    """Build a TensorDict from top-level string keys and tensors already on ``device``.
+
+    Two are built per env step: setting the fields directly skips the per-call checks of
+    ``TensorDict._new_unsafe``, which cost more than the rest of the construction.
+    """
+    if PLAIN_LAYOUT:
+        out = object.__new__(TensorDict)
+        out._tensordict = dict(data)  # a copy, as TensorDict makes
+        out._batch_size = batch_size
+        out._device = device
+        out._td_dim_names = None
+        return out
+    return TensorDict(data, batch_size=batch_size, device=device)
