@@ -60,6 +60,7 @@ loss_module = A2CLoss(
     critic,
     entropy_coef=args.ent_coef,
     critic_coef=args.vf_coef,
+    loss_critic_type="l2",  # squared error, as SB3: Huber's bounded gradient lags the returns
     gamma=args.gamma,
     lmbda=args.gae_lambda,
 )
