@@ -14,7 +14,8 @@ PPO gradient step: what examples/ppo.py does per minibatch (index a 256-frame mi
 clipping, fused Adam) against the same step written with plain tensors and
 ``log_softmax``/``gather``; the two alternate in rounds and are timed in CPU time of the
 thread (one torch thread does all the work), so that other processes' load counts for
-neither. Target: <= 1.15x the hand-written step.
+neither. No issue sets a target for it (the PPO target is end-to-end wall-clock against
+SB3, in learning.py); it shows what the loss modules cost over plain tensors.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from rlblocks.objectives.value import (
 )
 
 TARGET_GAE_MS = 2.0
-TARGET_PPO_RATIO = 1.15
 GAMMA, LMBDA = 0.99, 0.95
 
 
@@ -222,10 +222,8 @@ def main() -> int:
 
     ours_ms, raw_ms = interleaved_ms(ppo_steps(), rounds=args.repeat, calls=20)
     ratio = ours_ms / raw_ms
-    verdict = "met" if ratio <= TARGET_PPO_RATIO else "MISSED"
     print(f"PPO gradient step, 256 frames, 4-64-64 MLPs: rlblocks {ours_ms:.2f} ms, "
-          f"hand-written torch {raw_ms:.2f} ms, ratio {ratio:.2f}x "
-          f"(target <= {TARGET_PPO_RATIO}x): {verdict}")  # fmt: skip
+          f"hand-written torch {raw_ms:.2f} ms, ratio {ratio:.2f}x (info)")  # fmt: skip
     return 0
 
 
