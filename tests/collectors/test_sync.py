@@ -19,8 +19,10 @@ from rlblocks.envs import (
     Compose,
     GymEnv,
     InvalidActionError,
+    ParallelEnv,
     PendulumEnv,
     RewardSum,
+    SerialEnv,
     StepCounter,
     TransformedEnv,
 )
@@ -422,3 +424,25 @@ def test_the_first_policy_action_is_checked_against_the_spec(kit):
     with pytest.raises(InvalidActionError, match="action"):
         collector.next()
     collector.shutdown()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ParallelEnv(2, lambda: GymEnv("CartPole-v1")),
+        lambda: SerialEnv(2, lambda: GymEnv("CartPole-v1")),
+    ],
+    ids=["parallel", "serial"],
+)
+def test_random_batches_from_batched_gym_envs_continue_across_batches(make):
+    # Without a policy these envs' own fast rollouts give the batches (the ParallelEnv one
+    # only from a full reset: never from the partial reset that ends a batch).
+    torch.manual_seed(2)  # with it, an env ends an episode on a batch's last step
+    env = make()
+    with SyncDataCollector(env, frames_per_batch=100, total_frames=600) as collector:
+        batch = torch.cat(list(collector), -1)
+    env.close()
+    assert batch.batch_size == (2, 300)
+    same = (batch["observation"][:, 1:] == batch["next", "observation"][:, :-1]).all(-1)
+    done = batch["next", "done"][:, :-1, 0]
+    assert done.any() and (same | done).all()

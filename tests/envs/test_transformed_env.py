@@ -364,8 +364,7 @@ def test_a_partial_reset_is_not_a_fresh_start_for_the_fast_rollout():
     env = TransformedEnv(GymEnv("CartPole-v1", num_envs=2), RewardSum())
     env.set_seed(0)
     td = env.rollout(40, break_when_any_done=True)  # stops as soon as one env is done
-    carry = env._step_mdp(td[:, -1])
-    carry["episode_reward"]  # the running sums the partial reset must keep
+    carry = env._step_mdp(td[:, -1])  # holds the running sums the partial reset must keep
     after = env._maybe_reset(carry)
     assert env.__dict__.get("_last_reset") is None  # not a fresh reset of every env
     kept = ~td["next", "done"][:, -1, 0]
@@ -374,3 +373,32 @@ def test_a_partial_reset_is_not_a_fresh_start_for_the_fast_rollout():
     more = env.rollout(5, tensordict=after, auto_reset=False, break_when_any_done=False)
     first = more["episode_reward"][:, 0]
     assert torch.equal(first, after["episode_reward"])
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_policy_never_reads_observations_a_transform_would_edit(nested):
+    # ObservationNorm has a trajectory form, but a policy in the base env's numpy loop would
+    # read the raw observation: such envs keep policies on the generic loop, also when the
+    # transform hides inside a nested Compose.
+    from tensordict.nn import TensorDictModule
+
+    from rlblocks.envs import GymEnv, ObservationNorm, RewardSum
+
+    norm = ObservationNorm(loc=0.0, scale=100.0, in_keys=["observation"])
+    transform = Compose(Compose(norm), RewardSum()) if nested else Compose(norm, RewardSum())
+    env = TransformedEnv(GymEnv("CartPole-v1"), transform)
+    seen = []
+
+    def act(observation):
+        seen.append(observation.clone())
+        return torch.zeros((), dtype=torch.int64)
+
+    policy = TensorDictModule(act, ["observation"], ["action"])
+    env.set_seed(0)
+    assert env._rollout_fast(5, env.reset(), False, policy=policy) is None
+    seen.clear()
+    td = env.rollout(20, policy)
+    # What the policy read is the normalized (x100) observation the rollout recorded.
+    assert torch.equal(torch.stack(seen), td["observation"])
+    assert td["observation"].abs().max() > 3.0  # raw CartPole values stay below ~2.5 here
+    env.close()

@@ -316,6 +316,10 @@ class SerialEnv(BatchedEnvBase):
     ) -> TensorDictBase | None:
         from rlblocks.envs._serial_rollout import serial_gym_rollout
 
-        return serial_gym_rollout(
+        trajectory = serial_gym_rollout(
             self, max_steps, tensordict, break_when_any_done, episode_limit, policy
         )
+        if trajectory is not None:  # our view of the current root values, as _step keeps it
+            last = trajectory.get(NEXT)[:, -1]
+            self._current = last.select(*self._root_keys(), strict=False)
+        return trajectory

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.fast_td import new_tensordict
@@ -37,13 +37,6 @@ __all__ = [
 ]
 
 FLAGS = (DONE, TERMINATED, TRUNCATED)
-
-
-def _flat_key(key: NestedKey) -> NestedKey:
-    """``("a",)`` and ``"a"`` name the same entry: compare keys in one form."""
-    if isinstance(key, tuple) and len(key) == 1:
-        return key[0]
-    return key
 
 
 def _to_numpy(value: torch.Tensor) -> np.ndarray:
@@ -166,14 +159,13 @@ class PolicyActions(ActionSource):
             data.update({flag: self._start.get(flag) for flag in FLAGS if flag in self._start})
         else:
             data.update(self._zeros)
-        given = new_tensordict(data, self._batch, self._env.device)
-        out = self._policy(given)
+        known = set(data)  # before the call: the policy writes into the TensorDict's dict
+        out = self._policy(new_tensordict(data, self._batch, self._env.device))
         if self._storage is None:
-            known = set(data)
             recorded = [
                 key
                 for key in out.keys(include_nested=True, leaves_only=True)
-                if _flat_key(key) not in known
+                if unravel_key(key) not in known
             ]
             self._storage = TrajectoryStorage(out.select(*recorded), self._max_steps)
         self._storage.write(t, out)
@@ -203,13 +195,13 @@ def policy_outputs(policy: Policy | None, env: EnvBase, known: set[NestedKey]) -
     out_keys = getattr(policy, "out_keys", None)
     if in_keys is None or out_keys is None:
         return None
-    reads = {_flat_key(k) for k in in_keys}
-    writes = {_flat_key(k) for k in out_keys}
+    reads = {unravel_key(k) for k in in_keys}
+    writes = {unravel_key(k) for k in out_keys}
     if not reads <= known or writes & known:
         return None
     if any(isinstance(k, tuple) and k[0] == NEXT for k in writes) or NEXT in writes:
         return None
-    if not {_flat_key(k) for k in env.action_keys} <= writes:
+    if not {unravel_key(k) for k in env.action_keys} <= writes:
         return None
     return writes
 
@@ -225,14 +217,14 @@ def action_source(
     """The action source and buffers of a numpy rollout from ``start``, or ``None`` if the
     generic loop must run (``start`` holds entries the loop would not carry, or the
     policy reads or writes more than the loop handles)."""
-    known = {_flat_key(k) for k in (*obs_layout.keys, *FLAGS)}
+    known = {unravel_key(k) for k in (*obs_layout.keys, *FLAGS)}
     allowed = known
     if policy is not None:
         writes = policy_outputs(policy, env, known)
         if writes is None:
             return None
         allowed = known | writes  # the policy's previous outputs: overwritten at step 0
-    if any(_flat_key(k) not in allowed for k in start.keys(True, True)):
+    if any(unravel_key(k) not in allowed for k in start.keys(True, True)):
         return None  # e.g. a recurrent state: carried by the generic loop only
     buffers = RolloutBuffers(obs_layout, tuple(env.batch_size), max_steps)
     if policy is None:

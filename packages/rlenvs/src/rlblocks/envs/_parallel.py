@@ -349,7 +349,10 @@ class ParallelEnv(BatchedEnvBase):
             out = TensorDict(data, batch_size=self.batch_size)
             out = out if self.device.type == "cpu" else out.to(self.device)
         self._current = out.copy()
-        self._last_reset = out
+        # The fast rollout starts from a full reset only: the workers' own view of a partial
+        # one is not the parent's.
+        partial = tensordict is not None and tensordict.get(RESET, None) is not None
+        self._last_reset = None if partial else out
         return out
 
     def _pending_resets(self, tensordict: TensorDictBase | None) -> list[bool] | None:

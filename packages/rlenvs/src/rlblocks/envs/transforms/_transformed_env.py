@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.utils import unravel_key
 from torch import nn
 
 from rlblocks.core import RESET
@@ -205,14 +206,17 @@ class TransformedEnv(EnvBase):
 
     def _edits_observations(self) -> bool:
         """Whether a transform reads or writes an observation entry of the base env."""
-        leaves = getattr(self._transform, "transforms", [self._transform])
+
+        def leaves(transform: Transform) -> list[Transform]:
+            if isinstance(transform, Compose):
+                return [leaf for t in transform.transforms for leaf in leaves(t)]
+            return [transform]
+
         touched = {
-            key if isinstance(key, str) or len(key) > 1 else key[0]
-            for t in leaves
-            for key in (*t.in_keys, *t.out_keys)
+            unravel_key(key) for t in leaves(self._transform) for key in (*t.in_keys, *t.out_keys)
         }
         observed = self._base_env.full_observation_spec.keys(True, True)
-        return any((k if isinstance(k, str) or len(k) > 1 else k[0]) in touched for k in observed)
+        return any(unravel_key(key) in touched for key in observed)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         base_input = self._transform.inv(tensordict.copy()) if self._needs_inv else tensordict
