@@ -16,19 +16,19 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # Flags that make each example short; off-policy ones start learning within the run.
 SHORT = {
-    "ppo.py": ["--total-frames", "512", "--num-envs", "4", "--num-steps", "64"],
-    "a2c.py": ["--total-frames", "256"],
-    "dqn.py": ["--total-frames", "512", "--learning-starts", "256", "--gradient-steps", "4"],
-    "sac.py": ["--total-frames", "300", "--learning-starts", "200"],
-    "td3.py": ["--total-frames", "300", "--learning-starts", "200"],
-    "ddpg.py": ["--total-frames", "300", "--learning-starts", "200"],
-    "iql_offline.py": ["--total-frames", "512", "--dataset-frames", "400"],
+    "ppo.py": "--total-frames 512 --num-envs 4 --num-steps 64",
+    "a2c.py": "--total-frames 256",
+    "dqn.py": "--total-frames 512 --learning-starts 256 --gradient-steps 4 --double-dqn",
+    "sac.py": "--total-frames 300 --learning-starts 200",
+    "td3.py": "--total-frames 300 --learning-starts 200",
+    "ddpg.py": "--total-frames 300 --learning-starts 200",
+    "iql_offline.py": "--total-frames 512 --dataset-frames 400",
 }
 
 
 def _run(script: str, runs_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, str(EXAMPLES / script), "--runs-dir", str(runs_dir)]
-    command += ["--eval-episodes", "2", "--no-progress", *SHORT[script], *extra]
+    command += ["--eval-episodes", "2", "--no-progress", *SHORT[script].split(), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
