@@ -31,7 +31,7 @@ from rlblocks.objectives.modules import MLP, ProbabilisticActor, ValueOperator
 parser = base_parser(__doc__.splitlines()[0], env_id="CartPole-v1", total_frames=200_000)
 parser.add_argument("--num-envs", type=int, default=8, help="envs stepped together")
 parser.add_argument("--num-steps", type=int, default=8, help="steps per env per update")
-parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (annealed to 0)")
+parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (annealed to 0)")
 parser.add_argument("--gamma", type=float, default=0.99, help="discount")
 parser.add_argument("--gae-lambda", type=float, default=0.95, help="GAE lambda")
 parser.add_argument("--ent-coef", type=float, default=0.0, help="entropy bonus weight")
