@@ -150,6 +150,29 @@ def test_plain_tensor_call_matches_tensordict_call(build, name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_batch_without_terminated_reads_done_in_its_place(build, name):
+    # TorchRL's convention: no ("next", "terminated") means terminated == done.
+    kwargs, batch = CASES[name]
+    loss = make_loss(name, **kwargs(build))
+    td = batch(build).exclude("advantage", "value_target")  # have the estimator read flags
+    as_done = td.clone()
+    as_done["next", "terminated"] = td["next", "done"].clone()
+    without = td.clone().exclude(("next", "terminated"))
+    state = {k: v.clone() for k, v in loss.state_dict().items()}
+    results = []
+    for data in (as_done, without, td):
+        loss.load_state_dict(state)
+        torch.manual_seed(0)
+        results.append(loss(data.clone()))
+    expected, got, original = results
+    assert set(got.keys()) == set(expected.keys())
+    for key in expected.keys():
+        torch.testing.assert_close(got[key], expected[key], msg=f"{name}: {key}")
+    if name != "bc":  # every other loss reads the flags: a truncation changes its terms
+        assert any(not torch.equal(original[k], expected[k]) for k in expected.keys())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_missing_key_error_names_need_missing_and_fix(build, name):
     kwargs, batch = CASES[name]
     loss = make_loss(name, **kwargs(build))

@@ -16,9 +16,19 @@ __all__ = [
     "fmt_key",
     "check_same_shape",
     "check_keys",
+    "read_terminated",
     "tensordict_from_tensors",
     "flat_name",
+    "FALLBACK_ROLES",
 ]
+
+FALLBACK_ROLES: dict[str, str] = {"terminated": "done"}
+"""Roles read only when the input has them, with the role read in their place otherwise.
+
+TorchRL's convention: a batch with ``("next", "done")`` but no ``("next", "terminated")``
+treats every end of episode as a termination. :func:`check_keys` does not ask for these keys
+and :func:`read_terminated` does the fallback.
+"""
 
 
 def fmt_key(key: NestedKey) -> str:
@@ -64,7 +74,8 @@ def check_keys(
         owner: The loss or estimator class name.
         tensordict: The input.
         loss_keys: ``{set_keys name: key}`` for the keys ``owner`` reads itself; a key under
-            ``"next"`` is given as ``("next", key)`` with the same ``set_keys`` name.
+            ``"next"`` is given as ``("next", key)`` with the same ``set_keys`` name. Roles
+            of :data:`FALLBACK_ROLES` may be absent when their fallback role is listed.
         network_keys: ``{key: network description}`` for keys read by a network.
 
     Raises:
@@ -72,7 +83,13 @@ def check_keys(
             to rename keys with ``set_keys``.
     """
     present = set(tensordict.keys(include_nested=True))
-    missing_loss = [(name, key) for name, key in loss_keys.items() if _norm(key) not in present]
+    # A fallback role is needed only when the role it falls back to is not read either.
+    required = {
+        name: key
+        for name, key in loss_keys.items()
+        if FALLBACK_ROLES.get(name) not in loss_keys or _norm(key) in present
+    }
+    missing_loss = [(name, key) for name, key in required.items() if _norm(key) not in present]
     own = {_norm(k) for k in loss_keys.values()}
     missing_net = [
         (key, who)
@@ -81,7 +98,7 @@ def check_keys(
     ]
     if not missing_loss and not missing_net:
         return
-    needed = [fmt_key(k) for k in loss_keys.values()] + [fmt_key(k) for k in network_keys]
+    needed = [fmt_key(k) for k in required.values()] + [fmt_key(k) for k in network_keys]
     missing = list(
         dict.fromkeys([fmt_key(k) for _, k in missing_loss] + [fmt_key(k) for k, _ in missing_net])
     )
@@ -103,6 +120,21 @@ def check_keys(
         + "; ".join(fixes)
         + ". Plain-tensor calls pass nested keys flattened, e.g. next_reward=..."
     )
+
+
+def read_terminated(tensordict: TensorDictBase, key: NestedKey, done: torch.Tensor) -> torch.Tensor:
+    """The terminal flags at ``key``, or ``done`` when the input has none (TorchRL's fallback).
+
+    Args:
+        tensordict: The input (or its ``"next"`` sub-TensorDict).
+        key: Where the terminal flags are, in ``tensordict``.
+        done: The done flags, used in their place when ``key`` is absent.
+
+    Returns:
+        The terminal flags.
+    """
+    terminated = tensordict.get(key, None)
+    return done if terminated is None else terminated
 
 
 def _norm(key: NestedKey) -> NestedKey:

@@ -8,6 +8,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
+from rlblocks.objectives._checks import read_terminated
 from rlblocks.objectives._losses.policy_gradient import PolicyGradientLoss
 from rlblocks.objectives.value import td1_return_estimate
 
@@ -97,12 +98,13 @@ class ReinforceLoss(PolicyGradientLoss):
         # Monte-Carlo returns: nothing to bootstrap from without a critic.
         nxt = tensordict.get("next")
         reward = nxt.get(self._keys.reward)
+        done = nxt.get(self._keys.done)
         returns = td1_return_estimate(
             self.gamma,
             reward.new_zeros(reward.shape),
             reward,
-            nxt.get(self._keys.done),
-            nxt.get(self._keys.terminated),
+            done,
+            read_terminated(nxt, self._keys.terminated, done),
             time_dim=tensordict.batch_dims - 1,
         )
         if self.normalize_advantage and returns.numel() > 1:

@@ -225,9 +225,10 @@ class LossModule(nn.Module):
     ``dict`` with the same values.
 
     The keys it reads are renamed by role with :meth:`set_keys`; :attr:`tensor_keys` lists
-    the roles. Target networks are frozen copies held by the loss (``target_<name>``), moved
-    with it and saved in its ``state_dict`` but absent from ``parameters()``; update them
-    with :class:`SoftUpdate` or :class:`HardUpdate`.
+    the roles. As in TorchRL, ``("next", "terminated")`` may be absent: ``("next", "done")``
+    is then read in its place. Target networks are frozen copies held by the loss
+    (``target_<name>``), moved with it and saved in its ``state_dict`` but absent from
+    ``parameters()``; update them with :class:`SoftUpdate` or :class:`HardUpdate`.
 
     Subclasses set :attr:`default_keys` and implement :meth:`_required_keys` and
     :meth:`_loss`.

@@ -37,6 +37,12 @@ class DDPGLoss(OffPolicyLoss):
     - ``loss_actor = -mean(Q(s, mu(s)))``, with the critic's parameters frozen (no gradient
       reaches the critic from it).
 
+    The output holds TorchRL's entries: the scalars ``loss_actor``, ``loss_value``,
+    ``pred_value_max`` and ``target_value_max``, and per sample (``[*batch]``) ``pred_value``
+    (``Q(s, a)``), ``target_value`` and ``td_error``. ``td_error`` is ``|Q(s, a) - target|``,
+    the value written back into the batch for prioritized replay (TorchRL reports the squared
+    error there).
+
     Args:
         actor_network: A deterministic ``Actor`` writing ``action``.
         value_network: A ``ValueOperator`` reading ``observation`` and ``action``, writing
@@ -88,12 +94,17 @@ class DDPGLoss(OffPolicyLoss):
         loss_value = distance_loss("DDPGLoss", pred, target, self.loss_function).mean()
         acting = _mu(self.actor_network, self._with_action(tensordict, None))
         q_actor = self._evaluate([self.value_network], acting, key, frozen=True)[0]
-        self._write_priority(tensordict, [pred], target)
+        td_error = self._write_priority(tensordict, [pred], target)
+        pred_value = pred.detach().squeeze(-1)
+        target_value = target.detach().squeeze(-1)
         return self._output(
             loss_actor=-q_actor.mean(),
             loss_value=loss_value,
-            pred_value=pred.detach().mean(),
-            target_value=target.mean(),
+            td_error=td_error,
+            pred_value=pred_value,
+            target_value=target_value,
+            pred_value_max=pred_value.max(),
+            target_value_max=target_value.max(),
         )
 
 
@@ -107,6 +118,14 @@ class TD3Loss(OffPolicyLoss):
 
     Delaying the actor update (every other step in the paper) is up to the training loop:
     use only ``loss_qvalue`` on the other steps.
+
+    The output holds TorchRL's entries: the scalars ``loss_actor`` and ``loss_qvalue``, per
+    critic and sample (``[num_qvalue_nets, *batch]``) ``pred_value`` (``Q_i(s, a)``), per
+    sample ``target_value`` and ``next_state_value`` (``min_i Q'_i(s', a')``), and
+    ``state_action_value_actor``: ``Q_1(s, mu(s))`` of the critic the actor is trained
+    through, shaped ``[1, *batch]`` (TorchRL evaluates every critic there; the others would
+    cost a forward pass per update for a diagnostic). The batch gets ``td_error``, the
+    largest ``|Q_i(s, a) - y|`` per sample.
 
     Args:
         actor_network: A deterministic ``Actor``.
@@ -200,7 +219,8 @@ class TD3Loss(OffPolicyLoss):
         return self._output(
             loss_actor=-q_actor.mean(),
             loss_qvalue=loss_qvalue,
-            pred_value=torch.stack(preds).detach().mean(),
-            target_value=target.mean(),
-            next_state_value=next_value.mean(),
+            state_action_value_actor=q_actor.detach().squeeze(-1).unsqueeze(0),
+            pred_value=torch.stack(preds).detach().squeeze(-1),
+            target_value=target.detach().squeeze(-1),
+            next_state_value=next_value.squeeze(-1),
         )

@@ -50,8 +50,11 @@ class DQNLoss(OffPolicyLoss):
         double_dqn: Use the double-DQN target.
         gamma: Discount.
 
-    Returns (per call): ``loss_qvalue`` and diagnostics ``pred_value``, ``target_value``. The batch
-    gets ``td_error`` (``|Q - target|`` per sample) for prioritized replay.
+    Returns (per call): ``loss_qvalue`` and, per sample (``[*batch]``) as in the other
+    value-based losses, the diagnostics ``pred_value`` (``Q(s, a)``) and ``target_value``.
+    The batch gets ``td_error`` (``|Q - target|`` per sample) for prioritized replay.
+    TorchRL's ``DQNLoss`` names its term ``"loss"``: read ``out["loss_qvalue"]`` (or
+    ``total_loss(out)``) instead.
 
     Example:
         >>> loss = DQNLoss(QValueActor(MLP(out_features=2), spec=Categorical(2)))
@@ -98,5 +101,7 @@ class DQNLoss(OffPolicyLoss):
         loss = distance_loss("DQNLoss", pred, target, self.loss_function).mean()
         self._write_priority(tensordict, [pred], target)
         return self._output(
-            loss_qvalue=loss, pred_value=pred.detach().mean(), target_value=target.mean()
+            loss_qvalue=loss,
+            pred_value=pred.detach().squeeze(-1),
+            target_value=target.detach().squeeze(-1),
         )

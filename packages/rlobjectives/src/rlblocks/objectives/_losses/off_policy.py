@@ -72,13 +72,15 @@ class OffPolicyLoss(LossModule):
 
     def _write_priority(
         self, tensordict: TensorDictBase, predictions: Sequence[Tensor], target: Tensor
-    ) -> None:
+    ) -> Tensor:
+        """Write ``max |prediction - target|`` per sample at the priority key and return it."""
         with torch.no_grad():
             errors = torch.stack([(p - target).abs() for p in predictions]).amax(0)
             batch = tensordict.batch_dims
             if errors.ndim > batch:
                 errors = errors.flatten(batch).amax(-1)
             tensordict.set(self._keys.priority, errors)
+        return errors
 
     def _with_action(
         self, tensordict: TensorDictBase, action: Tensor | None, nested: bool = False

@@ -11,10 +11,12 @@ from tensordict.nn import NormalParamExtractor, OneHotCategorical
 
 from rlblocks.objectives.modules._actors import (
     Actor,
+    ActorCriticOperator,
     ActorValueOperator,
     ProbabilisticActor,
     QValueActor,
     QValueModule,
+    SafeModule,
     ValueOperator,
 )
 from rlblocks.objectives.modules._distributions import TanhDelta, TanhNormal
@@ -23,22 +25,25 @@ from rlblocks.objectives.modules._exploration import (
     EGreedyModule,
     OrnsteinUhlenbeckProcessModule,
 )
-from rlblocks.objectives.modules._networks import MLP, ConvNet
+from rlblocks.objectives.modules._networks import MLP, ConvNet, SquashDims
 from rlblocks.objectives.modules._rnn import GRUModule, LSTMModule
 
 __all__ = [
     # networks
     "MLP",
     "ConvNet",
+    "SquashDims",
     "LSTMModule",
     "GRUModule",
     # policies and critics
+    "SafeModule",
     "Actor",
     "ProbabilisticActor",
     "ValueOperator",
     "QValueModule",
     "QValueActor",
     "ActorValueOperator",
+    "ActorCriticOperator",
     # distributions
     "TanhNormal",
     "TanhDelta",

@@ -38,12 +38,14 @@ from rlblocks.objectives.errors import ObjectiveConfigError
 from rlblocks.objectives.modules._distributions import TanhDelta, TanhNormal
 
 __all__ = [
+    "SafeModule",
     "Actor",
     "ProbabilisticActor",
     "ValueOperator",
     "QValueModule",
     "QValueActor",
     "ActorValueOperator",
+    "ActorCriticOperator",
     "project_outputs",
 ]
 
@@ -93,8 +95,65 @@ def _as_td_module(
     return TensorDictModule(module, in_keys=in_keys, out_keys=out_keys)
 
 
-class Actor(TensorDictModule):
+class SafeModule(TensorDictModule):
+    """A ``TensorDictModule`` that knows the spec of its outputs and can keep them inside it.
+
+    With ``safe=True`` every output that has a spec is projected into it after each call
+    (``spec.project``: a ``Bounded`` output is clamped into its box, a discrete one mapped
+    to a valid value), which guards against exploration noise or numerical overflow.
+
+    Args:
+        module: A network (or callable) taking the ``in_keys`` tensors.
+        in_keys: Keys read.
+        out_keys: Keys written, one per output of ``module``.
+        spec: Spec of the outputs: a ``Composite`` keyed by out key, or a leaf spec that
+            describes the first out key.
+        safe: Project the outputs into ``spec``; needs a ``spec``.
+
+    Raises:
+        ObjectiveConfigError: ``safe=True`` without a ``spec``.
+
+    Example:
+        >>> module = SafeModule(
+        ...     nn.Linear(3, 2), in_keys=["observation"], out_keys=["action"],
+        ...     spec=Bounded(-1.0, 1.0, shape=(2,)), safe=True,
+        ... )
+        >>> td = module(TensorDict(observation=10 * torch.randn(4, 3), batch_size=[4]))
+        >>> bool(td["action"].abs().max() <= 1.0)
+        True
+    """
+
+    def __init__(
+        self,
+        module: nn.Module | Callable,
+        in_keys: NestedKey | Sequence[NestedKey],
+        out_keys: NestedKey | Sequence[NestedKey],
+        spec: TensorSpec | None = None,
+        safe: bool = False,
+    ) -> None:
+        out = _keys(out_keys, [])
+        super().__init__(module, in_keys=_keys(in_keys, []), out_keys=out)
+        if safe and spec is None:
+            raise ObjectiveConfigError(
+                f"{type(self).__name__}: safe=True needs a spec to project into; pass "
+                f"spec=... (e.g. Bounded(low, high, shape=...)) or safe=False"
+            )
+        self.spec = spec
+        self.safe = safe
+        self._specs = _output_specs(spec, out) if safe else {}
+
+    @dispatch(auto_batch_size=False)
+    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
+        """Run the network and, with ``safe=True``, project the outputs into the spec."""
+        out = super().forward(tensordict, *args, **kwargs)
+        project_outputs(out, self._specs)
+        return out
+
+
+class Actor(SafeModule):
     """A deterministic policy: ``action = module(observation)``.
+
+    A :class:`SafeModule` with the policy's default keys.
 
     Args:
         module: A network taking the ``in_keys`` tensors.
@@ -118,20 +177,13 @@ class Actor(TensorDictModule):
         spec: TensorSpec | None = None,
         safe: bool = False,
     ) -> None:
-        out = _keys(out_keys, [ACTION])
-        super().__init__(module, in_keys=_keys(in_keys, [OBSERVATION]), out_keys=out)
-        self.spec = spec
-        self.safe = safe
-        if safe and spec is None:
-            raise ObjectiveConfigError("Actor: safe=True needs a spec to project into")
-        self._specs = _output_specs(spec, out) if safe else {}
-
-    @dispatch(auto_batch_size=False)
-    def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
-        """Run the network and, with ``safe=True``, project the outputs into the spec."""
-        out = super().forward(tensordict, *args, **kwargs)
-        project_outputs(out, self._specs)
-        return out
+        super().__init__(
+            module,
+            _keys(in_keys, [OBSERVATION]),
+            _keys(out_keys, [ACTION]),
+            spec=spec,
+            safe=safe,
+        )
 
 
 class _ProjectingSequential(ProbabilisticTensorDictSequential):
@@ -402,7 +454,12 @@ class ActorValueOperator(TensorDictSequential):
         policy_operator: TensorDictModuleBase,
         value_operator: TensorDictModuleBase,
     ) -> None:
+        self._check_value_head(value_operator)
         super().__init__(common_operator, policy_operator, value_operator)
+
+    @staticmethod
+    def _check_value_head(value_operator: TensorDictModuleBase) -> None:
+        """Raise if ``value_operator`` cannot be this operator's value head (subclasses)."""
 
     def get_policy_operator(self) -> TensorDictSequential:
         """Trunk followed by the policy head (probabilistic if the head is)."""
@@ -428,3 +485,58 @@ class ActorValueOperator(TensorDictSequential):
     def get_value_head(self) -> TensorDictModuleBase:
         """The value head alone."""
         return self.module[2]
+
+
+class ActorCriticOperator(ActorValueOperator):
+    """A shared trunk feeding a policy head and a critic head that values the chosen action.
+
+    Like :class:`ActorValueOperator`, but the critic head reads the policy's action and
+    writes ``Q(s, a)`` (``state_action_value``): calling the operator runs the trunk, the
+    policy head, then the critic on the action just chosen. :meth:`get_policy_operator`
+    returns trunk + policy head; :meth:`get_critic_operator` returns the whole pipeline
+    (what computes ``Q(s, pi(s))``). Both share the trunk's parameters.
+
+    Args:
+        common_operator: The trunk (writes e.g. ``"hidden"``).
+        policy_operator: The policy head (reads the trunk's output, writes ``action``).
+        value_operator: The critic head (reads the trunk's output and ``action``, writes
+            ``state_action_value``).
+
+    Raises:
+        ObjectiveConfigError: The critic head writes ``state_value`` (a state value).
+
+    Example:
+        >>> trunk = TensorDictModule(MLP(out_features=32), ["observation"], ["hidden"])
+        >>> policy_head = Actor(MLP(out_features=2), in_keys=["hidden"])
+        >>> critic_head = ValueOperator(MLP(out_features=1), in_keys=["hidden", "action"])
+        >>> model = ActorCriticOperator(trunk, policy_head, critic_head)
+        >>> policy, critic = model.get_policy_operator(), model.get_critic_operator()
+    """
+
+    @staticmethod
+    def _check_value_head(value_operator: TensorDictModuleBase) -> None:
+        if STATE_VALUE in value_operator.out_keys[:1]:
+            raise ObjectiveConfigError(
+                f"ActorCriticOperator: the critic head writes {STATE_VALUE!r} "
+                f"(out_keys={value_operator.out_keys}), but this operator values the action "
+                f"the policy head chose. Give the critic head in_keys that include "
+                f"{ACTION!r} and out_keys=[{STATE_ACTION_VALUE!r}], or use "
+                f"ActorValueOperator for a state-value head."
+            )
+
+    def get_critic_operator(self) -> ActorCriticOperator:
+        """The whole pipeline: trunk, policy head, then the critic on the chosen action."""
+        return self
+
+    def get_value_operator(self) -> TensorDictSequential:
+        """Not available: the critic of this operator values state-action pairs.
+
+        Raises:
+            ObjectiveConfigError: Always; the message points to :meth:`get_critic_operator`.
+        """
+        raise ObjectiveConfigError(
+            "ActorCriticOperator.get_value_operator(): a value operator maps a state to "
+            "V(s), but this operator's critic values the chosen action, Q(s, a). Call "
+            "get_critic_operator() instead (as in TorchRL), or build an ActorValueOperator "
+            "for a state-value head."
+        )

@@ -1,4 +1,4 @@
-"""Plain ``torch.nn`` networks: :class:`MLP` and :class:`ConvNet`.
+"""Plain ``torch.nn`` networks: :class:`MLP`, :class:`ConvNet` and :class:`SquashDims`.
 
 They take and return tensors; wrap them in a TensorDict module (``Actor``,
 ``ValueOperator``, ``TensorDictModule``...) to read and write keys.
@@ -6,15 +6,16 @@ They take and return tensors; wrap them in a TensorDict module (``Actor``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from rlblocks.core.utils import check_int
 from rlblocks.objectives.errors import ObjectiveConfigError
 
-__all__ = ["MLP", "ConvNet"]
+__all__ = ["MLP", "ConvNet", "SquashDims"]
 
 _DEFAULT_DEPTH = 3
 _DEFAULT_CELLS = 32
@@ -101,8 +102,9 @@ class MLP(nn.Sequential):
         return super().forward(x)
 
 
-def _per_layer(owner: str, name: str, value: int | Sequence[int], layers: int) -> list[int]:
-    if isinstance(value, int):
+def _per_layer(owner: str, name: str, value: Any, layers: int) -> list[Any]:
+    """``value`` for each of ``layers`` layers: a list/tuple gives one entry per layer."""
+    if not isinstance(value, (list, tuple)):
         return [value] * layers
     values = list(value)
     if len(values) != layers:
@@ -112,20 +114,87 @@ def _per_layer(owner: str, name: str, value: int | Sequence[int], layers: int) -
     return values
 
 
-class ConvNet(nn.Module):
-    """A stack of 2-d convolutions, flattened to a feature vector.
+class SquashDims(nn.Module):
+    """Flatten the last ``ndims_in`` dims into one, e.g. ``[*batch, C, H, W] -> [*batch, C*H*W]``.
 
-    Input ``[*batch, C, H, W]``, output ``[*batch, features]``; any number of leading batch
-    dims is accepted.
+    :class:`ConvNet`'s default aggregator, as in TorchRL.
+
+    Args:
+        ndims_in: How many trailing dims to flatten.
+
+    Example:
+        >>> SquashDims()(torch.zeros(5, 8, 4, 4)).shape
+        torch.Size([5, 128])
+    """
+
+    def __init__(self, ndims_in: int = 3) -> None:
+        super().__init__()
+        self.ndims_in = check_int(ndims_in, "ndims_in", "SquashDims", error=ObjectiveConfigError)
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        """Flatten the last ``ndims_in`` dims of ``value``."""
+        if value.ndim < self.ndims_in:
+            raise ObjectiveConfigError(
+                f"SquashDims(ndims_in={self.ndims_in}) flattens the last {self.ndims_in} dims "
+                f"but got a tensor of shape {list(value.shape)}; lower ndims_in or check the "
+                f"input"
+            )
+        return value.flatten(-self.ndims_in)
+
+    def extra_repr(self) -> str:
+        return f"ndims_in={self.ndims_in}"
+
+
+def _conv_cells(
+    num_cells: int | Sequence[int] | None, depth: int | None, *per_layer: Any
+) -> list[int]:
+    """The output channels of each layer of a :class:`ConvNet` (TorchRL's rules for depth).
+
+    ``depth`` comes from ``depth``, else from ``num_cells`` as a list, else from the first
+    per-layer argument given as a list, else it is 3.
+    """
+    if depth is not None:
+        depth = check_int(depth, "depth", "ConvNet", error=ObjectiveConfigError)
+    elif num_cells is None or isinstance(num_cells, int):
+        depth = next((len(v) for v in per_layer if isinstance(v, (list, tuple))), None)
+    cells = _cells("ConvNet", num_cells, depth)
+    if not cells:
+        raise ObjectiveConfigError(
+            "ConvNet: needs at least one layer, got num_cells=[] (or depth 0); pass e.g. "
+            "num_cells=[32, 32] or depth=2"
+        )
+    return cells
+
+
+class ConvNet(nn.Module):
+    """A stack of 2-d convolutions followed by an aggregator (by default, a flatten).
+
+    Input ``[*batch, C, H, W]``, output ``[*batch, features]`` with the default
+    :class:`SquashDims` aggregator (``[*batch, C', H', W']`` with ``aggregator_class=None``);
+    any number of leading batch dims is accepted. The arguments are TorchRL's.
 
     Args:
         in_features: Input channels; ``None`` makes the first layer lazy.
-        num_cells: Output channels of each convolution.
+        num_cells: Output channels: one per layer, or an int repeated ``depth`` times.
+            Defaults to 32 channels.
+        depth: Number of layers when ``num_cells`` is an int or ``None``; by default the
+            length of the first of ``kernel_sizes``/``strides``/``paddings`` given as a list,
+            else 3.
         kernel_sizes: One kernel size, or one per layer.
         strides: One stride, or one per layer.
         paddings: One padding, or one per layer.
         activation_class: Activation after each convolution.
+        activation_kwargs: Keyword arguments of ``activation_class`` (or a list, one dict
+            per layer).
+        bias_last_layer: Give the last convolution a bias.
+        aggregator_class: Module class applied to the output of the last layer (``None``:
+            keep the feature maps).
+        aggregator_kwargs: Keyword arguments of ``aggregator_class``.
         device: Device of the parameters.
+
+    Raises:
+        ObjectiveConfigError: ``depth`` is not a positive int, or the per-layer arguments
+            disagree on the number of layers.
 
     Example:
         >>> net = ConvNet(num_cells=[16, 32], kernel_sizes=[8, 4], strides=[4, 2])
@@ -137,36 +206,47 @@ class ConvNet(nn.Module):
         self,
         in_features: int | None = None,
         *,
-        num_cells: Sequence[int] = (32, 32, 32),
+        num_cells: int | Sequence[int] | None = None,
+        depth: int | None = None,
         kernel_sizes: int | Sequence[int] = 3,
         strides: int | Sequence[int] = 1,
         paddings: int | Sequence[int] = 0,
         activation_class: type[nn.Module] = nn.ELU,
+        activation_kwargs: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        bias_last_layer: bool = True,
+        aggregator_class: type[nn.Module] | Callable[..., nn.Module] | None = SquashDims,
+        aggregator_kwargs: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        cells = list(num_cells)
+        cells = _conv_cells(num_cells, depth, kernel_sizes, strides, paddings)
         n = len(cells)
         kernels = _per_layer("ConvNet", "kernel_sizes", kernel_sizes, n)
         strides_ = _per_layer("ConvNet", "strides", strides, n)
         paddings_ = _per_layer("ConvNet", "paddings", paddings, n)
+        activations = _per_layer("ConvNet", "activation_kwargs", activation_kwargs or {}, n)
         layers: list[nn.Module] = []
         previous = in_features
-        for size, k, s, p in zip(cells, kernels, strides_, paddings_):
+        for i, (size, k, s, p, act) in enumerate(
+            zip(cells, kernels, strides_, paddings_, activations)
+        ):
+            bias = bias_last_layer or i < n - 1
             if previous is None:
-                layers.append(nn.LazyConv2d(size, k, stride=s, padding=p, device=device))
+                conv = nn.LazyConv2d(size, k, stride=s, padding=p, bias=bias, device=device)
             else:
-                layers.append(nn.Conv2d(previous, size, k, stride=s, padding=p, device=device))
-            layers.append(activation_class())
+                conv = nn.Conv2d(previous, size, k, stride=s, padding=p, bias=bias, device=device)
+            layers += [conv, activation_class(**act)]
             previous = size
+        if aggregator_class is not None:
+            layers.append(aggregator_class(**(aggregator_kwargs or {})))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``[*batch, C, H, W]`` to ``[*batch, features]``."""
+        """Map ``[*batch, C, H, W]`` to ``[*batch, *aggregated]``."""
         if x.ndim < 3:
             raise ObjectiveConfigError(
                 f"ConvNet expects inputs shaped [*batch, C, H, W], got shape {list(x.shape)}"
             )
         batch = x.shape[:-3]
         y = self.layers(x.reshape(-1, *x.shape[-3:]))
-        return y.reshape(*batch, -1)
+        return y.reshape(*batch, *y.shape[1:])

@@ -1,6 +1,8 @@
 """Returns and advantages: vectorized functional estimators and estimator modules.
 
-The functions work on plain tensors laid out ``[*batch, T, *features]``; the modules read a
+The functions work on plain tensors laid out ``[*batch, T, *features]`` (all of them are
+vectorized; ``vec_td_lambda_return_estimate`` and ``vec_generalized_advantage_estimate`` are
+TorchRL's names for two of them, with TorchRL's arguments); the modules read a
 trajectory TensorDict (``("next", "reward")``, ``("next", "done")``,
 ``("next", "terminated")`` and values from a value network) and write ``advantage`` and
 ``value_target``.
@@ -18,13 +20,15 @@ from rlblocks.objectives.value._estimators import (
     make_value_estimator,
     parse_value_estimator,
 )
-from rlblocks.objectives.value._functional import (
+from rlblocks.objectives.value.functional import (
     discounted_scan,
     generalized_advantage_estimate,
     td0_advantage_estimate,
     td0_return_estimate,
     td1_return_estimate,
     td_lambda_return_estimate,
+    vec_generalized_advantage_estimate,
+    vec_td_lambda_return_estimate,
 )
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "td0_return_estimate",
     "td1_return_estimate",
     "td_lambda_return_estimate",
+    "vec_td_lambda_return_estimate",
+    "vec_generalized_advantage_estimate",
     # modules
     "ValueEstimators",
     "ValueEstimatorBase",

@@ -14,10 +14,10 @@ from tensordict.utils import NestedKey
 from torch import Tensor, nn
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED
-from rlblocks.objectives._checks import check_keys
+from rlblocks.objectives._checks import check_keys, read_terminated
 from rlblocks.objectives._keys import ADVANTAGE, STATE_VALUE, VALUE_TARGET, TensorKeys
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
-from rlblocks.objectives.value._functional import (
+from rlblocks.objectives.value.functional import (
     generalized_advantage_estimate,
     td0_return_estimate,
     td_lambda_return_estimate,
@@ -59,6 +59,8 @@ class ValueEstimatorBase(nn.Module):
             TensorDict has names, else the last batch dim.
 
     With a value network, ``state_value`` is also written at the root and under ``"next"``.
+    An input without ``("next", "terminated")`` is read as if it were ``("next", "done")``
+    (every end of episode a termination), as TorchRL does.
 
     Example:
         >>> estimator = TDLambdaEstimator(gamma=0.99, lmbda=0.9, value_network=critic)
@@ -167,10 +169,11 @@ class ValueEstimatorBase(nn.Module):
                 state_value = self._values(tensordict, nested=False)
             if next_value is None:
                 next_value = self._values(tensordict, nested=True)
+        done = tensordict.get(_next(keys.done))
         return {
             "reward": tensordict.get(_next(keys.reward)),
-            "done": tensordict.get(_next(keys.done)),
-            "terminated": tensordict.get(_next(keys.terminated)),
+            "done": done,
+            "terminated": read_terminated(tensordict, _next(keys.terminated), done),
             "state_value": state_value,
             "next_value": next_value,
             "time_dim": self._resolve_time_dim(tensordict),
@@ -190,9 +193,10 @@ class ValueEstimatorBase(nn.Module):
         Losses call this with ``next_value`` computed by their (target) networks.
 
         Args:
-            tensordict: Holds ``("next", reward)``, ``("next", done)``,
-                ``("next", terminated)`` and, when the values are not given and no value
-                network is set, the values.
+            tensordict: Holds ``("next", reward)``, ``("next", done)``, optionally
+                ``("next", terminated)`` (``done`` is read in its place when absent, as in
+                TorchRL) and, when the values are not given and no value network is set,
+                the values.
             state_value: ``V(s_t)``, needed by :class:`GAE` only.
             next_value: ``V(s_{t+1})``; computed or read when ``None``.
 

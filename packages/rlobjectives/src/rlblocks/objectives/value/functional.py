@@ -1,5 +1,9 @@
 """Vectorized return and advantage estimators on plain tensors.
 
+Also importable from :mod:`rlblocks.objectives.value`; this module is at TorchRL's path
+(``torchrl.objectives.value.functional``), and ``vec_td_lambda_return_estimate`` and
+``vec_generalized_advantage_estimate`` are TorchRL's names for two of the functions.
+
 All functions take tensors shaped ``[*batch, T, *features]`` (``time_dim=-2`` by default,
 so ``[*batch, T, 1]`` for the usual scalar reward) holding consecutive steps, possibly of
 several episodes. Two flags shape the recursion:
@@ -34,7 +38,9 @@ __all__ = [
     "td0_advantage_estimate",
     "td1_return_estimate",
     "td_lambda_return_estimate",
+    "vec_td_lambda_return_estimate",
     "generalized_advantage_estimate",
+    "vec_generalized_advantage_estimate",
 ]
 
 # Steps per chunk of the scan with a constant coefficient. Within a chunk the weights span
@@ -249,6 +255,20 @@ def td0_advantage_estimate(
     return td0_return_estimate(gamma, next_state_value, reward, terminated) - state_value
 
 
+def _check_rolling_gamma(owner: str, rolling_gamma: bool | None, gamma: Coef, lmbda: Coef) -> None:
+    """Accept TorchRL's ``rolling_gamma`` where it means what the scans compute."""
+    if rolling_gamma is None or rolling_gamma:
+        return
+    if isinstance(gamma, Tensor) or isinstance(lmbda, Tensor):
+        raise ObjectiveConfigError(
+            f"{owner}: rolling_gamma=False (each step's gamma and lmbda applied to all the "
+            f"steps after it) is not supported with per-step gamma or lmbda tensors; here "
+            f"each step's gamma discounts that step only, TorchRL's default. Pass "
+            f"rolling_gamma=None (or True), or a constant gamma and lmbda, for which both "
+            f"readings agree."
+        )
+
+
 def td_lambda_return_estimate(
     gamma: Coef,
     lmbda: Coef,
@@ -256,6 +276,7 @@ def td_lambda_return_estimate(
     reward: Tensor,
     done: Tensor,
     terminated: Tensor | None = None,
+    rolling_gamma: bool | None = None,
     *,
     time_dim: int = -2,
 ) -> Tensor:
@@ -263,6 +284,7 @@ def td_lambda_return_estimate(
 
     ``G_t = r_t + gamma * (1 - terminated_t) * ((1 - lmbda) * V(s_{t+1}) + lmbda * G_{t+1})``,
     with ``G_{t+1}`` replaced by ``V(s_{t+1})`` after a truncation and at the last step.
+    Also exported as ``vec_td_lambda_return_estimate``, TorchRL's name.
 
     Args:
         gamma: Discount factor, float or tensor shaped like ``reward``.
@@ -271,6 +293,8 @@ def td_lambda_return_estimate(
         reward: ``r_t``.
         done: ``terminated | truncated`` for each step.
         terminated: Terminal flags; ``None`` treats every ``done`` as a termination.
+        rolling_gamma: TorchRL's flag: ``None``/``True`` (per-step ``gamma`` and ``lmbda``
+            apply to their own step, as above); ``False`` only with constant ones.
         time_dim: The time dimension.
 
     Returns:
@@ -278,6 +302,7 @@ def td_lambda_return_estimate(
 
     Raises:
         ShapeMismatchError: The inputs differ in shape, or ``time_dim`` is not a dim.
+        ObjectiveConfigError: ``rolling_gamma=False`` with a per-step ``gamma`` or ``lmbda``.
     """
     time_dim, gamma, lmbda, done, terminated = _prepare_lambda(
         "td_lambda_return_estimate",
@@ -289,6 +314,7 @@ def td_lambda_return_estimate(
         terminated,
         next_state_value=next_state_value,
     )
+    _check_rolling_gamma("td_lambda_return_estimate", rolling_gamma, gamma, lmbda)
     # The end of the time axis cuts the recursion like a truncation.
     cut = done.clone()
     cut.select(time_dim, -1).fill_(True)
@@ -304,6 +330,7 @@ def td1_return_estimate(
     reward: Tensor,
     done: Tensor,
     terminated: Tensor | None = None,
+    rolling_gamma: bool | None = None,
     *,
     time_dim: int = -2,
 ) -> Tensor:
@@ -312,7 +339,7 @@ def td1_return_estimate(
     Same arguments as :func:`td_lambda_return_estimate` with ``lmbda = 1``.
     """
     return td_lambda_return_estimate(
-        gamma, 1.0, next_state_value, reward, done, terminated, time_dim=time_dim
+        gamma, 1.0, next_state_value, reward, done, terminated, rolling_gamma, time_dim=time_dim
     )
 
 
@@ -330,7 +357,8 @@ def generalized_advantage_estimate(
     """Generalized advantage estimation (Schulman et al., 2016).
 
     ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)`` and
-    ``A_t = delta_t + gamma * lmbda * (1 - done_t) * A_{t+1}``.
+    ``A_t = delta_t + gamma * lmbda * (1 - done_t) * A_{t+1}``. Also exported as
+    ``vec_generalized_advantage_estimate``, TorchRL's name.
 
     Args:
         gamma: Discount factor, float or tensor shaped like ``reward``.
@@ -367,3 +395,9 @@ def generalized_advantage_estimate(
     delta = reward + gamma * _not(terminated, reward.dtype) * next_state_value - state_value
     advantage = discounted_scan(delta, gamma * lmbda, done, time_dim=time_dim)
     return advantage, advantage + state_value
+
+
+# TorchRL's names of the same functions: TorchRL keeps a loop version under the plain names,
+# and code written for it imports the vectorized one as ``vec_*``. Here both are vectorized.
+vec_td_lambda_return_estimate = td_lambda_return_estimate
+vec_generalized_advantage_estimate = generalized_advantage_estimate

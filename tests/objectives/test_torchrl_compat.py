@@ -1,0 +1,447 @@
+"""Code written for TorchRL, with only its imports changed, runs on rlblocks.objectives.
+
+Each test makes its calls the way TorchRL's documentation and users write them; where
+rlblocks deliberately differs, the test checks that the error says what to write instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+
+from rlblocks.core import ExplorationType, set_exploration_type
+from rlblocks.core.specs import Bounded, Categorical, Composite, Unbounded
+from rlblocks.objectives import DDPGLoss, DQNLoss, TD3Loss
+from rlblocks.objectives.errors import ObjectiveConfigError
+from rlblocks.objectives.modules import (
+    MLP,
+    Actor,
+    ActorCriticOperator,
+    ConvNet,
+    ProbabilisticActor,
+    QValueActor,
+    SafeModule,
+    SquashDims,
+    TanhNormal,
+    ValueOperator,
+)
+from rlblocks.objectives.value import GAE, TD0Estimator, TDLambdaEstimator
+from rlblocks.objectives.value.functional import (
+    generalized_advantage_estimate,
+    td_lambda_return_estimate,
+    vec_generalized_advantage_estimate,
+    vec_td_lambda_return_estimate,
+)
+
+N_OBS, N_ACT = 3, 4
+
+# -- ("next", "terminated") falls back to ("next", "done") ------------------------------
+
+
+def ddpg_modules():
+    torch.manual_seed(0)
+    spec = Bounded(-torch.ones(N_ACT), torch.ones(N_ACT), (N_ACT,))
+    actor = Actor(spec=spec, module=nn.Linear(N_OBS, N_ACT))
+
+    class ValueClass(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(N_OBS + N_ACT, 1)
+
+        def forward(self, obs, act):
+            return self.linear(torch.cat([obs, act], -1))
+
+    value = ValueOperator(module=ValueClass(), in_keys=["observation", "action"])
+    return spec, actor, value
+
+
+def test_ddpg_tensor_call_without_terminated_runs_as_in_torchrl():
+    spec, actor, value = ddpg_modules()
+    loss = DDPGLoss(actor, value)
+    out = loss(
+        observation=torch.randn(N_OBS),
+        action=spec.rand(),
+        next_done=torch.zeros(1, dtype=torch.bool),
+        next_observation=torch.randn(N_OBS),
+        next_reward=torch.randn(1),
+    )
+    out["loss_actor"].backward()
+    assert actor.module.weight.grad is not None
+
+
+def test_ddpg_batch_without_terminated_equals_terminated_set_to_done():
+    spec, actor, value = ddpg_modules()
+    g = torch.Generator().manual_seed(1)
+    batch = [8]
+    done = torch.zeros(*batch, 1, dtype=torch.bool)
+    done[2] = done[5] = True
+    data = TensorDict(
+        {
+            "observation": torch.randn(*batch, N_OBS, generator=g),
+            "action": spec.rand(batch),
+            ("next", "done"): done,
+            ("next", "reward"): torch.randn(*batch, 1, generator=g),
+            ("next", "observation"): torch.randn(*batch, N_OBS, generator=g),
+        },
+        batch,
+    )
+    loss = DDPGLoss(actor, value)
+    without = loss(data.clone())
+    with_terminated = data.clone()
+    with_terminated["next", "terminated"] = done.clone()
+    expected = loss(with_terminated)
+    for key in expected.keys():
+        torch.testing.assert_close(without[key], expected[key], msg=key)
+    # terminated is read when present: flagging a step as truncated changes the target.
+    truncated = with_terminated.clone()
+    truncated["next", "terminated"][2] = False
+    assert not torch.equal(loss(truncated)["target_value"], expected["target_value"])
+
+
+@pytest.mark.parametrize("estimator", [TD0Estimator, TDLambdaEstimator, GAE])
+def test_value_estimators_fall_back_to_done(estimator):
+    g = torch.Generator().manual_seed(2)
+    done = torch.rand(2, 10, 1, generator=g) < 0.3
+    data = TensorDict(
+        {
+            "state_value": torch.randn(2, 10, 1, generator=g),
+            ("next", "state_value"): torch.randn(2, 10, 1, generator=g),
+            ("next", "reward"): torch.randn(2, 10, 1, generator=g),
+            ("next", "done"): done,
+        },
+        [2, 10],
+    )
+    explicit = data.clone()
+    explicit["next", "terminated"] = done.clone()
+    got = estimator(gamma=0.9)(data.clone())
+    expected = estimator(gamma=0.9)(explicit)
+    torch.testing.assert_close(got["value_target"], expected["value_target"])
+    torch.testing.assert_close(got["advantage"], expected["advantage"])
+
+
+# -- DDPG / TD3 outputs ---------------------------------------------------------------
+
+
+def test_ddpg_output_keys_and_shapes_match_torchrl(build):
+    actor, qvalue = build.deterministic_actor(), build.qvalue()
+    data = build.batch()
+    out = DDPGLoss(actor, qvalue)(data)
+    assert set(out.keys()) == {
+        "loss_actor",
+        "loss_value",
+        "pred_value",
+        "target_value",
+        "pred_value_max",
+        "target_value_max",
+        "td_error",
+    }
+    for key in ("loss_actor", "loss_value", "pred_value_max", "target_value_max"):
+        assert out[key].shape == (), key
+    for key in ("pred_value", "target_value", "td_error"):
+        assert out[key].shape == (6,), key
+        assert not out[key].requires_grad, key
+    with torch.no_grad():
+        pred = qvalue.module(data["observation"], data["action"]).squeeze(-1)
+    torch.testing.assert_close(out["pred_value"], pred)
+    torch.testing.assert_close(out["pred_value_max"], pred.max())
+    torch.testing.assert_close(out["target_value_max"], out["target_value"].max())
+    torch.testing.assert_close(out["td_error"], (pred - out["target_value"]).abs())
+    torch.testing.assert_close(data["td_error"], out["td_error"])
+
+
+def test_td3_output_keys_and_shapes_match_torchrl(build):
+    actor, qvalue = build.deterministic_actor(), build.qvalue()
+    data = build.batch()
+    loss = TD3Loss(actor, qvalue, num_qvalue_nets=2)
+    out = loss(data)
+    assert set(out.keys()) == {
+        "loss_actor",
+        "loss_qvalue",
+        "state_action_value_actor",
+        "pred_value",
+        "target_value",
+        "next_state_value",
+    }
+    assert out["loss_actor"].shape == out["loss_qvalue"].shape == ()
+    assert out["pred_value"].shape == (2, 6)
+    # Only the critic the actor is trained through (no extra forward pass per update).
+    assert out["state_action_value_actor"].shape == (1, 6)
+    assert out["target_value"].shape == out["next_state_value"].shape == (6,)
+    obs, act = data["observation"], data["action"]
+    with torch.no_grad():
+        mu = actor.module(obs)
+        nets = [m.module for m in loss.qvalue_networks]
+        pred = torch.stack([net(obs, act) for net in nets]).squeeze(-1)
+        on_policy = torch.stack([net(obs, mu) for net in nets]).squeeze(-1)
+    torch.testing.assert_close(out["pred_value"], pred)
+    torch.testing.assert_close(out["state_action_value_actor"], on_policy[:1])
+    errors = (pred - out["target_value"]).abs().amax(0)
+    torch.testing.assert_close(data["td_error"], errors)
+
+
+def test_dqn_diagnostics_are_per_sample(build):
+    torch.manual_seed(3)
+    actor = QValueActor(nn.Linear(build.obs, 3), spec=Categorical(3))
+    data = build.batch(action=torch.tensor([0, 1, 2, 2, 1, 0]))
+    out = DQNLoss(actor)(data)
+    assert out["loss_qvalue"].shape == ()
+    assert out["pred_value"].shape == out["target_value"].shape == (6,)
+    with torch.no_grad():
+        q = actor.module[0].module(data["observation"])
+    torch.testing.assert_close(out["pred_value"], q.gather(-1, data["action"][:, None])[:, 0])
+
+
+# -- SafeModule -----------------------------------------------------------------------
+
+
+def test_safe_module_projects_into_its_spec():
+    torch.manual_seed(0)
+    spec = Bounded(-0.1, 0.1, shape=(N_ACT,))
+    module = nn.Linear(N_OBS, N_ACT)
+    safe = SafeModule(
+        module=module, in_keys=["observation"], out_keys=["action"], spec=spec, safe=True
+    )
+    unsafe = SafeModule(module=module, in_keys=["observation"], out_keys=["action"], spec=spec)
+    td = TensorDict({"observation": 100 * torch.randn(5, N_OBS)}, [5])
+    assert (unsafe(td.clone())["action"].abs() > 0.1).any()
+    action = safe(td.clone())["action"]
+    assert spec.is_in(action)
+    torch.testing.assert_close(action, unsafe(td.clone())["action"].clamp(-0.1, 0.1))
+    assert safe.spec is spec and isinstance(Actor(module), SafeModule)
+
+
+def test_safe_module_composite_spec_projects_only_the_keys_it_names():
+    class Split(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    spec = Composite(action=Bounded(-1.0, 1.0, shape=(2,)))
+    module = SafeModule(Split(), ["observation"], ["action", "raw"], spec=spec, safe=True)
+    td = module(TensorDict({"observation": torch.full((3, 2), 5.0)}, [3]))
+    assert torch.equal(td["action"], torch.ones(3, 2))
+    assert torch.equal(td["raw"], torch.full((3, 2), 5.0))
+
+
+def test_safe_module_takes_spec_and_safe_positionally():
+    spec = Unbounded(shape=(2,))
+    module = SafeModule(nn.Identity(), ["observation"], ["action"], spec, True)
+    assert module.safe and module.spec is spec
+    x = torch.randn(4, 2) * 1e3
+    torch.testing.assert_close(module(TensorDict({"observation": x}, [4]))["action"], x)
+
+
+def test_safe_module_safe_without_spec_says_what_to_pass():
+    with pytest.raises(ObjectiveConfigError, match=r"SafeModule: safe=True needs a spec.*spec="):
+        SafeModule(nn.Linear(2, 2), in_keys=["observation"], out_keys=["action"], safe=True)
+
+
+# -- ActorCriticOperator --------------------------------------------------------------
+
+
+def actor_critic_operator():
+    torch.manual_seed(0)
+    module_hidden = torch.nn.Linear(4, 4)
+    td_module_hidden = SafeModule(
+        module=module_hidden, in_keys=["observation"], out_keys=["hidden"]
+    )
+    module_action = TensorDictModule(
+        nn.Sequential(torch.nn.Linear(4, 8), NormalParamExtractor()),
+        in_keys=["hidden"],
+        out_keys=["loc", "scale"],
+    )
+    td_module_action = ProbabilisticActor(
+        module=module_action,
+        in_keys=["loc", "scale"],
+        out_keys=["action"],
+        distribution_class=TanhNormal,
+        return_log_prob=True,
+    )
+    module_value = MLP(in_features=8, num_cells=[], out_features=1)
+    td_module_value = ValueOperator(
+        module=module_value,
+        in_keys=["hidden", "action"],
+        out_keys=["state_action_value"],
+    )
+    td_module = ActorCriticOperator(td_module_hidden, td_module_action, td_module_value)
+    return td_module, module_hidden
+
+
+def test_actor_critic_operator_shares_the_trunk_and_matches_the_full_call():
+    td_module, trunk = actor_critic_operator()
+    td = TensorDict({"observation": torch.randn(3, 4)}, [3])
+    policy = td_module.get_policy_operator()
+    critic = td_module.get_critic_operator()
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        full = td_module(td.clone())
+        acted = policy(td.clone())
+        valued = critic(td.clone())
+    assert {"hidden", "loc", "scale", "action", "state_action_value"} <= set(full.keys())
+    for key in ("hidden", "loc", "scale", "action"):
+        torch.testing.assert_close(acted[key], full[key], msg=key)
+    torch.testing.assert_close(valued["state_action_value"], full["state_action_value"])
+    assert "state_action_value" not in acted.keys()
+    # One trunk: the same parameter objects, and gradients from both heads reach them.
+    for operator in (policy, critic):
+        assert any(p is trunk.weight for p in operator.parameters())
+    valued["state_action_value"].sum().backward()
+    from_critic = trunk.weight.grad.clone()
+    assert from_critic.abs().sum() > 0
+    acted["action"].sum().backward()
+    assert not torch.equal(trunk.weight.grad, from_critic)
+
+
+def test_actor_critic_operator_value_operator_points_to_the_critic():
+    td_module, _ = actor_critic_operator()
+    with pytest.raises(ObjectiveConfigError, match=r"get_critic_operator\(\)"):
+        td_module.get_value_operator()
+    trunk, policy_head = td_module.module[0], td_module.module[1]
+    state_value_head = ValueOperator(MLP(in_features=4, out_features=1), in_keys=["hidden"])
+    with pytest.raises(ObjectiveConfigError, match="state_action_value.*ActorValueOperator"):
+        ActorCriticOperator(trunk, policy_head, state_value_head)
+
+
+# -- SquashDims and ConvNet -----------------------------------------------------------
+
+
+def test_squash_dims_flattens_trailing_dims():
+    x = torch.randn(1, 2, 3, 4)
+    assert SquashDims()(x).shape == (1, 24)
+    torch.testing.assert_close(SquashDims(ndims_in=2)(x), x.reshape(1, 2, 12))
+    with pytest.raises(ObjectiveConfigError, match="ndims_in"):
+        SquashDims(ndims_in=0)
+    with pytest.raises(ObjectiveConfigError, match=r"last 3 dims.*\[4, 4\]"):
+        SquashDims()(torch.zeros(4, 4))
+
+
+def test_convnet_torchrl_arguments():
+    cnet = ConvNet(in_features=3, depth=1, num_cells=[32])
+    convs = [m for m in cnet.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 and isinstance(list(cnet.modules())[-1], SquashDims)
+    assert cnet(torch.zeros(2, 3, 8, 8)).shape == (2, 32 * 6 * 6)
+
+    cnet = ConvNet(in_features=3, depth=4, num_cells=32)
+    assert [m.out_channels for m in cnet.modules() if isinstance(m, nn.Conv2d)] == [32] * 4
+
+    cnet = ConvNet(in_features=3, num_cells=[32, 33, 34, 35], kernel_sizes=[3, 4, 5, (2, 3)])
+    convs = [m for m in cnet.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3), (4, 4), (5, 5), (2, 3)]
+
+    # depth from a per-layer list when num_cells is an int
+    cnet = ConvNet(in_features=3, num_cells=8, kernel_sizes=[3, 3])
+    assert len([m for m in cnet.modules() if isinstance(m, nn.Conv2d)]) == 2
+
+
+def test_convnet_bias_last_layer_and_aggregator():
+    cnet = ConvNet(in_features=3, num_cells=[4, 5], bias_last_layer=False)
+    first, last = (m for m in cnet.modules() if isinstance(m, nn.Conv2d))
+    assert first.bias is not None and last.bias is None
+    maps = ConvNet(in_features=3, num_cells=[4, 5], aggregator_class=None)
+    assert maps(torch.zeros(2, 7, 3, 9, 9)).shape == (2, 7, 5, 5, 5)
+    pooled = ConvNet(
+        in_features=3,
+        num_cells=[4],
+        aggregator_class=nn.AdaptiveAvgPool2d,
+        aggregator_kwargs={"output_size": 1},
+        activation_class=nn.LeakyReLU,
+        activation_kwargs={"negative_slope": 0.5},
+    )
+    assert pooled(torch.zeros(6, 3, 9, 9)).shape == (6, 4, 1, 1)
+    assert next(m for m in pooled.modules() if isinstance(m, nn.LeakyReLU)).negative_slope == 0.5
+
+
+def test_convnet_depth_errors():
+    with pytest.raises(
+        ObjectiveConfigError, match=r"ConvNet: depth must be .*got 0; pass e.g. depth=1"
+    ):
+        ConvNet(in_features=3, depth=0, num_cells=32)
+    with pytest.raises(ObjectiveConfigError, match="depth=2 disagrees"):
+        ConvNet(in_features=3, depth=2, num_cells=[32, 32, 32])
+    with pytest.raises(ObjectiveConfigError, match="strides has 3 entries but there are 2"):
+        ConvNet(in_features=3, num_cells=[4, 4], strides=[1, 1, 1])
+
+
+# -- vec_td_lambda_return_estimate ----------------------------------------------------
+
+
+def naive_td_lambda(gamma, lmbda, next_state_value, reward, done, terminated):
+    """One step at a time, time at dim -2; gamma and lmbda per step ([*B, T, F])."""
+    next_state_value = next_state_value * (~terminated)
+    returns = torch.empty_like(reward)
+    g = next_state_value[..., -1, :]
+    for t in reversed(range(reward.shape[-2])):
+        d = done[..., t, :].to(reward.dtype)
+        nv = next_state_value[..., t, :]
+        g = g * (1 - d) + nv * d
+        lm = lmbda[..., t, :]
+        g = returns[..., t, :] = reward[..., t, :] + gamma[..., t, :] * ((1 - lm) * nv + lm * g)
+    return returns
+
+
+def trajectories(seed=0, shape=(3, 40, 2)):
+    g = torch.Generator().manual_seed(seed)
+    reward = torch.randn(shape, generator=g, dtype=torch.float64)
+    next_value = torch.randn(shape, generator=g, dtype=torch.float64)
+    terminated = torch.rand(shape, generator=g) < 0.1
+    truncated = torch.rand(shape, generator=g) < 0.1
+    return reward, next_value, terminated | truncated, terminated
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_vec_td_lambda_return_estimate_matches_a_naive_loop(per_step):
+    reward, next_value, done, terminated = trajectories()
+    if per_step:
+        g = torch.Generator().manual_seed(7)
+        gamma = 0.8 + 0.2 * torch.rand(reward.shape, generator=g, dtype=torch.float64)
+        lmbda = torch.rand(reward.shape, generator=g, dtype=torch.float64)
+    else:
+        gamma, lmbda = 0.95, 0.7
+    full = torch.ones_like(reward)
+    expected = naive_td_lambda(gamma * full, lmbda * full, next_value, reward, done, terminated)
+    got = vec_td_lambda_return_estimate(gamma, lmbda, next_value, reward, done, terminated)
+    torch.testing.assert_close(got, expected)
+    # the same call with time first
+    moved = [x.transpose(0, 1) for x in (next_value, reward, done, terminated)]
+    if per_step:
+        gamma, lmbda = gamma.transpose(0, 1), lmbda.transpose(0, 1)
+    got_t = vec_td_lambda_return_estimate(gamma, lmbda, *moved, time_dim=0)
+    torch.testing.assert_close(got_t.transpose(0, 1), expected)
+
+
+def test_vec_td_lambda_return_estimate_terminated_defaults_to_done():
+    reward, next_value, done, _ = trajectories(seed=1)
+    expected = naive_td_lambda(
+        0.9 * torch.ones_like(reward), 0.5 * torch.ones_like(reward), next_value, reward, done, done
+    )
+    torch.testing.assert_close(
+        vec_td_lambda_return_estimate(0.9, 0.5, next_value, reward, done), expected
+    )
+    torch.testing.assert_close(
+        vec_td_lambda_return_estimate(0.9, 0.5, next_value, reward, done, rolling_gamma=False),
+        expected,
+    )
+    torch.testing.assert_close(
+        td_lambda_return_estimate(0.9, 0.5, next_value, reward, done, None, True), expected
+    )
+
+
+def test_vec_td_lambda_rolling_gamma_false_with_per_step_gamma_is_refused():
+    reward, next_value, done, terminated = trajectories(seed=2)
+    gamma = torch.full_like(reward, 0.9)
+    with pytest.raises(ObjectiveConfigError, match="rolling_gamma=False.*rolling_gamma=None"):
+        vec_td_lambda_return_estimate(
+            gamma, 0.5, next_value, reward, done, terminated, rolling_gamma=False
+        )
+
+
+def test_vec_generalized_advantage_estimate_is_the_gae():
+    reward, next_value, done, terminated = trajectories(seed=3)
+    value = torch.randn_like(reward)
+    args = (0.99, 0.95, value, next_value, reward, done)
+    for flags in (terminated, None):
+        got = vec_generalized_advantage_estimate(*args, flags)
+        expected = generalized_advantage_estimate(*args, done if flags is None else flags)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b)
