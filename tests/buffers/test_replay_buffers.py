@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
 
 from rlblocks.buffers import (
+    BufferConfigError,
     BufferIndexError,
     LazyTensorStorage,
     ListStorage,
@@ -80,12 +79,14 @@ def test_constructor_checks_its_arguments():
         ReplayBuffer(storage=[])
     with pytest.raises(TypeError, match="sampler must be a Sampler"):
         ReplayBuffer(sampler="random")
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(
+        BufferConfigError, match=r"batch_size must be a positive int \(or None\), got 0"
+    ):
         ReplayBuffer(batch_size=0)
-    with pytest.raises(ValueError, match="prefetch needs a batch_size"):
-        ReplayBuffer(prefetch=2)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(BufferConfigError, match="no batch_size"):
         ReplayBuffer(storage=ListStorage(3)).sample()
+    with pytest.raises(BufferConfigError, match="batch_size must be a positive int, got 2.5"):
+        ReplayBuffer(storage=ListStorage(3)).sample(2.5)
 
 
 def test_sample_returns_info_with_the_index():
@@ -93,23 +94,6 @@ def test_sample_returns_info_with_the_index():
     rb.extend(torch.arange(10) * 2)
     batch, info = rb.sample(return_info=True)
     assert torch.equal(batch, info["index"] * 2)
-
-
-def test_prefetch_samples_ahead_in_a_background_thread():
-    rb = ReplayBuffer(storage=LazyTensorStorage(100), batch_size=8, prefetch=3)
-    rb.extend(torch.arange(50))
-    threads = []
-    for _ in range(10):
-        batch, info = rb.sample(return_info=True)
-        assert batch.shape == (8,) and torch.equal(batch, info["index"])
-        threads = [t.name for t in threading.enumerate() if t.name.startswith("rlblocks-prefetch")]
-    assert threads
-    assert rb.sample(batch_size=2).shape == (2,)  # another size is drawn now, not prefetched
-    rb.empty()
-    with pytest.raises(Exception, match="empty"):
-        rb.sample()
-    rb.extend(torch.arange(3))  # a failed prefetch does not poison later draws
-    assert set(rb.sample().tolist()) <= {0, 1, 2}
 
 
 def test_extend_is_all_or_nothing():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from rlblocks.buffers import ListStorage, ReplayBuffer, StorageLayoutError
+from rlblocks.buffers import BufferConfigError, ListStorage, ReplayBuffer, StorageLayoutError
 from rlblocks.buffers._storages import split_batch
 
 Step = namedtuple("Step", ["obs", "reward"])
@@ -75,7 +75,9 @@ def test_empty_forgets_items():
 
 
 def test_max_size_must_be_positive():
-    with pytest.raises(ValueError, match="max_size must be a positive integer"):
+    with pytest.raises(
+        BufferConfigError, match="ListStorage: max_size must be a positive int, got 0"
+    ):
         ListStorage(0)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(BufferConfigError, match="max_size must be a positive int, got 2.5"):
         ListStorage(2.5)

@@ -28,7 +28,7 @@ from rlblocks.collectors import (
     MultiaSyncDataCollector,
     MultiSyncDataCollector,
 )
-from rlblocks.envs import CartPoleEnv
+from rlblocks.envs import CartPoleEnv, EnvCreator, GymEnv, ParallelEnv, SerialEnv
 
 TRAJ = ("collector", "traj_ids")
 GENEROUS_S = 30.0  # the bound under test is 5 s; this margin cannot flake on a busy box
@@ -272,7 +272,7 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
         textwrap.dedent(
             """
             import os, signal
-            from rlblocks.envs import CartPoleEnv
+            from rlblocks.envs import CartPoleEnv, EnvCreator, GymEnv, ParallelEnv, SerialEnv
             from rlblocks.collectors import MultiSyncDataCollector
 
             if __name__ == "__main__":
@@ -316,8 +316,14 @@ def test_spawn_with_a_lambda_names_the_fix():
     [
         (CartPoleEnv, {}, "must be a list of env factories"),
         ([], {}, "is empty"),
-        ([CartPoleEnv()], {}, r"create_env_fn\[0\] must be a callable"),
+        ([3], {}, r"create_env_fn\[0\] must be an env or a callable returning one, got int"),
         ([CartPoleEnv] * 2, {"frames_per_batch": 5}, "not a multiple of the 2 workers"),
+        ([CartPoleEnv] * 2, {"device": ["cpu"]}, "device has 1 entries for 2 workers"),
+        ([CartPoleEnv] * 2, {"storing_device": ("cpu",) * 3}, "storing_device has 3 entries"),
+        ([CartPoleEnv], {"device": "nowhere"}, "device must be a torch.device, a str"),
+        ([CartPoleEnv] * 2, {"device": ["cpu", 2.5]}, r"device\[1\] must be a torch.device"),
+        ([CartPoleEnv], {"max_frames_per_traj": 0}, r"max_frames_per_traj must be a positive int"),
+        ([CartPoleEnv], {"max_frames_per_traj": -2}, r"\(or None, -1\), got -2"),
     ],
 )
 def test_bad_arguments(create_env_fn, kwargs, match):
@@ -333,3 +339,115 @@ def test_envs_of_different_batch_sizes_are_rejected(kit):
             [CartPoleEnv, functools.partial(CartPoleEnv, batch_size=[2])], frames_per_batch=4
         )
     assert children(kit) <= before
+
+
+# -- env instances, per-worker devices, no trajectory limit (TorchRL's conventions) ------------
+
+
+@pytest.mark.parametrize("cls", [MultiSyncDataCollector, MultiaSyncDataCollector])
+def test_env_instances_give_each_worker_its_own_copy(kit, make, cls):
+    envs = [kit.WalkEnv(batch_size=[2], seed=0), kit.WalkEnv(batch_size=[2], seed=1)]
+    collector = make(cls, envs, frames_per_batch=20, total_frames=80)
+    batches = list(collector)
+    assert sum(batch.numel() for batch in batches) == 80
+    assert all(batch[TRAJ].min() >= 0 for batch in batches)
+    collector.shutdown()
+    # The workers stepped copies: the instances were neither stepped nor closed.
+    assert all(env.steps == 0 and not env.is_closed for env in envs)
+
+
+def test_an_env_running_processes_cannot_be_copied():
+    env = ParallelEnv(1, CartPoleEnv)
+    try:
+        with pytest.raises(CollectorConfigError, match="running worker processes.*EnvCreator"):
+            MultiSyncDataCollector([env], frames_per_batch=2)
+    finally:
+        env.close()
+    with pytest.raises(CollectorConfigError, match=r"create_env_fn\[0\] is a closed env"):
+        MultiSyncDataCollector([env], frames_per_batch=2)
+
+
+def test_spawned_workers_get_pickled_env_instances(make):
+    collector = make(
+        MultiaSyncDataCollector,
+        [CartPoleEnv(batch_size=[2])],
+        frames_per_batch=8,
+        mp_start_method="spawn",
+    )
+    assert collector.next().batch_size == (2, 4)
+
+
+def test_an_env_instance_that_cannot_be_pickled_names_the_fix(kit):
+    before = children(kit)
+    env = CartPoleEnv()
+    env.on_step = lambda td: td  # a lambda attribute: the env cannot be pickled
+    with pytest.raises(CollectorConfigError, match="cannot be pickled.*EnvCreator"):
+        MultiSyncDataCollector([env], frames_per_batch=4, mp_start_method="spawn")
+    assert children(kit) <= before
+    env.close()
+
+
+def test_per_worker_devices(make):
+    collector = make(
+        MultiSyncDataCollector,
+        [CartPoleEnv, CartPoleEnv],
+        frames_per_batch=8,
+        device=["cpu", torch.device("cpu")],
+        storing_device=("cpu", "cpu"),
+    )
+    cpu = torch.device("cpu")
+    assert collector.device == (cpu, cpu) and collector.storing_device == (cpu, cpu)
+    assert collector.next().device == cpu
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_per_worker_storing_devices_on_several_devices_stack_on_the_cpu(make):
+    collector = make(
+        MultiSyncDataCollector,
+        [CartPoleEnv, CartPoleEnv],
+        frames_per_batch=8,
+        storing_device=["cpu", "cuda"],
+    )
+    assert collector.storing_device == (torch.device("cpu"), torch.device("cuda:0"))
+    assert collector.next().device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("limit", [None, -1])
+def test_max_frames_per_traj_none_or_minus_one_means_no_limit(make, limit):
+    collector = make(
+        MultiSyncDataCollector, [CartPoleEnv], frames_per_batch=4, max_frames_per_traj=limit
+    )
+    assert collector.max_frames_per_traj is None
+    assert "step_count" not in collector.next().keys()
+
+
+@pytest.mark.parametrize("cls", [MultiSyncDataCollector, MultiaSyncDataCollector])
+def test_torchrl_style_collector_over_serial_env_instances(cls):
+    # from torchrl.collectors import MultiaSyncDataCollector, MultiSyncDataCollector
+    # from torchrl.envs import EnvCreator, GymEnv, SerialEnv
+    policy = TensorDictSequential(
+        TensorDictModule(torch.nn.Linear(4, 2), in_keys=["observation"], out_keys=["logits"]),
+        TensorDictModule(
+            functools.partial(torch.argmax, dim=-1), in_keys=["logits"], out_keys=["action"]
+        ),
+    )
+    collector = cls(
+        create_env_fn=[
+            SerialEnv(3, EnvCreator(lambda: GymEnv("CartPole-v1"))),
+            SerialEnv(3, EnvCreator(lambda: GymEnv("CartPole-v1"))),
+        ],
+        policy=policy,
+        frames_per_batch=60,
+        total_frames=240,
+        max_frames_per_traj=-1,
+        device=["cpu", "cpu"],
+    )
+    frames = 0
+    for data in collector:
+        frames += data.numel()
+        assert data["next", "reward"].shape == (*data.batch_size, 1)
+        assert "step_count" not in data.keys()
+    collector.shutdown()
+    assert frames == 240
+    expected = (2, 3, 10) if cls is MultiSyncDataCollector else (3, 20)
+    assert data.batch_size == expected

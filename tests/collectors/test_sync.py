@@ -148,14 +148,14 @@ def test_gym_env_fast_loop_gives_the_batches_of_the_step_loop(make):
     for policy in (module, plain):
         env = make()
         env.set_seed(7)
-        numpy_loop = env._rollout_fast
+        numpy_loop = env.fast_rollout
 
         def spy(*args, _loop=numpy_loop, **kwargs):
             out = _loop(*args, **kwargs)
             fast_batches.append(out is not None)
             return out
 
-        env._rollout_fast = spy
+        env.fast_rollout = spy
         with SyncDataCollector(env, policy, frames_per_batch=60, total_frames=300) as collector:
             batches.append(torch.cat(list(collector), -1))
         env.close()
@@ -214,6 +214,17 @@ def test_max_frames_per_traj_truncates_long_episodes():
     assert batch["next", "truncated"].sum() == 2 * (20 // 7)
     lengths = torch.unique(batch[TRAJ], return_counts=True)[1]
     assert lengths.max() <= 7
+
+
+@pytest.mark.parametrize("limit", [None, -1])
+def test_max_frames_per_traj_none_or_minus_one_means_no_limit(limit):
+    # -1 is TorchRL's spelling: SyncDataCollector(env, policy, ..., max_frames_per_traj=-1)
+    with SyncDataCollector(
+        PendulumEnv(batch_size=[2]), frames_per_batch=40, max_frames_per_traj=limit
+    ) as collector:
+        batch = collector.next()
+    assert collector.max_frames_per_traj is None
+    assert "step_count" not in batch.keys() and not batch["next", "truncated"].any()
 
 
 def test_split_trajs_pads_each_trajectory_into_a_row(kit):
@@ -330,6 +341,35 @@ def test_storing_device_is_honoured(kit):
         assert collector.next().device == device
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"device": ["cpu"]}, r"device must be a torch.device, a str .* got \['cpu'\]"),
+        ({"storing_device": "gpu0"}, "storing_device must be a torch.device"),
+    ],
+)
+def test_bad_devices_are_rejected_with_the_fix(kit, kwargs, match):
+    env = kit.WalkEnv()
+    with pytest.raises(CollectorConfigError, match=match):
+        SyncDataCollector(env, frames_per_batch=2, **kwargs)
+    assert not env.is_closed  # the caller's env is left alone
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the behaviour without a GPU")
+def test_a_device_this_machine_lacks_is_rejected(kit):
+    with pytest.raises(CollectorConfigError, match="device='cuda' is not available"):
+        SyncDataCollector(lambda: kit.WalkEnv(), frames_per_batch=2, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_without_an_index_is_the_current_gpu(kit):
+    with SyncDataCollector(
+        kit.WalkEnv(device="cuda:0"), kit.make_policy(), frames_per_batch=4, device="cuda"
+    ) as collector:
+        assert collector.device == torch.device("cuda:0") == collector.env.device
+        assert collector.next().device == torch.device("cuda:0")
+
+
 class _ReusingEnv(CartPoleEnv):
     """Writes every step's observation into the same tensor (a preallocated buffer)."""
 
@@ -380,7 +420,7 @@ def test_iteration_stops_after_total_frames(kit):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"frames_per_batch": 0}, "frames_per_batch must be an int >= 1"),
+        ({"frames_per_batch": 0}, "frames_per_batch must be a positive int"),
         ({"frames_per_batch": 7}, "not a multiple of the env's 2 sub-envs.*6 or 8"),
         ({"frames_per_batch": 8, "total_frames": 0}, "total_frames must be"),
         ({"frames_per_batch": 8, "max_frames_per_traj": 0}, "max_frames_per_traj"),

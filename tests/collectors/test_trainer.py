@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,6 +236,30 @@ def test_bad_checkpoints_raise_checkpoint_errors(kit, tmp_path):
         t.collector.shutdown()
 
 
+def test_a_failed_save_keeps_the_previous_checkpoint(kit, tmp_path):
+    trainer = build(kit)
+    trainer.train(num_batches=1)
+    target = trainer.save(tmp_path / "ckpt")
+    before = sorted(p.name for p in target.iterdir())
+
+    def broken_dumps(path):
+        Path(path).mkdir()
+        (Path(path) / "items.pt").write_text("half written")
+        raise OSError("disk full")
+
+    trainer.replay_buffer.dumps = broken_dumps
+    trainer.train(num_batches=1)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save(target)
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left
+    restored = build(kit)
+    restored.load(target)
+    assert restored.frames == 16 and len(restored.replay_buffer) == 16
+    for t in (trainer, restored):
+        t.collector.shutdown()
+
+
 def test_save_needs_a_destination(kit):
     trainer = build(kit)
     with pytest.raises(CollectorConfigError, match="no path given"):
@@ -252,7 +277,8 @@ def test_save_needs_a_destination(kit):
         ({"clip_grad_norm": -1.0}, "clip_grad_norm must be a positive number"),
         ({"logger": print}, "logger must be an rlblocks logger"),
         ({"checkpoint_interval": 10}, "needs a checkpoint_dir"),
-        ({"optim_steps_per_batch": 0}, "optim_steps_per_batch must be"),
+        ({"optim_steps_per_batch": 0}, "optim_steps_per_batch must be a positive int, got 0"),
+        ({"batch_size": 2.5}, r"batch_size must be a positive int \(or None\), got 2.5"),
         ({"target_net_updater": object()}, "step\\(\\) method"),
     ],
 )

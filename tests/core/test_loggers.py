@@ -568,6 +568,28 @@ def test_tensorboard_missing_dependency(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
+def test_tensorboard_logger_as_torchrl_users_write_it(tmp_path):
+    # from torchrl.record.loggers import TensorboardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rlblocks.core.loggers import TensorboardLogger
+
+    logger = TensorboardLogger(exp_name="ppo_cartpole", log_dir=str(tmp_path))
+    logger.log_hparams({"lr": 3e-4})
+    logger.log_scalar("reward", 1.5, step=100)
+    logger.close()
+    assert TensorboardLogger is TensorBoardLogger and isinstance(logger, Logger)
+    events = EventAccumulator(str(tmp_path / "ppo_cartpole"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("reward")] == [(100, 1.5)]
+    assert "TensorboardLogger" in rc.loggers.__all__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)  # the broken fixture plugins
+        built = rc.make_logger("tensorboard", exp_name="via_plugin", log_dir=tmp_path)
+    assert type(built) is TensorboardLogger
+    built.close()
+
+
 # -- WandbLogger -------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ def run(env, actions):
         td["action"] = action
         td = env.step(td)
         out.append(td.clone())
-        td = env._step_mdp(td)
+        td = env.step_mdp(td)
     return torch.stack(out)
 
 
@@ -179,7 +179,7 @@ def test_termination_and_truncation_of_a_dm_env_environment(countdown):
     for _ in range(2):
         td = terminating.step(td)
         flags.append([td[NEXT, k].item() for k in (TERMINATED, TRUNCATED, DONE)])
-        td = terminating._step_mdp(td)
+        td = terminating.step_mdp(td)
         td["action"] = torch.tensor(2)
     assert flags == [[False, False, False], [True, False, True]]
 
@@ -204,7 +204,7 @@ def test_step_after_the_episode_ended_needs_a_reset(countdown):
     env = DMControlWrapper(countdown(start=2))
     td = env.reset()
     td["action"] = torch.tensor(2)
-    td = env._step_mdp(env.step(td))
+    td = env.step_mdp(env.step(td))
     td["action"] = torch.tensor(1)
     with pytest.raises(DMControlError, match="call reset"):
         env.step(td)
@@ -286,8 +286,8 @@ def test_wrapper_takes_a_suite_env_and_rejects_other_objects():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"frame_skip": 0}, "frame_skip must be an int >= 1"),
-        ({"height": 2.5}, "height must be an int >= 1"),
+        ({"frame_skip": 0}, "frame_skip must be a positive int"),
+        ({"height": 2.5}, "height must be a positive int"),
         ({"pixels_only": True}, "pixels_only=True needs from_pixels=True"),
     ],
 )

@@ -73,8 +73,8 @@ class CountingEnv(EnvBase):
     ``_step`` returns only ``terminated`` (EnvBase fills in ``done`` and ``truncated``).
     """
 
-    def __init__(self, batch_size=(), limit: int = 5, device=None) -> None:
-        super().__init__(batch_size=batch_size, device=device)
+    def __init__(self, batch_size=(), limit: int = 5, device=None, check_actions=True) -> None:
+        super().__init__(batch_size=batch_size, device=device, check_actions=check_actions)
         self.limit = limit
         shape = (*self.batch_size, 1)
         self.full_observation_spec = Composite(

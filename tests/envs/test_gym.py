@@ -150,18 +150,17 @@ def test_policy_rollout_takes_the_numpy_loop_and_matches_the_generic_one(make, b
     env = make()
     policy = stochastic_policy()
     runs = []
-    for check in (False, True):  # check=True forces the generic TensorDict loop
+    # A plain callable (no declared in_keys/out_keys) takes the generic TensorDict loop.
+    for actor in (policy, lambda td: policy(td)):
         env.set_seed(3)
         torch.manual_seed(3)
         with torch.no_grad():
-            runs.append(
-                env.rollout(120, policy, break_when_any_done=break_when_any_done, check=check)
-            )
+            runs.append(env.rollout(120, actor, break_when_any_done=break_when_any_done))
     assert_same_trajectory(*runs)
     assert "log_prob" in runs[0].keys() and runs[0]["next", "done"].any()
     # The numpy loop did run: it is the env's own fast path for this policy.
     env.set_seed(3)
-    assert env._rollout_fast(5, env.reset(), False, policy=policy) is not None
+    assert env.fast_rollout(5, env.reset(), policy=policy, break_when_any_done=False) is not None
     env.close()
 
 
@@ -173,9 +172,11 @@ def test_policies_reading_other_entries_take_the_generic_loop():
         lambda obs, hidden: (obs[..., 0] > 0).long(), ["observation", "hidden"], ["action"]
     )
     start = env.reset().set("hidden", torch.zeros(1))
-    assert env._rollout_fast(5, start, False, policy=reads_more) is None
+    assert env.fast_rollout(5, start, policy=reads_more, break_when_any_done=False) is None
     plain_callable = lambda td: env.rand_action(td)  # noqa: E731 (no declared keys)
-    assert env._rollout_fast(5, env.reset(), False, policy=plain_callable) is None
+    assert (
+        env.fast_rollout(5, env.reset(), policy=plain_callable, break_when_any_done=False) is None
+    )
     td = env.rollout(5, reads_more, tensordict=start, auto_reset=False)  # generic loop
     assert td["hidden"].shape == (5, 1)
 
@@ -434,7 +435,7 @@ def test_same_step_partial_reset_matches_the_generic_reset(env_id, dict_env_id):
             td.set("carried", torch.full((3, 1), t))  # e.g. a policy's extra output
         tr_fast, td_fast = fast.step_and_maybe_reset(td_fast)
         tr_slow = slow.step(td_slow)
-        td_slow = EnvBase._maybe_reset(slow, slow._step_mdp(tr_slow))  # the generic path
+        td_slow = EnvBase.maybe_reset(slow, slow.step_mdp(tr_slow))  # the generic path
         resets += int(tr_fast["next", "done"].any())
         assert_same_trajectory(tr_fast, tr_slow)
         assert_same_trajectory(td_fast, td_slow)

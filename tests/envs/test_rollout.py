@@ -64,9 +64,15 @@ def test_rollout_check_validates_actions(counting_env_cls):
     def bad(td):
         return td.set("action", torch.full((1,), 3.0))
 
-    assert env.rollout(2, bad).batch_size == (2,)  # unchecked by default
+    # One setting for step and rollout: the env's check_actions (on by default).
     with pytest.raises(InvalidActionError, match="'action'"):
-        env.rollout(2, bad, check=True)
+        env.rollout(2, bad)
+    with pytest.raises(InvalidActionError, match="'action'"):
+        env.step(bad(env.reset()))
+    assert env.rollout(2, bad, check=False).batch_size == (2,)
+    unchecked = counting_env_cls(check_actions=False)
+    assert unchecked.rollout(2, bad).batch_size == (2,)
+    assert unchecked.step(bad(unchecked.reset()))["next", "reward"].shape == (1,)
 
 
 def test_rollout_continues_from_a_tensordict(counting_env_cls):

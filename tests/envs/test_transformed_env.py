@@ -248,7 +248,7 @@ class RecordingPendulum(PendulumEnv):
 
 def _partial_reset_input(env, reset):
     """A step's follow-up input with a ``"_reset"`` mask, as ``step_and_maybe_reset`` builds."""
-    current = env._step_mdp(env.rand_step(env.reset()))
+    current = env.step_mdp(env.rand_step(env.reset()))
     return current.set("_reset", torch.tensor(reset).reshape(-1, 1))
 
 
@@ -364,8 +364,8 @@ def test_a_partial_reset_is_not_a_fresh_start_for_the_fast_rollout():
     env = TransformedEnv(GymEnv("CartPole-v1", num_envs=2), RewardSum())
     env.set_seed(0)
     td = env.rollout(40, break_when_any_done=True)  # stops as soon as one env is done
-    carry = env._step_mdp(td[:, -1])  # holds the running sums the partial reset must keep
-    after = env._maybe_reset(carry)
+    carry = env.step_mdp(td[:, -1])  # holds the running sums the partial reset must keep
+    after = env.maybe_reset(carry)
     assert env.__dict__.get("_last_reset") is None  # not a fresh reset of every env
     kept = ~td["next", "done"][:, -1, 0]
     assert torch.equal(after["episode_reward"][kept], td["next", "episode_reward"][:, -1][kept])
@@ -395,7 +395,7 @@ def test_a_policy_never_reads_observations_a_transform_would_edit(nested):
 
     policy = TensorDictModule(act, ["observation"], ["action"])
     env.set_seed(0)
-    assert env._rollout_fast(5, env.reset(), False, policy=policy) is None
+    assert env.fast_rollout(5, env.reset(), policy=policy, break_when_any_done=False) is None
     seen.clear()
     td = env.rollout(20, policy)
     # What the policy read is the normalized (x100) observation the rollout recorded.

@@ -180,7 +180,7 @@ def test_state_cast_both_ways_survives_a_partial_reset():
     env = TransformedEnv(PendulumEnv(batch_size=[2]), t)
     assert env.state_spec["state"].dtype == torch.float32
     check_env_specs(env)
-    current = env._step_mdp(env.rand_step(env.reset()))
+    current = env.step_mdp(env.rand_step(env.reset()))
     current.set("_reset", torch.tensor([[True], [False]]))
     out = env.reset(current)
     assert out["state"].dtype == torch.float32

@@ -104,7 +104,7 @@ def test_frame_skip_behind_another_transform_steps_through_it(counting_env_cls):
         td = env.step(td.set("action", torch.tensor([0.5])))
         # Every frame went through the StepCounter before the skip (its parent).
         assert td["next", "observation"].item() == td["next", "step_count"].item() == 3 * step
-        td = env._step_mdp(td)
+        td = env.step_mdp(td)
     assert skip.parent is skip.parent  # the parent view is built once
     check_env_specs(env)
 
@@ -112,7 +112,7 @@ def test_frame_skip_behind_another_transform_steps_through_it(counting_env_cls):
 def test_frame_skip_stops_at_the_end_of_an_episode(counting_env_cls):
     env = TransformedEnv(counting_env_cls(limit=4), FrameSkipTransform(3))
     td = env.reset().set("action", torch.tensor([1.0]))
-    td = env._step_mdp(env.step(td)).set("action", torch.tensor([1.0]))
+    td = env.step_mdp(env.step(td)).set("action", torch.tensor([1.0]))
     td = env.step(td)
     assert td["next", "observation"].item() == 4 and td["next", "done"].item()
     assert td["next", "reward"].item() == 1.0  # one frame only
@@ -120,7 +120,7 @@ def test_frame_skip_stops_at_the_end_of_an_episode(counting_env_cls):
 
 def test_frame_skip_in_a_batched_env_stops_when_any_element_is_done(counting_env_cls):
     env = TransformedEnv(counting_env_cls(batch_size=[2], limit=3), FrameSkipTransform(3))
-    td = env._step_mdp(env.step(env.reset().set("action", torch.ones(2, 1))))
+    td = env.step_mdp(env.step(env.reset().set("action", torch.ones(2, 1))))
     assert td["observation"].flatten().tolist() == [3, 3]
     td.set("_reset", torch.tensor([[True], [False]]))
     td = env.reset(td)
@@ -140,7 +140,7 @@ def test_frame_skip_carries_the_simulator_state():
     for _ in range(4):
         step = base.step(manual.set("action", action))
         reward = reward + step["next", "reward"]
-        manual = base._step_mdp(step)
+        manual = base.step_mdp(step)
     torch.testing.assert_close(out["next", "state"], manual["state"])
     torch.testing.assert_close(out["next", "reward"], reward)
 
@@ -153,7 +153,7 @@ def test_init_tracker_in_a_batched_env(counting_env_cls):
     td = env.rollout(5, break_when_any_done=False)
     assert td["is_init"][0].flatten().tolist() == [True, False, True, False, True]
     assert not td["next", "is_init"].any()
-    td = env._step_mdp(env.rand_step(env.reset()))
+    td = env.step_mdp(env.rand_step(env.reset()))
     td.set("_reset", torch.tensor([[False], [True]]))
     assert env.reset(td)["is_init"].flatten().tolist() == [False, True]
 
@@ -190,7 +190,7 @@ def test_primer_carries_what_the_policy_writes_and_partial_resets():
     td = env.rollout(4, policy=policy)
     assert td["h"][0].flatten().tolist() == [0, 1, 2, 3]
     assert td["next", "h"][0].flatten().tolist() == [1, 2, 3, 4]
-    last = env._step_mdp(td[:, -1])
+    last = env.step_mdp(td[:, -1])
     last.set("_reset", torch.tensor([[True], [False]]))
     assert env.reset(last)["h"].flatten().tolist() == [0.0, 4.0]
 

@@ -23,7 +23,7 @@ def test_stack_after_reset_and_steps(counting_env_cls):
     assert td["stack"].tolist() == [0, 0, 0]  # padded with the first frame
     rows = []
     for _ in range(3):
-        td = env._step_mdp(env.rand_step(td))
+        td = env.step_mdp(env.rand_step(td))
         rows.append(td["stack"].tolist())
     assert rows == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]
     assert td["observation"].tolist() == [3]  # the frame itself is kept (out_keys)
@@ -33,19 +33,19 @@ def test_constant_padding(counting_env_cls):
     env = _stack_env(counting_env_cls, padding="constant", padding_value=-1)
     td = env.reset()
     assert td["stack"].tolist() == [-1, -1, 0]
-    assert env._step_mdp(env.rand_step(td))["stack"].tolist() == [-1, 0, 1]
+    assert env.step_mdp(env.rand_step(td))["stack"].tolist() == [-1, 0, 1]
 
 
 def test_partial_reset_restarts_only_the_reset_elements(counting_env_cls):
     env = _stack_env(counting_env_cls, batch_size=[2])
     td = env.reset()
     for _ in range(2):
-        td = env._step_mdp(env.rand_step(td))
+        td = env.step_mdp(env.rand_step(td))
     assert td["stack"].tolist() == [[0, 1, 2], [0, 1, 2]]
     td.set("_reset", torch.tensor([[True], [False]]))
     td = env.reset(td)
     assert td["stack"].tolist() == [[0, 0, 0], [0, 1, 2]]
-    td = env._step_mdp(env.rand_step(td))
+    td = env.step_mdp(env.rand_step(td))
     assert td["stack"].tolist() == [[0, 0, 1], [1, 2, 3]]
 
 

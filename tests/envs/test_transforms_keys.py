@@ -77,7 +77,7 @@ def test_renaming_state_one_way_is_refused_and_both_ways_works():
     td = env.rollout(3)
     assert not torch.equal(td["next", "sim"][:, 0], td["next", "sim"][:, 2])  # it did step
     # A partial reset keeps the renamed state of the elements it does not reset.
-    current = env._step_mdp(td[:, -1])
+    current = env.step_mdp(td[:, -1])
     current.set("_reset", torch.tensor([[True], [False]]))
     out = env.reset(current)
     assert torch.equal(out["sim"][1], current["sim"][1])

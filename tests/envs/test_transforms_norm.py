@@ -168,7 +168,7 @@ def test_vecnorm_decay_weights_old_updates(counting_env_cls):
 def test_vecnorm_partial_reset_counts_only_reset_elements(counting_env_cls):
     norm = VecNorm(decay=None)
     env = TransformedEnv(counting_env_cls(batch_size=[4], limit=100), norm)
-    td = env._step_mdp(env.rand_step(env.reset()))
+    td = env.step_mdp(env.rand_step(env.reset()))
     assert norm.count_0.item() == 8
     td.set("_reset", torch.tensor([[True], [False], [False], [True]]))
     env.reset(td)
@@ -247,7 +247,7 @@ def test_normalized_state_survives_a_partial_reset():
     norm = ObservationNorm(1.0, 2.0, in_keys=["state"], in_keys_inv=["state"])
     env = TransformedEnv(PendulumEnv(batch_size=[2]), norm)
     check_env_specs(env)
-    current = env._step_mdp(env.rand_step(env.reset()))
+    current = env.step_mdp(env.rand_step(env.reset()))
     current.set("_reset", torch.tensor([[False], [True]]))
     out = env.reset(current)
     assert torch.equal(out["state"][0], current["state"][0])
@@ -261,7 +261,7 @@ def test_partial_reset_keeps_a_lossy_round_trip_bit_for_bit():
     cast = DoubleToFloat(in_keys=["state"], in_keys_inv=["state"])
     norm = ObservationNorm(0.3, 0.7, in_keys=["state"], in_keys_inv=["state"])
     env = TransformedEnv(PendulumEnv(batch_size=[256]), Compose(cast, norm))
-    current = env._step_mdp(env.rand_step(env.reset()))
+    current = env.step_mdp(env.rand_step(env.reset()))
     mask = torch.zeros(256, 1, dtype=torch.bool)
     mask[0] = True
     out = env.reset(current.set("_reset", mask))

@@ -26,6 +26,7 @@ from rlblocks.buffers._tensor_storages import LazyMemmapStorage, LazyTensorStora
 from rlblocks.buffers._version import __version__
 from rlblocks.buffers._writers import RoundRobinWriter, TensorDictMaxValueWriter, Writer
 from rlblocks.buffers.errors import (
+    BufferConfigError,
     BufferIndexError,
     CheckpointError,
     EmptyBufferError,
@@ -65,6 +66,7 @@ __all__ = [
     "default_collate",
     # errors
     "ReplayBufferError",
+    "BufferConfigError",
     "StorageLayoutError",
     "EmptyBufferError",
     "BufferIndexError",

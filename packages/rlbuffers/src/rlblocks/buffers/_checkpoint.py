@@ -1,29 +1,27 @@
 """Checkpoint folders: written atomically, checked before anything is loaded.
 
 A checkpoint is a folder holding ``meta.json`` (what was saved, and the size and CRC-32 of
-every other file) plus the data files. :func:`atomic_folder` writes it under a temporary
-name beside the target and renames it into place only once everything is on disk, so an
-interrupted ``dumps`` never leaves a half-written checkpoint under the target name.
+every other file) plus the data files. :func:`replace_checkpoint` writes it under a temporary
+name beside the target and renames it into place only once everything is on disk
+(:func:`rlblocks.core.utils.replace_folder`), so an interrupted ``dumps`` never leaves a
+half-written checkpoint under the target name.
 :func:`read_checkpoint` checks the format and every file's size and checksum before any
 buffer state is touched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from rlblocks.buffers.errors import CheckpointError
+from rlblocks.core.utils import replace_folder
 
-__all__ = ["FORMAT", "VERSION", "CheckpointWriter", "atomic_folder", "read_checkpoint"]
+__all__ = ["FORMAT", "VERSION", "CheckpointWriter", "replace_checkpoint", "read_checkpoint"]
 
 FORMAT = "rlblocks-buffers-checkpoint"
 VERSION = 1
@@ -60,13 +58,19 @@ class CheckpointWriter:
             os.fsync(f.fileno())
 
 
-@contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces ``path`` when the block succeeds.
+def replace_checkpoint(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Write the checkpoint folder ``path`` with ``fill(tmp)``, swapped into place when done.
+
+    Args:
+        path: The checkpoint folder to create, or to replace if it holds a checkpoint.
+        fill: Writes the checkpoint's files into the given (empty, temporary) folder.
+
+    Returns:
+        ``path`` as an absolute ``Path``.
 
     Raises:
-        CheckpointError: ``path`` exists and is not a checkpoint folder (it is never
-            overwritten then, so a wrong path cannot delete unrelated files).
+        CheckpointError: ``path`` exists and is neither a checkpoint nor an empty folder (it
+            is never overwritten then, so a wrong path cannot delete unrelated files).
     """
     path = Path(path)
     is_checkpoint = path.is_dir() and (path / META).is_file()
@@ -76,20 +80,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             f"dumps: {str(path)!r} exists and is not a replay-buffer checkpoint, so it is "
             f"not overwritten. Fix: choose a new path, or remove it first."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return replace_folder(path, fill)
 
 
 def _crc32(path: Path) -> int:

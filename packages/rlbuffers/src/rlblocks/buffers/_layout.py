@@ -246,6 +246,11 @@ class Layout:
 
     # -- persistence ---------------------------------------------------------------------
 
+    def __reduce__(self) -> tuple[Any, tuple[dict]]:
+        # Pickled as its JSON description: unpickling a pytree LeafSpec warns in recent torch
+        # (sharing a storage with spawned processes, copying a buffer).
+        return (Layout.from_json, (self.to_json(),))
+
     def to_json(self) -> dict:
         """A JSON-serializable description (the pytree structure pickled if need be)."""
         spec = None

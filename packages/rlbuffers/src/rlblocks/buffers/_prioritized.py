@@ -22,14 +22,20 @@ import torch
 from rlblocks.buffers._rows import to_numpy
 from rlblocks.buffers._samplers import Sampler, empty_error
 from rlblocks.buffers._segment_tree import NUMPY_PROVIDER, as_index_array
-from rlblocks.buffers._storages import Storage, check_positive_int
-from rlblocks.buffers.errors import CheckpointError, EmptyBufferError, PriorityError
+from rlblocks.buffers._storages import Storage
+from rlblocks.buffers.errors import (
+    BufferConfigError,
+    CheckpointError,
+    EmptyBufferError,
+    PriorityError,
+)
 from rlblocks.core import (
     SegmentTreeProvider,
     active_segment_tree_provider,
     list_segment_tree_providers,
     segment_tree_provider,
 )
+from rlblocks.core.utils import check_int
 
 __all__ = ["PrioritizedSampler", "check_priorities", "resolve_segment_tree"]
 
@@ -128,7 +134,7 @@ class PrioritizedSampler(Sampler):
         generator: torch.Generator | None = None,
     ) -> None:
         who = "PrioritizedSampler"
-        self._capacity = check_positive_int(max_capacity, "max_capacity", who)
+        self._capacity = check_int(max_capacity, "max_capacity", who, error=BufferConfigError)
         self._alpha = _check_float(alpha, "alpha", who)
         self._beta = _check_float(beta, "beta", who)
         self._eps = _check_float(eps, "eps", who)

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rlblocks.buffers._checkpoint import CheckpointWriter, atomic_folder, read_checkpoint
+from rlblocks.buffers._checkpoint import CheckpointWriter, read_checkpoint, replace_checkpoint
 from rlblocks.buffers._collate import default_collate
+from rlblocks.buffers._prefetch import Prefetcher, check_pin_memory, pin_batch
 from rlblocks.buffers._rows import to_numpy
 from rlblocks.buffers._samplers import RandomSampler, Sampler, empty_error
 from rlblocks.buffers._segment_tree import as_index_array
-from rlblocks.buffers._storages import ListStorage, Storage, check_positive_int
+from rlblocks.buffers._storages import ListStorage, Storage
 from rlblocks.buffers._writers import RoundRobinWriter, Writer
-from rlblocks.buffers.errors import CheckpointError, NotShareableError
+from rlblocks.buffers.errors import BufferConfigError, CheckpointError, NotShareableError
+from rlblocks.core.utils import check_int
 
 __all__ = ["ReplayBuffer"]
+
+
+def _draw_weakly(buffer_ref: weakref.ref, batch_size: int) -> tuple[Any, dict[str, Any], bool]:
+    """A prefetched draw; holds the buffer weakly, so queued draws never keep it alive."""
+    buffer = buffer_ref()
+    if buffer is None:
+        raise ReferenceError("the replay buffer was garbage collected")
+    return buffer._sample(batch_size)
 
 
 def _check_component(value: Any, kind: type, name: str) -> None:
@@ -44,10 +54,22 @@ class ReplayBuffer:
         collate_fn: Turns what the storage returns into a batch. Defaults to stacking
             elements for a ListStorage (tensors, arrays, dicts and tuples of them) and to
             nothing for tensor storages (which return batches already).
-        prefetch: Sample this many batches ahead in a background thread (needs
-            ``batch_size``). Prefetched batches may miss elements added since, and carry
-            importance weights from when they were drawn.
+        prefetch: Keep up to this many batches of ``batch_size`` sampled ahead by a
+            background thread (``None`` or ``0``: none), which :meth:`sample` and iteration
+            hand out in the order they were drawn. A prefetched batch is drawn from the
+            buffer as it was when the thread drew it: it may miss elements added since,
+            hold elements overwritten since (its ``"index"`` then points at their
+            replacements), and carry priorities and importance weights from before later
+            :meth:`update_priority` calls; the next ``prefetch`` batches after a change
+            may be such stale ones. :meth:`empty`, loading and :meth:`shutdown` discard
+            prefetched batches. The thread ends with :meth:`shutdown`, :meth:`empty` or
+            when the buffer is garbage collected.
         transform: Applied to every sampled batch.
+        pin_memory: Put the tensors of sampled batches in pinned (page-locked) memory, for
+            fast asynchronous copies to an accelerator (with ``prefetch``, pinning happens
+            in the background thread). Without an accelerator, the constructor warns and
+            batches are not pinned (torch cannot pin memory then; TorchRL raises when
+            sampling).
 
     Example:
         >>> import torch
@@ -56,6 +78,10 @@ class ReplayBuffer:
         >>> _ = rb.extend({"obs": torch.randn(10, 4), "reward": torch.zeros(10)})
         >>> rb.sample()["obs"].shape
         torch.Size([8, 4])
+
+    Raises:
+        BufferConfigError: ``batch_size``, ``prefetch`` or ``pin_memory`` is invalid, or
+            ``prefetch`` is given without ``batch_size``.
     """
 
     #: Top-level TensorDict keys that the buffer itself adds to samples and never stores.
@@ -70,6 +96,8 @@ class ReplayBuffer:
         collate_fn: Callable[[Any], Any] | None = None,
         prefetch: int | None = None,
         transform: Callable[[Any], Any] | None = None,
+        *,
+        pin_memory: bool = False,
     ) -> None:
         storage = storage if storage is not None else self._default_storage()
         sampler = sampler if sampler is not None else RandomSampler()
@@ -81,20 +109,24 @@ class ReplayBuffer:
         sampler.check_storage(storage, who)
         writer.register_storage(storage)
         self._storage, self._sampler, self._writer = storage, sampler, writer
-        self._batch_size = (
-            None if batch_size is None else check_positive_int(batch_size, "batch_size", who)
+        self._batch_size = check_int(
+            batch_size, "batch_size", who, allow=(None,), error=BufferConfigError
         )
-        if prefetch is not None:
-            prefetch = check_positive_int(prefetch, "prefetch", who)
-            if self._batch_size is None:
-                raise ValueError(f"{who}: prefetch needs a batch_size to sample ahead with")
-        self._prefetch = prefetch
+        # 0 turns prefetching off, as in TorchRL.
+        prefetch = check_int(
+            prefetch, "prefetch", who, minimum=0, allow=(None,), error=BufferConfigError
+        )
+        if prefetch and self._batch_size is None:
+            raise BufferConfigError(
+                f"{who}: prefetch={prefetch} needs a batch_size to sample ahead with. Fix: "
+                f"pass batch_size=..., or prefetch=None."
+            )
+        self._prefetcher = Prefetcher(prefetch, "rlblocks-prefetch") if prefetch else None
+        self._pin_memory = check_pin_memory(pin_memory, who)
         if collate_fn is None and not storage.assembles:
             collate_fn = default_collate
         self._collate_fn = collate_fn
         self._transform = transform
-        self._executor: ThreadPoolExecutor | None = None
-        self._queue: deque[Future] = deque()
 
     def _default_storage(self) -> Storage:
         return ListStorage(1000)
@@ -123,6 +155,16 @@ class ReplayBuffer:
     @property
     def batch_size(self) -> int | None:
         return self._batch_size
+
+    @property
+    def prefetch(self) -> int | None:
+        """How many batches are sampled ahead (``None``: no prefetching)."""
+        return None if self._prefetcher is None else self._prefetcher.depth
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether sampled batches are pinned (False without an accelerator)."""
+        return self._pin_memory
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -173,12 +215,12 @@ class ReplayBuffer:
     def _resolve_batch_size(self, batch_size: int | None, who: str) -> int:
         if batch_size is None:
             if self._batch_size is None:
-                raise ValueError(
+                raise BufferConfigError(
                     f"{who}: no batch_size; pass sample(batch_size=...) or build the buffer "
                     f"with batch_size=..."
                 )
             return self._batch_size
-        return check_positive_int(batch_size, "batch_size", who)
+        return check_int(batch_size, "batch_size", who, error=BufferConfigError)
 
     def sample(self, batch_size: int | None = None, return_info: bool = False) -> Any:
         """Draw a batch.
@@ -189,20 +231,31 @@ class ReplayBuffer:
                 prioritized sampling).
 
         Returns:
-            The batch, or ``(batch, info)``.
+            The batch, or ``(batch, info)``. With ``prefetch``, a batch of the buffer's
+            ``batch_size`` comes from the prefetched ones (see the class docstring for how
+            stale it may be); another size is drawn now.
 
         Raises:
             EmptyBufferError: The buffer is empty.
         """
         who = f"{type(self).__name__}.sample"
         batch_size = self._resolve_batch_size(batch_size, who)
-        if self._prefetch and batch_size == self._batch_size:
-            data, info = self._prefetched(batch_size)
-        else:
-            data, info = self._sample(batch_size)
+        data, info, _ = self._next_batch(batch_size)
         return (data, info) if return_info else data
 
-    def _sample(self, batch_size: int) -> tuple[Any, dict[str, Any]]:
+    def _next_batch(self, batch_size: int) -> tuple[Any, dict[str, Any], bool]:
+        """The next batch: prefetched when it can be, else drawn now."""
+        if self._prefetcher is not None and batch_size == self._batch_size:
+            return self._prefetcher.next(
+                functools.partial(_draw_weakly, weakref.ref(self), batch_size)
+            )
+        return self._sample(batch_size)
+
+    def _sample(self, batch_size: int) -> tuple[Any, dict[str, Any], bool]:
+        """Draw a batch: ``(data, info, ran_out)``, ``ran_out`` as the sampler says after it.
+
+        Runs in the prefetch thread too: everything it reads is read under the lock.
+        """
         storage = self._storage
         with storage.lock():
             if len(storage) == 0:
@@ -211,48 +264,39 @@ class ReplayBuffer:
             index, info = self._sampler.sample(storage, batch_size)
             info["index"] = index
             data = self._fetch(index, info)
+            ran_out = self._sampler.ran_out
         if self._transform is not None:
             data = self._transform(data)
-        return data, info
+        if self._pin_memory:
+            data = pin_batch(data)
+        return data, info, ran_out
 
     def _fetch(self, index: torch.Tensor, info: dict[str, Any]) -> Any:
         data = self._storage.get(index)
         return data if self._collate_fn is None else self._collate_fn(data)
 
-    def _prefetched(self, batch_size: int) -> tuple[Any, dict[str, Any]]:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="rlblocks-prefetch")
-            weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
-        while len(self._queue) <= self._prefetch:
-            self._queue.append(self._executor.submit(self._sample, batch_size))
-        future = self._queue.popleft()
-        try:
-            return future.result()
-        except BaseException:
-            self._drop_prefetched()  # those were drawn from the same state: drop them too
-            raise
-
     def _drop_prefetched(self) -> None:
-        queue, self._queue = self._queue, deque()
-        for future in queue:
-            future.cancel()
-        for future in queue:
-            if not future.cancelled():
-                future.exception()  # wait, so that no draw overlaps what comes next
+        if self._prefetcher is not None:
+            self._prefetcher.drop()
 
     def __iter__(self) -> Iterator[Any]:
         """Batches of ``batch_size``: one epoch for samplers with epochs, else
-        ``len(self) // batch_size`` batches (at least one); nothing if the buffer is empty."""
+        ``len(self) // batch_size`` batches (at least one); nothing if the buffer is empty.
+
+        With ``prefetch``, batches come from the prefetched ones; an epoch ends after the
+        batch its sampler ran out with, and batches prefetched beyond it start the next one.
+        """
         batch_size = self._resolve_batch_size(None, f"iter({type(self).__name__})")
         if len(self) == 0:
             return
         if self._sampler.has_epochs:
             while True:
-                yield self._sample(batch_size)[0]
-                if self._sampler.ran_out:
+                data, _, ran_out = self._next_batch(batch_size)
+                yield data
+                if ran_out:
                     return
         for _ in range(max(1, len(self) // batch_size)):
-            yield self.sample()
+            yield self._next_batch(batch_size)[0]
 
     def __getitem__(self, index: int | slice | torch.Tensor | np.ndarray) -> Any:
         """The stored elements at ``index`` (positions in ``[0, len)``), collated."""
@@ -288,13 +332,26 @@ class ReplayBuffer:
     # -- lifetime --------------------------------------------------------------------------
 
     def empty(self) -> None:
-        """Remove every element (and forget priorities and the writer's state)."""
-        # Drop prefetched draws first: they need the lock to finish.
-        self._drop_prefetched()
+        """Remove every element (and forget priorities and the writer's state).
+
+        Prefetched batches are discarded and the prefetch thread ends (the next
+        :meth:`sample` starts another).
+        """
+        # Stop prefetching first: a draw in progress needs the lock to finish.
+        self.shutdown()
         with self._storage.lock():
             self._storage.empty()
             self._sampler.empty()
             self._writer.empty()
+
+    def shutdown(self) -> None:
+        """End the prefetch thread and discard prefetched batches; idempotent.
+
+        The content is kept and the buffer stays usable: a later :meth:`sample` starts a
+        new thread. Garbage collection does the same for a buffer that is dropped.
+        """
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
 
     def __getstate__(self) -> dict[str, Any]:
         if self._storage.shared and not self._writer.shareable:
@@ -304,8 +361,8 @@ class ReplayBuffer:
                 f"Fix: use RoundRobinWriter for buffers extended by several processes."
             )
         state = self.__dict__.copy()
-        state["_executor"] = None
-        state["_queue"] = deque()
+        if self._prefetcher is not None:  # threads do not travel: the copy starts its own
+            state["_prefetcher"] = Prefetcher(self._prefetcher.depth, self._prefetcher.name)
         return state
 
     # -- persistence -----------------------------------------------------------------------
@@ -367,23 +424,26 @@ class ReplayBuffer:
         Raises:
             CheckpointError: ``path`` exists and is not a checkpoint.
         """
-        with self._storage.lock(), atomic_folder(path) as folder:
-            writer = CheckpointWriter(folder)
-            storage_meta = self._storage.dump(writer)
-            components = io.BytesIO()
-            torch.save(
-                {"sampler": self._sampler.state_dict(), "writer": self._writer.state_dict()},
-                components,
-            )
-            writer.write("components.pt", [components.getbuffer()])
-            writer.write_meta(
-                {
-                    "buffer": type(self).__name__,
-                    "storage": storage_meta,
-                    "sampler": type(self._sampler).__name__,
-                    "writer": type(self._writer).__name__,
-                }
-            )
+        with self._storage.lock():
+            replace_checkpoint(path, self._dump_into)
+
+    def _dump_into(self, folder: Path) -> None:
+        writer = CheckpointWriter(folder)
+        storage_meta = self._storage.dump(writer)
+        components = io.BytesIO()
+        torch.save(
+            {"sampler": self._sampler.state_dict(), "writer": self._writer.state_dict()},
+            components,
+        )
+        writer.write("components.pt", [components.getbuffer()])
+        writer.write_meta(
+            {
+                "buffer": type(self).__name__,
+                "storage": storage_meta,
+                "sampler": type(self._sampler).__name__,
+                "writer": type(self._writer).__name__,
+            }
+        )
 
     def loads(self, path: str | os.PathLike) -> None:
         """Load a folder written by :meth:`dumps`; on any error the buffer is unchanged.

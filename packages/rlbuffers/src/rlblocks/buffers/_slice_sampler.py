@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from rlblocks.buffers._samplers import Sampler, empty_error
-from rlblocks.buffers._storages import Storage, check_positive_int
-from rlblocks.buffers.errors import EmptyBufferError, StorageLayoutError
+from rlblocks.buffers._storages import Storage
+from rlblocks.buffers.errors import BufferConfigError, EmptyBufferError, StorageLayoutError
+from rlblocks.core.utils import check_int
 
 __all__ = ["SliceSampler"]
 
@@ -64,11 +65,11 @@ class SliceSampler(Sampler):
             )
         if traj_key is not None and end_key is not None:
             raise ValueError(f"{who}: give traj_key or end_key, not both")
-        self.num_slices = (
-            None if num_slices is None else check_positive_int(num_slices, "num_slices", who)
+        self.num_slices = check_int(
+            num_slices, "num_slices", who, allow=(None,), error=BufferConfigError
         )
-        self.slice_len = (
-            None if slice_len is None else check_positive_int(slice_len, "slice_len", who)
+        self.slice_len = check_int(
+            slice_len, "slice_len", who, allow=(None,), error=BufferConfigError
         )
         self.traj_key = traj_key
         self.end_key = ("next", "done") if traj_key is None and end_key is None else end_key

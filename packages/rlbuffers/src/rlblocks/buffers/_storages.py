@@ -22,16 +22,15 @@ from tensordict import is_tensor_collection
 
 from rlblocks.buffers._checkpoint import CheckpointWriter
 from rlblocks.buffers._sharing import CURSOR, LEN, WRITTEN, ProcessLock, new_counters
-from rlblocks.buffers.errors import CheckpointError, ReplayBufferError, StorageLayoutError
+from rlblocks.buffers.errors import (
+    BufferConfigError,
+    CheckpointError,
+    ReplayBufferError,
+    StorageLayoutError,
+)
+from rlblocks.core.utils import check_int
 
-__all__ = ["ListStorage", "Storage", "check_positive_int"]
-
-
-def check_positive_int(value: Any, name: str, who: str) -> int:
-    """Return ``value`` as an int, or raise ValueError naming ``who`` and ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")
-    return int(value)
+__all__ = ["ListStorage", "Storage"]
 
 
 class Storage(ABC):
@@ -49,7 +48,9 @@ class Storage(ABC):
     checkpoint_kind: str = "items"
 
     def __init__(self, max_size: int) -> None:
-        self._max_size = check_positive_int(max_size, "max_size", type(self).__name__)
+        self._max_size = check_int(
+            max_size, "max_size", type(self).__name__, error=BufferConfigError
+        )
         self._counters = new_counters()
         self._lock = ProcessLock(None)
 

@@ -56,7 +56,7 @@ class TensorDictReplayBuffer(ReplayBuffer):
 
     Args:
         storage: Defaults to ``LazyTensorStorage(1000)``.
-        sampler, writer, batch_size, collate_fn, prefetch, transform: See
+        sampler, writer, batch_size, collate_fn, prefetch, transform, pin_memory: See
             :class:`ReplayBuffer`.
         priority_key: Key holding the priority (e.g. the TD error) in
             :meth:`update_tensordict_priority` and, with a prioritized sampler, in extended
@@ -84,8 +84,19 @@ class TensorDictReplayBuffer(ReplayBuffer):
         prefetch: int | None = None,
         transform: Callable[[Any], Any] | None = None,
         priority_key: NestedKey = "td_error",
+        *,
+        pin_memory: bool = False,
     ) -> None:
-        super().__init__(storage, sampler, writer, batch_size, collate_fn, prefetch, transform)
+        super().__init__(
+            storage,
+            sampler,
+            writer,
+            batch_size,
+            collate_fn,
+            prefetch,
+            transform,
+            pin_memory=pin_memory,
+        )
         self.priority_key = priority_key
 
     def _default_storage(self) -> Storage:
@@ -150,7 +161,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         beta: Importance-weight exponent (anneal it through ``buffer.sampler.beta``).
         eps: Added to every priority.
         storage: Defaults to ``ListStorage(1000)``.
-        writer, batch_size, collate_fn, prefetch, transform: See :class:`ReplayBuffer`.
+        writer, batch_size, collate_fn, prefetch, transform, pin_memory: See
+            :class:`ReplayBuffer`.
         segment_tree: Segment-tree provider ("kernel", "numpy"); defaults to the active one.
 
     Example:
@@ -174,9 +186,20 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         prefetch: int | None = None,
         transform: Callable[[Any], Any] | None = None,
         segment_tree: str | None = None,
+        *,
+        pin_memory: bool = False,
     ) -> None:
         storage, sampler = _prioritized(self, storage, alpha, beta, eps, segment_tree)
-        super().__init__(storage, sampler, writer, batch_size, collate_fn, prefetch, transform)
+        super().__init__(
+            storage,
+            sampler,
+            writer,
+            batch_size,
+            collate_fn,
+            prefetch,
+            transform,
+            pin_memory=pin_memory,
+        )
 
     def _default_storage(self) -> Storage:
         return ListStorage(1000)
@@ -192,7 +215,8 @@ class TensorDictPrioritizedReplayBuffer(TensorDictReplayBuffer):
             extended data (elements extended without it get the maximum priority).
         eps: Added to every priority.
         storage: Defaults to ``LazyTensorStorage(1000)``.
-        writer, batch_size, collate_fn, prefetch, transform: See :class:`ReplayBuffer`.
+        writer, batch_size, collate_fn, prefetch, transform, pin_memory: See
+            :class:`ReplayBuffer`.
         segment_tree: Segment-tree provider ("kernel", "numpy"); defaults to the active one.
 
     Example:
@@ -219,8 +243,18 @@ class TensorDictPrioritizedReplayBuffer(TensorDictReplayBuffer):
         prefetch: int | None = None,
         transform: Callable[[Any], Any] | None = None,
         segment_tree: str | None = None,
+        *,
+        pin_memory: bool = False,
     ) -> None:
         storage, sampler = _prioritized(self, storage, alpha, beta, eps, segment_tree)
         super().__init__(
-            storage, sampler, writer, batch_size, collate_fn, prefetch, transform, priority_key
+            storage,
+            sampler,
+            writer,
+            batch_size,
+            collate_fn,
+            prefetch,
+            transform,
+            priority_key,
+            pin_memory=pin_memory,
         )

@@ -10,6 +10,7 @@ from rlblocks.core import RLBlocksError
 
 __all__ = [
     "ReplayBufferError",
+    "BufferConfigError",
     "StorageLayoutError",
     "EmptyBufferError",
     "BufferIndexError",
@@ -21,6 +22,10 @@ __all__ = [
 
 class ReplayBufferError(RLBlocksError):
     """Base class of the errors raised by replay buffers, storages, samplers and writers."""
+
+
+class BufferConfigError(ReplayBufferError, ValueError):
+    """A buffer, storage, sampler or writer was given an invalid argument (sizes, counts, ...)."""
 
 
 class StorageLayoutError(ReplayBufferError, ValueError):

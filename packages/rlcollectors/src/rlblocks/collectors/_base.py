@@ -18,36 +18,53 @@ from tensordict import TensorDictBase
 from rlblocks.collectors._trajectories import MASK, split_trajectories
 from rlblocks.collectors.errors import CollectorClosedError, CollectorConfigError
 from rlblocks.core import ExplorationType
+from rlblocks.core.utils import as_optional_device, check_int
 from rlblocks.envs import EnvBase
 
 __all__ = [
     "DataCollectorBase",
     "EnvFactory",
-    "check_count",
+    "check_device",
+    "check_traj_limit",
     "make_env",
-    "as_device",
     "extend_buffer",
 ]
 
 EnvFactory = Callable[[], EnvBase]
 
 
-def check_count(owner: str, name: str, value: Any, *, minimum: int, allow: tuple = ()) -> int:
-    """Return ``value`` if it is an int ``>= minimum`` (or one of ``allow``), else raise."""
-    if value in allow and not isinstance(value, bool):
-        return value
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        also = f" (or {', '.join(map(repr, allow))})" if allow else ""
+def check_device(owner: str, name: str, value: Any) -> torch.device | None:
+    """Normalize the device argument ``name`` (``None`` stays ``None``), or raise naming it.
+
+    Raises:
+        CollectorConfigError: ``value`` names no device, or one this machine does not have.
+    """
+    try:
+        return as_optional_device(value)
+    except ValueError as err:
         raise CollectorConfigError(
-            f"{owner}: {name} must be an int >= {minimum}{also}, got {value!r}. "
-            f"Fix: pass an int such as {name}={max(minimum, 1)}."
-        )
-    return value
+            f"{owner}: {name} must be a torch.device, a str such as 'cpu' or 'cuda:0', an int "
+            f"or None, got {value!r}. Fix: pass e.g. {name}='cpu'."
+        ) from err
+    except RuntimeError as err:
+        raise CollectorConfigError(
+            f"{owner}: {name}={value!r} is not available on this machine ({err}). Fix: pass "
+            f"a device it has, e.g. {name}='cpu'."
+        ) from err
 
 
-def as_device(value: Any) -> torch.device | None:
-    """Normalize a device argument; ``None`` stays ``None``."""
-    return None if value is None else torch.device(value)
+def check_traj_limit(owner: str, value: Any) -> int | None:
+    """``max_frames_per_traj`` as an int, or ``None`` for no limit (``None`` or ``-1``).
+
+    ``-1`` is TorchRL's spelling of "no limit".
+
+    Raises:
+        CollectorConfigError: ``value`` is not an int >= 1, ``None`` or ``-1``.
+    """
+    limit = check_int(
+        value, "max_frames_per_traj", owner, allow=(None, -1), error=CollectorConfigError
+    )
+    return None if limit == -1 else limit
 
 
 def make_env(owner: str, create_env_fn: EnvFactory | EnvBase) -> tuple[EnvBase, bool]:
@@ -104,10 +121,11 @@ class DataCollectorBase:
         replay_buffer: Any,
     ) -> None:
         owner = type(self).__name__
-        self.frames_per_batch = check_count(owner, "frames_per_batch", frames_per_batch, minimum=1)
-        self.total_frames = check_count(owner, "total_frames", total_frames, minimum=1, allow=(-1,))
-        self.init_random_frames = check_count(
-            owner, "init_random_frames", init_random_frames, minimum=0
+        bad = CollectorConfigError
+        self.frames_per_batch = check_int(frames_per_batch, "frames_per_batch", owner, error=bad)
+        self.total_frames = check_int(total_frames, "total_frames", owner, allow=(-1,), error=bad)
+        self.init_random_frames = check_int(
+            init_random_frames, "init_random_frames", owner, minimum=0, error=bad
         )
         if postproc is not None and not callable(postproc):
             raise CollectorConfigError(

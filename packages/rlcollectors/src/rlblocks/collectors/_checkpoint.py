@@ -1,19 +1,17 @@
-"""Checkpoint files: atomic folders, random-generator states, and safe loading.
+"""Checkpoint files: layout, the ``latest`` pointer, random-generator states, safe loading.
 
 A checkpoint is a folder holding ``trainer.pt`` (a ``torch.save`` of plain containers and
 tensors, loadable with ``weights_only=True``) and, when the trainer has a replay buffer,
-``replay_buffer/`` written by the buffer's own ``dumps``. The folder is written under a
-temporary name next to its destination and renamed into place only when complete, so a
-crash never leaves a half-written checkpoint under the final name.
+``replay_buffer/`` written by the buffer's own ``dumps``. The trainer writes the folder with
+:func:`rlblocks.core.utils.replace_folder`: under a temporary name next to its destination,
+renamed into place only when complete, so a crash never leaves a half-written checkpoint
+under the final name.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,6 @@ __all__ = [
     "STATE_FILE",
     "BUFFER_FOLDER",
     "LATEST_FILE",
-    "write_atomic_folder",
     "write_latest",
     "resolve_checkpoint",
     "rng_state",
@@ -37,30 +34,6 @@ __all__ = [
 STATE_FILE = "trainer.pt"
 BUFFER_FOLDER = "replay_buffer"
 LATEST_FILE = "latest"
-
-
-def write_atomic_folder(path: Path, fill: Callable[[Path], None]) -> Path:
-    """Create the folder ``path`` with ``fill(tmp_folder)``, renamed into place at the end.
-
-    An existing folder at ``path`` is replaced only once the new one is complete.
-    """
-    path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.with_name(f".{path.name}.tmp-{tag}")
-    try:
-        tmp.mkdir()
-        fill(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{tag}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def write_latest(folder: Path, name: str) -> None:

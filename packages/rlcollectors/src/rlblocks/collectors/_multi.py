@@ -16,35 +16,28 @@ finally kills those still alive, within a few seconds in total.
 from __future__ import annotations
 
 import collections
-import contextlib
 import multiprocessing.connection
 import os
 import pickle
 import shutil
 import signal
 import tempfile
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 import torch.multiprocessing
 from tensordict import TensorDictBase
 
 from rlblocks.collectors._base import EnvFactory
 from rlblocks.collectors._policy import policy_weights
-from rlblocks.collectors._pool import PoolCollectorBase
+from rlblocks.collectors._pool import EnvCopy, PoolCollectorBase
 from rlblocks.collectors._worker import worker_main
 from rlblocks.collectors.errors import CollectorConfigError, CollectorWorkerError
 from rlblocks.core import ExplorationType
+from rlblocks.core.utils import stop_processes
 
-__all__ = ["MultiSyncDataCollector", "MultiaSyncDataCollector", "stop_processes"]
-
-# How long shutdown waits at each stage: a polite "close", then SIGTERM, then SIGKILL.
-_CLOSE_GRACE_S = 1.5
-_TERMINATE_GRACE_S = 1.0
-_KILL_GRACE_S = 1.0
+__all__ = ["MultiSyncDataCollector", "MultiaSyncDataCollector"]
 
 
 class _Worker:
@@ -66,33 +59,14 @@ def _request_order(worker: _Worker) -> int:
     return worker.requested
 
 
-def stop_processes(processes: list[Any], conns: list[Any], tmpdir: str | None = None) -> None:
-    """Stop worker processes within a bounded time: close, then terminate, then kill.
+def _send_close(conn: Any) -> None:
+    conn.send(("close",))
 
-    Safe to call several times and on processes that already exited.
-    """
-    for conn in conns:
-        with contextlib.suppress(OSError, ValueError):  # the worker or the pipe is gone
-            conn.send(("close",))
-    deadline = time.monotonic() + _CLOSE_GRACE_S
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for action, grace in (("terminate", _TERMINATE_GRACE_S), ("kill", _KILL_GRACE_S)):
-        alive = [p for p in processes if p.is_alive()]
-        if not alive:
-            break
-        for process in alive:
-            getattr(process, action)()
-        deadline = time.monotonic() + grace
-        for process in alive:
-            process.join(max(0.0, deadline - time.monotonic()))
-    for conn in conns:
-        conn.close()
-    for process in processes:
-        if not process.is_alive():
-            process.close()
-    if tmpdir is not None:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+
+def _stop_workers(processes: list[Any], conns: list[Any], tmpdir: str) -> None:
+    """Stop the workers within a bounded time (close, terminate, kill); remove their files."""
+    stop_processes(processes, conns, send_close=_send_close)
+    shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 class _MultiCollectorBase(PoolCollectorBase):
@@ -149,10 +123,13 @@ class _MultiCollectorBase(PoolCollectorBase):
         tmpdir = tempfile.mkdtemp(prefix="rlblocks-collector-")
         processes: list[Any] = []
         conns: list[Any] = []
+        n = self.num_workers
         # The finalizer holds the processes, never self, so an abandoned collector is
         # still cleaned up when it is garbage collected or when the interpreter exits.
-        self._finalizer = weakref.finalize(self, stop_processes, processes, conns, tmpdir)
+        self._finalizer = weakref.finalize(self, _stop_workers, processes, conns, tmpdir)
         try:
+            if ctx.get_start_method() != "fork":
+                _check_picklable_envs(owner, self._factories, ctx.get_start_method())
             for index, factory in enumerate(self._factories):
                 parent_conn, child_conn = ctx.Pipe()
                 conns.append(parent_conn)
@@ -161,7 +138,7 @@ class _MultiCollectorBase(PoolCollectorBase):
                     target=worker_main,
                     args=(
                         child_conn,
-                        (factory, self.policy, self._worker_config, index, self.num_workers),
+                        (factory, self.policy, self._worker_configs[index], index, n),
                         self._shared_weights,
                         fault_path,
                     ),
@@ -296,23 +273,32 @@ class MultiSyncDataCollector(_MultiCollectorBase):
     ``i, i + num_workers, ...``).
 
     Args:
-        create_env_fn: One env factory per worker (callables returning an rlblocks env);
-            every env must have the same batch size. With the ``"spawn"`` or
-            ``"forkserver"`` start methods they must be picklable (a module-level
-            function or ``functools.partial``, not a lambda).
+        create_env_fn: One entry per worker: a callable returning an rlblocks env, or an
+            env instance, of which the worker runs its own copy (a forked worker inherits
+            it, other start methods pickle it; the instance itself is left open and
+            unused, and copies start with its state, random generators included, so seed
+            them with :meth:`set_seed`). An env running worker processes of its own
+            (``ParallelEnv``) cannot be copied: pass a callable building it. Every env must
+            have the same batch size. With the ``"spawn"`` or ``"forkserver"`` start
+            methods entries must be picklable (a module-level function,
+            ``functools.partial`` or a picklable env; not a lambda).
         policy: As for :class:`SyncDataCollector`; each worker runs its own copy.
         frames_per_batch: Frames per batch, over all workers; a multiple of
             ``num_workers * env.batch_size.numel()``.
         total_frames: See :class:`SyncDataCollector`.
-        max_frames_per_traj: See :class:`SyncDataCollector`.
+        max_frames_per_traj: Truncate episodes after this many steps; ``None`` or ``-1``
+            (TorchRL's spelling): no limit. See :class:`SyncDataCollector`.
         init_random_frames: See :class:`SyncDataCollector`.
         reset_at_each_iter: See :class:`SyncDataCollector`.
         split_trajs: See :class:`SyncDataCollector`.
         postproc: See :class:`SyncDataCollector` (runs in this process).
         exploration_type: See :class:`SyncDataCollector`.
-        device: Device the workers run the policy on.
+        device: Device the workers run the policy on: one for all, or a list/tuple with
+            one per worker.
         storing_device: Device of the yielded batches (default: ``device``, else where
-            the workers' envs produce them).
+            the workers' envs produce them). A list/tuple gives each worker's own; a
+            :class:`MultiSyncDataCollector` batch gathering several devices is stacked on
+            the CPU (as TorchRL does).
         replay_buffer: See :class:`SyncDataCollector` (written from this process).
         mp_start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` uses the
             platform's default.
@@ -346,7 +332,7 @@ class MultiSyncDataCollector(_MultiCollectorBase):
             worker, (_, buffer) = self._wait_any(busy)
             self._take_batch(worker, buffer)
             busy.remove(worker)
-        batch = torch.stack([w.buffer for w in self._workers], dim=0)  # type: ignore[misc]
+        batch = self._stack([w.buffer for w in self._workers])  # type: ignore[misc]
         for worker in self._workers:
             worker.state = "idle"
         self._holding.clear()
@@ -397,6 +383,23 @@ class MultiaSyncDataCollector(_MultiCollectorBase):
         batch = worker.buffer.clone()  # type: ignore[union-attr]
         worker.state = "idle"
         return self._output(batch)
+
+
+def _check_picklable_envs(owner: str, factories: list[Any], method: str) -> None:
+    """Raise naming the fix if an env instance cannot travel to a spawned worker."""
+    for index, factory in enumerate(factories):
+        if not isinstance(factory, EnvCopy):
+            continue
+        try:
+            pickle.dumps(factory)
+        except Exception as err:
+            raise CollectorConfigError(
+                f"{owner}: create_env_fn[{index}] is a {type(factory.env).__name__} instance, "
+                f"which a worker started with {method!r} receives pickled, and it cannot be "
+                f"pickled: {err}. Fix: pass a callable that builds the env in the worker "
+                f"instead (a module-level function, functools.partial or EnvCreator), or "
+                f"mp_start_method='fork'."
+            ) from err
 
 
 def _start_process(owner: str, process: Any, ctx: Any) -> None:

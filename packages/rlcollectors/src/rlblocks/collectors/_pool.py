@@ -9,6 +9,7 @@ method, return its result) and ``_publish(weights)`` (make weights available to 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,17 +17,51 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
-from rlblocks.collectors._base import DataCollectorBase, EnvFactory, as_device, check_count
+from rlblocks.collectors._base import (
+    DataCollectorBase,
+    EnvFactory,
+    check_device,
+    check_traj_limit,
+)
 from rlblocks.collectors._policy import as_weights, check_policy, policy_weights
 from rlblocks.collectors.errors import CollectorConfigError
 from rlblocks.core import ExplorationType
 from rlblocks.envs import EnvBase
 
-__all__ = ["PoolCollectorBase", "check_factories"]
+__all__ = ["EnvCopy", "PoolCollectorBase", "check_factories", "per_worker_devices"]
+
+
+class EnvCopy:
+    """The env factory of a worker given an env instance: the worker's copy of that env.
+
+    A forked worker inherits the instance; other start methods (and Ray) pickle it. Either
+    way the worker owns a copy, which it closes at shutdown; the caller's instance is left
+    as it is.
+    """
+
+    def __init__(self, env: EnvBase) -> None:
+        self.env = env
+
+    def __call__(self) -> EnvBase:
+        return self.env
+
+    def __getstate__(self) -> dict[str, bytes]:
+        # The plain pickler copies tensors by value. Multiprocessing's would move them to
+        # shared memory instead, so the "copy" would share its state with the original.
+        return {"env": pickle.dumps(self.env)}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        self.env = pickle.loads(state["env"])
+
+    def __repr__(self) -> str:
+        return f"EnvCopy({type(self.env).__name__})"
 
 
 def check_factories(owner: str, create_env_fn: Any) -> list[EnvFactory]:
-    """Return ``create_env_fn`` as a list of env factories, or raise naming the fix."""
+    """Return ``create_env_fn`` as one env factory per worker, or raise naming the fix.
+
+    An env instance stands for a copy of itself in its worker (TorchRL accepts instances).
+    """
     if callable(create_env_fn) or isinstance(create_env_fn, EnvBase):
         raise CollectorConfigError(
             f"{owner}: create_env_fn must be a list of env factories (one per worker), got "
@@ -38,13 +73,50 @@ def check_factories(owner: str, create_env_fn: Any) -> list[EnvFactory]:
             f"{owner}: create_env_fn is empty; give one env factory per worker."
         )
     for i, factory in enumerate(factories):
-        if isinstance(factory, EnvBase) or not callable(factory):
+        if isinstance(factory, EnvBase):
+            factories[i] = EnvCopy(_check_copyable(owner, i, factory))
+        elif not callable(factory):
             raise CollectorConfigError(
-                f"{owner}: create_env_fn[{i}] must be a callable returning an env (each worker "
-                f"builds its own), got {type(factory).__name__}. Fix: pass the function that "
-                f"creates the env, e.g. lambda: GymEnv('CartPole-v1')."
+                f"{owner}: create_env_fn[{i}] must be an env or a callable returning one, got "
+                f"{type(factory).__name__}. Fix: pass the function that creates the env, e.g. "
+                f"lambda: GymEnv('CartPole-v1')."
             )
     return factories
+
+
+def _check_copyable(owner: str, index: int, env: EnvBase) -> EnvBase:
+    """``env`` if a worker can take a copy of it; else raise naming the fix."""
+    fix = (
+        f"Fix: pass a callable that builds the env in its worker instead, e.g. "
+        f"EnvCreator(lambda: {type(env).__name__}(...))."
+    )
+    if env.is_closed:
+        raise CollectorConfigError(f"{owner}: create_env_fn[{index}] is a closed env. {fix}")
+    # A copy of an env that drives worker processes would talk to the same processes as the
+    # original (and as any other copy): stepping them from two places corrupts both.
+    if getattr(env, "worker_pids", None):
+        raise CollectorConfigError(
+            f"{owner}: create_env_fn[{index}] is a {type(env).__name__} running worker "
+            f"processes; a collector worker cannot take a copy of it. {fix}"
+        )
+    return env
+
+
+def per_worker_devices(owner: str, name: str, value: Any, num_workers: int) -> list[Any]:
+    """One normalized device per worker, from one device or a list/tuple of them.
+
+    Raises:
+        CollectorConfigError: A device is invalid, or the list's length is not
+            ``num_workers``.
+    """
+    if not isinstance(value, (list, tuple)):
+        return [check_device(owner, name, value)] * num_workers
+    if len(value) != num_workers:
+        raise CollectorConfigError(
+            f"{owner}: {name} has {len(value)} entries for {num_workers} workers. Fix: pass "
+            f"one device for all workers, or a list with one per worker."
+        )
+    return [check_device(owner, f"{name}[{i}]", d) for i, d in enumerate(value)]
 
 
 class PoolCollectorBase(DataCollectorBase):
@@ -88,23 +160,30 @@ class PoolCollectorBase(DataCollectorBase):
         )
         self._factories = check_factories(owner, create_env_fn)
         check_policy(owner, policy)
-        if max_frames_per_traj is not None:
-            check_count(owner, "max_frames_per_traj", max_frames_per_traj, minimum=1)
+        max_frames_per_traj = check_traj_limit(owner, max_frames_per_traj)
         self.sync = sync
-        self.num_workers = len(self._factories)
+        self.num_workers = n = len(self._factories)
         self.policy = policy
-        self.device = as_device(device)
-        self.storing_device = as_device(storing_device)
+        devices = per_worker_devices(owner, "device", device, n)
+        storing = per_worker_devices(owner, "storing_device", storing_device, n)
+        # One device stays one device; a list gives a tuple with one per worker.
+        self.device = tuple(devices) if isinstance(device, (list, tuple)) else devices[0]
+        if isinstance(storing_device, (list, tuple)):
+            self.storing_device: Any = tuple(storing)
+        else:
+            self.storing_device = storing[0]
         self.max_frames_per_traj = max_frames_per_traj
         self.env_batch_size = torch.Size()
-        self._worker_config = {
+        common = {
             "frames_per_batch": self._worker_frames(),
             "max_frames_per_traj": max_frames_per_traj,
             "reset_at_each_iter": reset_at_each_iter,
             "exploration_type": exploration_type,
-            "device": device,
-            "storing_device": self.storing_device or self.device,
         }
+        self._worker_configs = [
+            {**common, "device": devices[i], "storing_device": storing[i] or devices[i]}
+            for i in range(n)
+        ]
         self._version = 0  # bumped by every update_policy_weights_
 
     def _worker_frames(self) -> int:
@@ -129,9 +208,17 @@ class PoolCollectorBase(DataCollectorBase):
             )
         self.env_batch_size = torch.Size(batch_sizes[0])
 
+    def _stack(self, batches: Sequence[TensorDictBase]) -> TensorDictBase:
+        """The workers' batches of a sync batch, stacked (on the CPU if their devices differ,
+        as TorchRL does with per-worker storing devices)."""
+        if len({batch.device for batch in batches}) > 1:
+            batches = [batch.cpu() for batch in batches]
+        return torch.stack(list(batches), dim=0)
+
     def _output(self, batch: TensorDictBase) -> TensorDictBase:
-        if self.storing_device is not None and batch.device != self.storing_device:
-            return batch.to(self.storing_device)
+        device = self.storing_device
+        if isinstance(device, torch.device) and batch.device != device:
+            return batch.to(device)
         return batch
 
     # ------------------------------------------------------------------ transport

@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 from tensordict import TensorDictBase
 
 from rlblocks.collectors._base import EnvFactory
@@ -58,19 +57,20 @@ class RayCollector(PoolCollectorBase):
 
     Args:
         create_env_fn: One env factory per actor (any callable Ray can serialize; lambdas
-            are fine).
+            are fine), or an env instance that Ray serializes into the actor.
         policy: As for :class:`SyncDataCollector`; each actor runs its own copy.
         sync: Gather all actors per batch (see above).
         frames_per_batch: Frames per yielded batch.
         total_frames: See :class:`SyncDataCollector`.
-        max_frames_per_traj: See :class:`SyncDataCollector`.
+        max_frames_per_traj: See :class:`SyncDataCollector` (``None`` or ``-1``: no limit).
         init_random_frames: See :class:`SyncDataCollector`.
         reset_at_each_iter: See :class:`SyncDataCollector`.
         split_trajs: See :class:`SyncDataCollector`.
         postproc: See :class:`SyncDataCollector` (runs on the driver).
         exploration_type: See :class:`SyncDataCollector`.
-        device: Device the actors run the policy on.
-        storing_device: Device of the yielded batches (on the driver).
+        device: Device the actors run the policy on: one, or a list/tuple with one per actor.
+        storing_device: Device of the yielded batches (on the driver); a list/tuple gives
+            each actor's own (see :class:`MultiSyncDataCollector`).
         replay_buffer: See :class:`SyncDataCollector` (written from the driver).
         ray_init_config: Keyword arguments of ``ray.init`` when Ray is not initialized.
         remote_config: Options of the actors (``ray.remote``), e.g. ``{"num_cpus": 1}``
@@ -140,7 +140,9 @@ class RayCollector(PoolCollectorBase):
         self._in_flight: dict[Any, int] = {}  # object ref of a batch -> actor index
         try:
             self._actors = [
-                actor_cls.remote(factory, policy, self._worker_config, index, self.num_workers)
+                actor_cls.remote(
+                    factory, policy, self._worker_configs[index], index, self.num_workers
+                )
                 for index, factory in enumerate(self._factories)
             ]
             refs = [actor.batch_size.remote() for actor in self._actors]
@@ -193,7 +195,7 @@ class RayCollector(PoolCollectorBase):
             refs = [self._request(i, random) for i in range(self.num_workers)]
             batches = self._get(refs)
             self._in_flight.clear()
-            return self._output(torch.stack(batches, dim=0))
+            return self._output(self._stack(batches))
         busy = set(self._in_flight.values())
         for index in range(self.num_workers):
             if index not in busy:

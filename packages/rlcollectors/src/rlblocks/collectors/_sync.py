@@ -19,8 +19,8 @@ from torch import nn
 from rlblocks.collectors._base import (
     DataCollectorBase,
     EnvFactory,
-    as_device,
-    check_count,
+    check_device,
+    check_traj_limit,
     make_env,
 )
 from rlblocks.collectors._policy import (
@@ -96,7 +96,8 @@ class SyncDataCollector(DataCollectorBase):
         total_frames: Stop after this many frames (rounded up to whole batches); ``-1``
             runs forever.
         max_frames_per_traj: Truncate episodes after this many steps (adds a
-            ``StepCounter``, whose ``"step_count"`` entry appears in the batches).
+            ``StepCounter``, whose ``"step_count"`` entry appears in the batches);
+            ``None`` or ``-1`` (TorchRL's spelling) set no limit.
         init_random_frames: Take random actions until this many frames were collected
             (the policy still runs, so its other outputs are recorded and every batch has
             the same entries).
@@ -156,11 +157,11 @@ class SyncDataCollector(DataCollectorBase):
             replay_buffer=replay_buffer,
         )
         check_policy(owner, policy)
-        if max_frames_per_traj is not None:
-            check_count(owner, "max_frames_per_traj", max_frames_per_traj, minimum=1)
+        max_frames_per_traj = check_traj_limit(owner, max_frames_per_traj)
+        storing_device = check_device(owner, "storing_device", storing_device)
         env, self._owns_env = make_env(owner, create_env_fn)
         try:
-            self.device = as_device(device)
+            self.device = check_device(owner, "device", device)
             n_envs = max(1, env.batch_size.numel())
             if frames_per_batch % n_envs:
                 low = frames_per_batch // n_envs * n_envs
@@ -179,7 +180,7 @@ class SyncDataCollector(DataCollectorBase):
         self.max_frames_per_traj = max_frames_per_traj
         self.reset_at_each_iter = bool(reset_at_each_iter)
         self.steps_per_batch = frames_per_batch // n_envs
-        self.storing_device = as_device(storing_device) or self.device or env.device
+        self.storing_device = storing_device or self.device or env.device
         self._move_for_policy = self.device is not None and self.device != env.device
         self.policy, self._source_policy = place_policy(policy, self.device)
         self._policy_call = fast_policy_call(self.policy) if self.policy is not None else None
@@ -222,12 +223,14 @@ class SyncDataCollector(DataCollectorBase):
             return None
         env = self.env
         with torch.no_grad(), set_exploration_type(self.exploration_type):
-            batch = env._rollout_fast(self.steps_per_batch, td, False, policy=policy)
+            batch = env.fast_rollout(
+                self.steps_per_batch, td, policy=policy, break_when_any_done=False
+            )
             if batch is None:
                 return None
             # The next batch starts where this one ended, as step_and_maybe_reset leaves it.
             last = batch[(slice(None),) * len(env.batch_size) + (-1,)]
-            self._carry = env._maybe_reset(env._step_mdp(last))
+            self._carry = env.maybe_reset(env.step_mdp(last))
         return batch
 
     def _step_loop(self, td: TensorDictBase, random: bool) -> TensorDictBase:

@@ -27,7 +27,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
-from rlblocks.collectors._base import DataCollectorBase, check_count, extend_buffer
+from rlblocks.collectors._base import DataCollectorBase, extend_buffer
 from rlblocks.collectors._checkpoint import (
     BUFFER_FOLDER,
     STATE_FILE,
@@ -35,12 +35,12 @@ from rlblocks.collectors._checkpoint import (
     resolve_checkpoint,
     rng_state,
     set_rng_state,
-    write_atomic_folder,
     write_latest,
 )
 from rlblocks.collectors._episodes import EpisodeTracker
 from rlblocks.collectors.errors import CheckpointError, CollectorConfigError, TrainerError
 from rlblocks.core.loggers import Logger
+from rlblocks.core.utils import check_int, replace_folder
 
 __all__ = ["Trainer", "STAGES"]
 
@@ -158,12 +158,11 @@ class Trainer:
         self.loss_module = loss_module
         self.optimizer = optimizer
         self.replay_buffer = replay_buffer
-        self.optim_steps_per_batch = check_count(
-            "Trainer", "optim_steps_per_batch", optim_steps_per_batch, minimum=1
+        bad = CollectorConfigError
+        self.optim_steps_per_batch = check_int(
+            optim_steps_per_batch, "optim_steps_per_batch", "Trainer", error=bad
         )
-        if batch_size is not None:
-            check_count("Trainer", "batch_size", batch_size, minimum=1)
-        self.batch_size = batch_size
+        self.batch_size = check_int(batch_size, "batch_size", "Trainer", allow=(None,), error=bad)
         self.clip_grad_norm = clip_grad_norm
         self.logger = logger
         self.progress_bar = progress_bar
@@ -224,7 +223,9 @@ class Trainer:
         every ``checkpoint_interval`` frames and when the call returns.
         """
         if num_batches is not None:
-            check_count("Trainer.train", "num_batches", num_batches, minimum=0)
+            check_int(
+                num_batches, "num_batches", "Trainer.train", minimum=0, error=CollectorConfigError
+            )
         bar = self._make_bar()
         start, start_frames = time.perf_counter(), self.frames
         done = 0
@@ -394,7 +395,7 @@ class Trainer:
             if self.replay_buffer is not None:
                 self.replay_buffer.dumps(folder / BUFFER_FOLDER)
 
-        written = write_atomic_folder(target, fill)
+        written = replace_folder(target, fill)
         if path is None:
             write_latest(written.parent, written.name)
         self._last_checkpoint_frames = self.frames
@@ -512,7 +513,7 @@ def _check_args(
             f"{type(logger).__name__}. Fix: pass e.g. CSVLogger('my_run')."
         )
     if checkpoint_interval is not None:
-        check_count("Trainer", "checkpoint_interval", checkpoint_interval, minimum=1)
+        check_int(checkpoint_interval, "checkpoint_interval", "Trainer", error=CollectorConfigError)
         if checkpoint_dir is None:
             raise bad("checkpoint_interval needs a checkpoint_dir to save into.")
     if target_net_updater is not None and not callable(getattr(target_net_updater, "step", None)):

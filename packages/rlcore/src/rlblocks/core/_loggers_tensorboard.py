@@ -1,4 +1,4 @@
-"""TensorBoardLogger: scalars and hyper-parameters to TensorBoard event files."""
+"""TensorBoardLogger (alias TensorboardLogger): scalars and hyper-parameters to TensorBoard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from rlblocks.core._loggers_base import Logger
 from rlblocks.core.errors import missing_dependency
 
-__all__ = ["TensorBoardLogger"]
+__all__ = ["TensorBoardLogger", "TensorboardLogger"]
 
 
 class TensorBoardLogger(Logger):
@@ -91,6 +91,14 @@ class TensorBoardLogger(Logger):
 
     def _close(self) -> None:
         self._writer.close()
+
+
+TensorboardLogger = TensorBoardLogger
+"""TorchRL's spelling of :class:`TensorBoardLogger` (``torchrl.record.loggers``): the same class.
+
+``TensorboardLogger(exp_name="ppo")`` writes to ``runs/ppo``; TorchRL's default parent
+folder is ``tb_logs``, so pass ``log_dir="tb_logs"`` to keep TorchRL's layout.
+"""
 
 
 def _markdown_cell(value: Any) -> str:

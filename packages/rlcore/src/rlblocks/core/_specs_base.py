@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 import torch
 
 from rlblocks.core.errors import SpecError
+from rlblocks.core.utils import as_device as _as_device
 
 __all__ = ["TensorSpec", "ShapeLike", "DeviceLike", "NestedKey"]
 
@@ -67,15 +68,10 @@ def as_device(device: DeviceLike) -> torch.device:
     Raises:
         SpecError: If ``device`` cannot be interpreted as a device.
     """
-    if device is None:
-        device = torch.get_default_device()
     try:
-        device = torch.device(device)
-    except (TypeError, RuntimeError) as err:
-        raise SpecError(f"device must be a torch.device, str or int, got {device!r}") from err
-    if device.index is None and device.type not in ("cpu", "meta"):
-        device = torch.empty(0, device=device).device
-    return device
+        return _as_device(device)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
 
 
 def parse_shape_args(args: tuple[Any, ...], method: str) -> tuple[Any, ...]:

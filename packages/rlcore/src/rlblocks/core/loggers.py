@@ -6,7 +6,8 @@ All loggers share the :class:`Logger` API: ``log_scalar``, ``log_metrics``, ``lo
 ``rlblocks.core.make_logger("csv", exp_name="ppo")`` builds a :class:`CSVLogger`.
 
 - :class:`CSVLogger`: no extra dependency; one tidy ``scalars.csv`` plus ``hparams.json``.
-- :class:`TensorBoardLogger`: needs ``pip install 'rlblocks-core[tensorboard]'``.
+- :class:`TensorBoardLogger` (also spelled :class:`TensorboardLogger`, as in TorchRL): needs
+  ``pip install 'rlblocks-core[tensorboard]'``.
 - :class:`WandbLogger`: needs ``pip install 'rlblocks-core[wandb]'``; offline by default.
 
 TensorBoard and W&B are imported when such a logger is created, never when this module is,
@@ -29,7 +30,7 @@ from rlblocks.core._loggers_base import (
     ScalarLike,
 )
 from rlblocks.core._loggers_csv import CSVLogger
-from rlblocks.core._loggers_tensorboard import TensorBoardLogger
+from rlblocks.core._loggers_tensorboard import TensorBoardLogger, TensorboardLogger
 from rlblocks.core._loggers_wandb import WandbLogger
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "ScalarLike",
     "CSVLogger",
     "TensorBoardLogger",
+    "TensorboardLogger",
     "WandbLogger",
 ]

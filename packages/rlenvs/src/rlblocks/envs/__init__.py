@@ -15,6 +15,7 @@ from rlblocks.envs._export import to_gymnasium
 from rlblocks.envs._gym import GymEnv, GymWrapper
 from rlblocks.envs._native import CartPoleEnv, PendulumEnv
 from rlblocks.envs._parallel import ParallelEnv
+from rlblocks.envs._stepper import Stepper, repeat_action
 from rlblocks.envs._version import __version__
 from rlblocks.envs.errors import (
     BatchSizeError,
@@ -30,8 +31,10 @@ from rlblocks.envs.transforms import *  # noqa: F403  (every transform, at the t
 
 __all__ = [
     "__version__",
-    # env API
+    # env API (the backend protocol) and its optional fast path
     "EnvBase",
+    "Stepper",
+    "repeat_action",
     "check_env_specs",
     # environments
     "GymEnv",

@@ -17,7 +17,9 @@ from tensordict import TensorDictBase
 
 from rlblocks.core import NEXT, RESET
 from rlblocks.core.specs import Composite
+from rlblocks.core.utils import check_int
 from rlblocks.envs._env_base import EnvBase, Policy
+from rlblocks.envs._stepper import Stepper
 from rlblocks.envs.errors import EnvError
 
 __all__ = ["EnvCreator", "SerialEnv", "BatchedEnvBase", "SKIP", "env_factories", "env_meta"]
@@ -109,8 +111,7 @@ def env_factories(
     owner: str,
 ) -> list[EnvCreator]:
     """One :class:`EnvCreator` per worker, checking the arguments."""
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
-        raise ValueError(f"{owner}: num_workers must be a positive int, got {num_workers!r}")
+    num_workers = check_int(num_workers, "num_workers", owner)
     fns = list(create_env_fn) if isinstance(create_env_fn, Sequence) else [create_env_fn]
     if len(fns) == 1:
         fns = fns * num_workers
@@ -159,7 +160,7 @@ def _check_same_meta(metas: list[dict[str, Any]], owner: str) -> dict[str, Any]:
 class BatchedEnvBase(EnvBase):
     """Shared machinery of :class:`SerialEnv` and :class:`ParallelEnv`."""
 
-    _done_flags_complete = True
+    step_returns_done_flags = True
 
     def __init__(
         self,
@@ -206,9 +207,11 @@ class BatchedEnvBase(EnvBase):
             sub_mask = mask[i]
             if not bool(sub_mask.any()):
                 out.append(SKIP)
-            elif not self.sub_batch_size or bool(sub_mask.all()):
+            elif not self.sub_batch_size:
                 out.append(None)
             else:
+                # A batched sub-env gets its mask even when all of it is set: one that
+                # restarts episodes by itself must not restart those it already did.
                 assert tensordict is not None
                 sub = tensordict[i].exclude(NEXT)
                 sub.set(RESET, sub_mask)
@@ -294,10 +297,7 @@ class SerialEnv(BatchedEnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         inputs = tensordict.select(*self.action_keys, *self.state_keys, strict=False)
-        outs = [env._step(inputs[i]) for i, env in enumerate(self._envs)]
-        for env, out in zip(self._envs, outs):
-            if not env._done_flags_complete:
-                env._fill_done(out)
+        outs = [env.step(inputs[i], check=False).get(NEXT) for i, env in enumerate(self._envs)]
         next_td = self._stack(outs)
         self._current = next_td.select(*self._root_keys(), strict=False)
         return next_td
@@ -306,18 +306,33 @@ class SerialEnv(BatchedEnvBase):
         for env in self._envs:
             env.close()
 
-    def _rollout_fast(
+    def steppers(self) -> list[Stepper] | None:
+        """The sub-envs' steppers, in order, when every sub-env has them."""
+        out: list[Stepper] = []
+        for env in self._envs:
+            steppers = env.steppers()
+            if steppers is None:
+                return None
+            out.extend(steppers)
+        return out
+
+    def fast_rollout(
         self,
         max_steps: int,
         tensordict: TensorDictBase,
-        break_when_any_done: bool,
-        episode_limit: int | None = None,
+        *,
         policy: Policy | None = None,
+        break_when_any_done: bool = True,
+        episode_limit: int | None = None,
+        check: bool = False,
     ) -> TensorDictBase | None:
-        from rlblocks.envs._serial_rollout import serial_gym_rollout
-
-        trajectory = serial_gym_rollout(
-            self, max_steps, tensordict, break_when_any_done, episode_limit, policy
+        trajectory = super().fast_rollout(
+            max_steps,
+            tensordict,
+            policy=policy,
+            break_when_any_done=break_when_any_done,
+            episode_limit=episode_limit,
+            check=check,
         )
         if trajectory is not None:  # our view of the current root values, as _step keeps it
             last = trajectory.get(NEXT)[:, -1]

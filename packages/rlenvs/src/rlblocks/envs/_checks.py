@@ -109,7 +109,7 @@ def check_env_specs(env: EnvBase, *, steps: int = 3, seed: int | None = None) ->
         next_td = transition.get(NEXT)
         _compare(env, next_td, after_step, f"step() #{i}", set())
         _check_done(env, next_td, f"step() #{i}")
-        td = env._maybe_reset(env._step_mdp(transition))
+        td = env.maybe_reset(env.step_mdp(transition))
         _compare(env, td, root, f"the reset after step() #{i}", set(env.action_keys))
     fake = env.fake_tensordict()
     real_keys = set(transition.keys(True, True))

@@ -8,46 +8,41 @@ Specs describe every entry, with the env's batch dims included in their shapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from rlblocks.core import DONE, NEXT, RESET, REWARD, TERMINATED, TRUNCATED
-from rlblocks.core.errors import MissingKeyError, SpecError
+from rlblocks.core.errors import MissingKeyError
 from rlblocks.core.fast_td import fast_get, fast_set, new_tensordict, top_items
 from rlblocks.core.specs import Binary, Composite, Unbounded
+from rlblocks.core.utils import as_device
 from rlblocks.envs._env_specs import EnvSpecs, Keys
-from rlblocks.envs.errors import (
-    BatchSizeError,
-    EnvClosedError,
-    InvalidActionError,
-)
+from rlblocks.envs._numpy_rollout import stepper_rollout
+from rlblocks.envs._rollout import run_rollout
+from rlblocks.envs._stepper import Stepper
+from rlblocks.envs.errors import BatchSizeError, EnvClosedError
 
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["EnvBase", "as_env_device"]
+__all__ = ["EnvBase", "Policy"]
 
 Policy = Callable[[TensorDictBase], TensorDictBase]
-
-
-def as_env_device(device: Any) -> torch.device:
-    """Normalize a device (``None``: torch's default device; ``"cuda"`` becomes ``cuda:0``)."""
-    if device is None:
-        device = torch.get_default_device()
-    device = torch.device(device)
-    if device.index is None and device.type not in ("cpu", "meta"):
-        device = torch.empty(0, device=device).device
-    return device
 
 
 class EnvBase(EnvSpecs):
     """Base class of rlblocks environments: TensorDict in, TensorDict out.
 
-    Subclasses declare their specs in ``__init__`` (shapes include the env's ``batch_size``)
-    and implement three methods:
+    This class is the **backend protocol**: every environment, rlblocks' own and those of
+    plugins alike, is a subclass, and generic code (``rollout``, ``SerialEnv``,
+    ``ParallelEnv``, ``TransformedEnv``, the collectors) talks to envs only through the
+    public methods below. ``docs/backends.md`` walks through writing one.
+
+    **What a backend implements.** Declare the specs in ``__init__`` (shapes include the
+    env's ``batch_size``), then:
 
     * ``_reset(tensordict, **kwargs) -> TensorDict``: the first observation (and any
       ``done``/``terminated``/``truncated`` flags; missing ones are filled with ``False``).
@@ -56,20 +51,31 @@ class EnvBase(EnvSpecs):
       TensorDict holds values for every element.
     * ``_step(tensordict) -> TensorDict``: reads the action (and state) from ``tensordict``
       and returns a new TensorDict with the next observation, ``reward`` and the done flags
-      (``done`` is filled in as ``terminated | truncated`` when absent).
+      (``done`` is filled in as ``terminated | truncated`` when absent, unless the class
+      declares :attr:`step_returns_done_flags`).
     * ``_set_seed(seed)``: seeds the env's own random generator(s).
+    * optionally ``_close()``, to free resources.
 
-    and optionally ``_close()`` to free resources.
+    **The optional fast path.** A backend that can step its simulator without building
+    TensorDicts returns :class:`~rlblocks.envs.Stepper` objects from :meth:`steppers`
+    (gymnasium-style ``step``/``reset`` callables, and how observations and actions map to
+    the env's keys). :meth:`fast_rollout` then runs numpy loops over them that write into
+    preallocated buffers; ``rollout``, ``SerialEnv`` (which concatenates its sub-envs'
+    steppers), ``TransformedEnv``, ``ParallelEnv`` workers and the collectors all use it.
+    A backend that knows whether a step ended an episode without reading the done tensor
+    records it with :meth:`_record_done`, so :meth:`any_done` costs no device sync.
 
-    Action validation: ``step`` checks every action against its spec (shape, dtype, range)
-    unless ``check_actions=False`` was given or ``step(td, check=False)`` is called;
-    ``rollout`` skips the check unless ``check=True``.
+    **Action validation** follows one setting, :attr:`check_actions` (on by default):
+    ``step`` and ``rollout`` (with a policy, on both its fast and TensorDict paths) check
+    every action against its spec (shape, dtype, range), or neither does. ``step(td,
+    check=...)`` and ``rollout(..., check=...)`` override it per call. Random actions come
+    from the spec and are not re-checked.
 
     Args:
         device: Device of the tensors the env reads and writes (default: torch's default
             device).
         batch_size: Batch dims of the env (``[N]`` for N environments stepped together).
-        check_actions: Default of the ``check`` argument of :meth:`step`.
+        check_actions: Validate actions in ``step`` and ``rollout`` (see above).
 
     Example:
         >>> env = PendulumEnv(batch_size=[8])
@@ -84,11 +90,10 @@ class EnvBase(EnvSpecs):
 
     #: Whether inputs must have exactly ``batch_size``.
     batch_locked: bool = True
-    #: Set by subclasses whose ``_step`` always returns ``done``, ``terminated`` and
+    #: Declared by backends whose ``_step`` always returns ``done``, ``terminated`` and
     #: ``truncated``, so that ``step`` need not look for missing ones.
-    _done_flags_complete: bool = False
-    #: ``(done_tensor, any_done)`` of the last step, set by envs that know it without
-    #: reading the tensor (``step_and_maybe_reset`` then skips a device sync).
+    step_returns_done_flags: ClassVar[bool] = False
+    #: ``(done_tensor, any_done)`` of the last step: see :meth:`_record_done`.
     _done_hint: tuple[torch.Tensor, bool] | None = None
 
     def __init__(
@@ -98,7 +103,7 @@ class EnvBase(EnvSpecs):
         batch_size: Any = (),
         check_actions: bool = True,
     ) -> None:
-        self._device = as_env_device(device)
+        self._device = as_device(device)
         self._batch_size = torch.Size(
             [batch_size] if isinstance(batch_size, int) else list(batch_size)
         )
@@ -154,25 +159,79 @@ class EnvBase(EnvSpecs):
     def _close(self) -> None:
         """Free resources (processes, simulators); called once by :meth:`close`."""
 
-    def _rollout_fast(
+    def _record_done(self, done: torch.Tensor, any_done: bool) -> None:
+        """Remember that the ``done`` tensor just returned has ``any_done`` set elements.
+
+        Backends that know it without reading the tensor (a simulator's Python bool) call
+        this from ``_step``; :meth:`any_done` then answers without a device sync.
+        """
+        self._done_hint = (done, any_done)
+
+    # ------------------------------------------------------------------ fast path
+    def steppers(self) -> Sequence[Stepper] | None:
+        """The env's optional fast path: steppers of its simulators, or ``None``.
+
+        A backend returns one :class:`~rlblocks.envs.Stepper` per simulator (or per vector
+        of simulators) in the row-major order of :attr:`batch_size`, stepping exactly the
+        simulators behind ``_step``/``_reset`` (so a fast rollout and a later ``step``
+        continue the same episodes). ``None`` (the default) means the env has no fast path.
+        The result may be cached: it is asked for at every :meth:`fast_rollout`.
+        """
+        return None
+
+    def fast_rollout(
         self,
         max_steps: int,
         tensordict: TensorDictBase,
-        break_when_any_done: bool,
-        episode_limit: int | None = None,
+        *,
         policy: Policy | None = None,
+        break_when_any_done: bool = True,
+        episode_limit: int | None = None,
+        check: bool = False,
     ) -> TensorDictBase | None:
-        """Optional fast rollout from ``tensordict`` (a reset's output or a step's next input).
+        """The trajectory :meth:`rollout` would return from ``tensordict``, by a fast loop.
 
-        Envs that can step without building TensorDicts (e.g. a numpy loop over a
-        gymnasium env) return the same trajectory ``rollout`` would, with actions drawn
-        uniformly from :attr:`full_action_spec`, or from ``policy`` (called once per step
-        on the current observation); ``None`` (the default) means "use the generic loop".
-        With ``episode_limit``, an episode is also truncated (and restarted) after that
-        many steps, as ``StepCounter(max_steps)`` does around the env. Collectors call
-        this hook directly and fall back to their own loop on ``None``.
+        The default runs numpy loops over :meth:`steppers` (no TensorDict per step). Envs
+        built from others may override it: ``TransformedEnv`` applies its transforms to the
+        base env's fast trajectory at once, ``ParallelEnv`` runs one rollout per worker.
+
+        Args:
+            max_steps: Number of steps.
+            tensordict: Where to start: a reset's output, or the next input of a step
+                (as ``step_and_maybe_reset`` returns it).
+            policy: Called once per step on the current observation (a
+                ``TensorDictModule`` declaring its ``in_keys``/``out_keys``); ``None`` takes
+                uniformly random actions.
+            break_when_any_done: As for :meth:`rollout`.
+            episode_limit: Also truncate (and restart) episodes after this many steps, as
+                ``StepCounter(episode_limit)`` around the env would.
+            check: Validate the policy's actions against the action spec.
+
+        Returns:
+            The trajectory (batch size ``[*batch_size, T]``), or ``None`` when the env has
+            no fast loop for these arguments (the caller then steps through TensorDicts).
         """
-        return None
+        steppers = self.steppers()
+        if steppers is None:
+            return None
+        validate = None
+        if check and policy is not None:
+            keys = self._keys()
+            name = type(self).__name__
+
+            def validate(td: TensorDictBase) -> None:
+                keys.check_actions(name, td)
+
+        return stepper_rollout(
+            self,
+            steppers,
+            max_steps,
+            tensordict,
+            policy=policy,
+            break_when_any_done=break_when_any_done,
+            episode_limit=episode_limit,
+            validate=validate,
+        )
 
     # ------------------------------------------------------------------ public API
     def reset(self, tensordict: TensorDictBase | None = None, **kwargs: Any) -> TensorDictBase:
@@ -236,7 +295,7 @@ class EnvBase(EnvSpecs):
         if check if check is not None else self.check_actions:
             self._check_action(tensordict)
         next_td = self._step(tensordict)
-        if not self._done_flags_complete:
+        if not self.step_returns_done_flags:
             self._fill_done(next_td)
         fast_set(tensordict, NEXT, next_td)
         return tensordict
@@ -262,8 +321,7 @@ class EnvBase(EnvSpecs):
             ...     transition, td = env.step_and_maybe_reset(policy(td))
         """
         tensordict = self.step(tensordict, check=check)
-        next_input = self._step_mdp(tensordict)
-        return tensordict, self._maybe_reset(next_input)
+        return tensordict, self.maybe_reset(self.step_mdp(tensordict))
 
     def rollout(
         self,
@@ -273,12 +331,12 @@ class EnvBase(EnvSpecs):
         break_when_any_done: bool = True,
         tensordict: TensorDictBase | None = None,
         *,
-        check: bool = False,
+        check: bool | None = None,
     ) -> TensorDictBase:
         """Run the env for up to ``max_steps`` steps and return the whole trajectory.
 
         The output storage is allocated once for ``max_steps`` and written in place; no
-        per-step TensorDict is kept, and actions are not validated unless ``check=True``.
+        per-step TensorDict is kept. Envs with a fast path (:meth:`fast_rollout`) run it.
 
         Args:
             max_steps: Number of steps to run.
@@ -289,7 +347,8 @@ class EnvBase(EnvSpecs):
                 Otherwise finished episodes are reset (partially, for batched envs) and
                 the rollout runs for exactly ``max_steps`` steps.
             tensordict: The starting TensorDict (required when ``auto_reset=False``).
-            check: Validate every action against its spec.
+            check: Validate the policy's actions against the action spec; ``None`` uses
+                :attr:`check_actions`, as :meth:`step` does.
 
         Returns:
             A TensorDict of batch size ``[*batch_size, T]`` (time last, ``T <= max_steps``)
@@ -298,9 +357,9 @@ class EnvBase(EnvSpecs):
         Raises:
             ValueError: ``max_steps`` is not a positive int, or ``auto_reset=False`` without
                 a ``tensordict``.
+            InvalidActionError: With checking, the policy wrote an invalid action.
         """
-        from rlblocks.envs._rollout import run_rollout
-
+        self._check_open("rollout")
         return run_rollout(
             self,
             max_steps,
@@ -308,7 +367,7 @@ class EnvBase(EnvSpecs):
             auto_reset=auto_reset,
             break_when_any_done=break_when_any_done,
             tensordict=tensordict,
-            check=check,
+            check=self.check_actions if check is None else check,
         )
 
     def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
@@ -373,6 +432,10 @@ class EnvBase(EnvSpecs):
         self._closed = True
         self._close()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Caches rebuilt on use (the key cache holds per-spec closures, which do not pickle).
+        return {**self.__dict__, "_keys_cache": None, "_done_hint": None}
+
     def __enter__(self) -> Self:
         return self
 
@@ -403,28 +466,7 @@ class EnvBase(EnvSpecs):
     def _check_action(self, tensordict: TensorDictBase) -> None:
         """Validate the action entries of ``tensordict`` (cheap: one min/max per key)."""
         self._check_batch(tensordict, "step")
-        for key, leaf, valid in self._keys().action_checks:
-            value = tensordict.get(key, None)
-            if value is None:
-                raise MissingKeyError(
-                    f"{type(self).__name__}.step(): the TensorDict has no action {key!r} "
-                    f"(expected {leaf!r}); set it with a policy or env.rand_action(td)"
-                )
-            if isinstance(value, torch.Tensor) and valid(value):
-                continue
-            if isinstance(value, torch.Tensor) and value.shape != leaf.shape:
-                problem = f"expected shape {list(leaf.shape)}, got shape {list(value.shape)}"
-            else:
-                try:
-                    leaf.assert_is_in(value, key)
-                    problem = "invalid value"
-                except SpecError as err:
-                    problem = str(err)
-            raise InvalidActionError(
-                f"{type(self).__name__}.step(): action {key!r} does not match the action spec "
-                f"{leaf!r}: {problem}. Fix the policy's output, or project it with "
-                f"env.action_spec.project(action)"
-            )
+        self._keys().check_actions(type(self).__name__, tensordict)
 
     def _fill_done(self, td: TensorDictBase, reset: bool = False) -> None:
         """Add the flags ``_reset``/``_step`` left out: ``done = terminated | truncated``."""
@@ -454,9 +496,30 @@ class EnvBase(EnvSpecs):
         if done is None:
             td.set(DONE, terminated | truncated)
 
-    def _step_mdp(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Fast ``step_mdp`` for this env's own keys: ``next`` moves up, the action and
-        reward are dropped, other root entries are kept."""
+    def any_done(self, done: torch.Tensor) -> bool:
+        """Whether any element of ``done``, a done tensor this env returned, is set.
+
+        Costs no device sync when the env recorded the answer as it produced the tensor
+        (see :meth:`_record_done`); otherwise reads it.
+        """
+        hint = self._done_hint
+        if hint is not None and hint[0] is done:
+            return hint[1]
+        return bool(done.any())
+
+    def step_mdp(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``step_mdp`` for this env's keys: the input of the step after ``tensordict``.
+
+        ``"next"`` moves up, this env's action and reward entries are dropped, other root
+        entries (e.g. a policy's recurrent state) are kept. Faster than the generic
+        :func:`rlblocks.core.step_mdp` because the env knows its keys.
+
+        Args:
+            tensordict: A stepped TensorDict (holding ``"next"``).
+
+        Returns:
+            A new TensorDict; ``tensordict`` is not modified.
+        """
         next_td = fast_get(tensordict, NEXT)
         keys = self._keys()
         if not keys.reward_flat:
@@ -476,11 +539,18 @@ class EnvBase(EnvSpecs):
                 data[key] = value.copy() if isinstance(value, TensorDictBase) else value
         return new_tensordict(data, tensordict.batch_size, tensordict.device)
 
-    def _maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Reset the elements of ``tensordict`` whose ``done`` flag is set."""
+    def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Reset the elements of ``tensordict`` (a step's next input) whose ``done`` is set.
+
+        Args:
+            tensordict: The output of :meth:`step_mdp` (or of a previous reset).
+
+        Returns:
+            ``tensordict`` itself when nothing is done, else the output of a (partial,
+            for batched envs) :meth:`reset`.
+        """
         done = fast_get(tensordict, DONE)
-        hint = self._done_hint
-        if not (hint[1] if hint is not None and hint[0] is done else bool(done.any())):
+        if not self.any_done(done):
             return tensordict
         if not self._batch_size:
             return self.reset(tensordict.exclude(*self._keys().done))

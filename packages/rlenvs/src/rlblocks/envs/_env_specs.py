@@ -15,8 +15,9 @@ import torch
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core.errors import MissingKeyError, SpecError
 from rlblocks.core.specs import Bounded, Categorical, Composite, TensorSpec
-from rlblocks.envs.errors import EnvError, EnvSpecError
+from rlblocks.envs.errors import EnvError, EnvSpecError, InvalidActionError
 
 __all__ = ["EnvSpecs", "Keys"]
 
@@ -25,11 +26,17 @@ def _validator(spec: TensorSpec) -> Callable[[Any], bool]:
     """A cheap ``is this a valid value of spec`` test (one ``item()`` for one-element specs)."""
     shape, dtype = spec.shape, spec.dtype
     if shape.numel() == 1 and isinstance(spec, Categorical):
-        n = spec.n
+        n = spec.n  # integer tensors never require grad
         return lambda v: v.dtype == dtype and v.shape == shape and 0 <= int(v) < n
     if shape.numel() == 1 and isinstance(spec, Bounded) and dtype.is_floating_point:
         low, high = float(spec.low.reshape(-1)[0]), float(spec.high.reshape(-1)[0])
-        return lambda v: v.dtype == dtype and v.shape == shape and low <= float(v) <= high
+        # ``.data`` reads an action that requires grad (a network's output) without
+        # autograd's warning; only then, as it costs a tensor object.
+        return lambda v: (
+            v.dtype == dtype
+            and v.shape == shape
+            and low <= float(v.data if v.requires_grad else v) <= high
+        )
     return lambda v: v.shape == shape and spec.is_in(v)
 
 
@@ -73,6 +80,39 @@ class Keys:
         self.reward_flat = all(isinstance(k, str) for k in self.reward)
         # Top-level root entries holding actions, dropped when the next step is prepared.
         self.action_top = {k if isinstance(k, str) else k[0] for k in self.action}
+
+    def check_actions(self, owner: str, tensordict: Any) -> None:
+        """Validate the action entries of ``tensordict`` (cheap: one min/max per key).
+
+        Raises:
+            MissingKeyError: An action key is missing.
+            InvalidActionError: An action has the wrong shape, dtype or values; the message
+                names ``owner``, the key, the spec and what was given.
+        """
+        for key, leaf, valid in self.action_checks:
+            value = tensordict.get(key, None)
+            if value is None:
+                raise MissingKeyError(
+                    f"{owner}.step(): the TensorDict has no action {key!r} (expected "
+                    f"{leaf!r}); set it with a policy or env.rand_action(td)"
+                )
+            if isinstance(value, torch.Tensor) and valid(value):
+                continue
+            if isinstance(value, torch.Tensor) and value.shape != leaf.shape:
+                problem = f"expected shape {list(leaf.shape)}, got shape {list(value.shape)}"
+            elif isinstance(value, torch.Tensor) and value.device != leaf.device:
+                problem = f"expected device {leaf.device}, got a tensor on {value.device}"
+            else:
+                try:
+                    leaf.assert_is_in(value, key)
+                    problem = "invalid value"
+                except SpecError as err:
+                    problem = str(err)
+            raise InvalidActionError(
+                f"{owner}.step(): action {key!r} does not match the action spec {leaf!r}: "
+                f"{problem}. Fix the policy's output, or project it with "
+                f"env.action_spec.project(action)"
+            )
 
 
 class EnvSpecs:

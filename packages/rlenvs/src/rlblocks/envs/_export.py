@@ -121,7 +121,7 @@ def to_gymnasium(env: EnvBase, *, render_mode: str | None = None) -> Any:
             terminated = bool(next_td.get(TERMINATED).any())
             truncated = bool(next_td.get(TRUNCATED).any())
             reward = float(next_td.get(reward_key).sum())
-            self._td = env._step_mdp(td)
+            self._td = env.step_mdp(td)
             return self._observation(next_td), reward, terminated, truncated, {}
 
         def close(self) -> None:

@@ -21,8 +21,12 @@ from rlblocks.core import DONE, NEXT, PIXELS, RESET, REWARD, TERMINATED, TRUNCAT
 from rlblocks.core.errors import missing_dependency
 from rlblocks.core.fast_td import fast_get, new_tensordict, top_items
 from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
+from rlblocks.core.utils import check_int
 from rlblocks.envs._env_base import EnvBase, Policy
 from rlblocks.envs._gym_spaces import SpaceLayout, numpy_dtype, torch_dtype
+from rlblocks.envs._gym_vector import GymVectorSteps
+from rlblocks.envs._numpy_rollout import to_numpy
+from rlblocks.envs._stepper import Stepper, repeat_action
 from rlblocks.envs.errors import EnvError, UnsupportedEnvOperationError
 
 __all__ = ["GymWrapper", "GymEnv", "import_gymnasium"]
@@ -89,7 +93,7 @@ class GymWrapper(EnvBase):
         torch.Size([10])
     """
 
-    _done_flags_complete = True
+    step_returns_done_flags = True
 
     def __init__(
         self,
@@ -109,8 +113,7 @@ class GymWrapper(EnvBase):
                 f"GymWrapper wraps a gymnasium.Env or gymnasium.vector.VectorEnv, got "
                 f"{type(env).__name__}; create it with gymnasium.make(...) or use GymEnv(id)"
             )
-        if not isinstance(frame_skip, int) or frame_skip < 1:
-            raise ValueError(f"GymWrapper: frame_skip must be an int >= 1, got {frame_skip!r}")
+        frame_skip = check_int(frame_skip, "frame_skip", "GymWrapper")
         if vector and frame_skip != 1:
             raise UnsupportedEnvOperationError(
                 "GymWrapper: frame_skip > 1 is only supported for single envs (a vector env "
@@ -141,20 +144,20 @@ class GymWrapper(EnvBase):
         n_cached = self._int_action_n if cached else 0
         self._gym_ints = tuple(np.int64(i + self._int_action_start) for i in range(n_cached))
         self._check_next_action = False  # set by _check_action, done by _gym_action
-        mode = env.metadata.get("autoreset_mode") if vector else None
-        self._autoreset = getattr(mode, "value", mode) or "NextStep"
-        self._partial_reset_ok = isinstance(
-            env, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)
-        )
-        # Set by GymEnv for the SyncVectorEnv it made: its rollout may step the sub-envs.
+        # One step of the wrapped env (frame skip included), for step() and fast rollouts.
+        self._gym_step = repeat_action(env.step, frame_skip)
+        self._vector_steps: GymVectorSteps | None = None
+        if vector:
+            mode = env.metadata.get("autoreset_mode")
+            self._vector_steps = GymVectorSteps(
+                env,
+                self._obs_layout,
+                getattr(mode, "value", mode) or "NextStep",
+                isinstance(env, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)),
+            )
+        # Set by GymEnv for the SyncVectorEnv it made: fast rollouts may step the sub-envs.
         self._owns_sync_vector = False
-        n = batch[0] if vector else 1
-        self._auto_reset_rows = np.zeros(n, dtype=bool)  # SAME_STEP rows gym already reset
-        self._last_obs: Any = None  # SAME_STEP: gym's last observation (reset rows included)
-        # SAME_STEP: the done rows of the last step and whether all rows were done, for the
-        # partial reset that follows it (gym already reset those rows; see _maybe_reset).
-        self._last_done: np.ndarray | None = None
-        self._last_all_done = False
+        self._steppers: list[Stepper] | None = None
 
         observation = Composite(shape=batch, device=self.device)
         # Gym observation -> {key: fresh tensor} (bound once: it runs on every step).
@@ -219,6 +222,14 @@ class GymWrapper(EnvBase):
             k: s.expand(*batch, *s.shape).to(self.device) for k, s in wanted.items()
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The frame-skipping step is a closure: rebuilt after unpickling, as the steppers.
+        return {**super().__getstate__(), "_gym_step": None, "_steppers": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._gym_step = repeat_action(self._env.step, self.frame_skip)
+
     # ------------------------------------------------------------------ properties
     @property
     def env(self) -> Any:
@@ -257,8 +268,7 @@ class GymWrapper(EnvBase):
                 super()._check_action(tensordict)  # raises, naming the key, spec and value
             return np.int64(int(value) + self._int_action_start)
         layout = self._act_layout
-        arrays = [fast_get(tensordict, key).cpu().numpy() for key in layout.keys]
-        return layout.to_gym(arrays)
+        return layout.to_gym([to_numpy(fast_get(tensordict, key)) for key in layout.keys])
 
     def _extras(self, info: Mapping[str, Any], data: dict[Any, torch.Tensor]) -> None:
         """Add pixels and the chosen info entries to ``data``."""
@@ -290,18 +300,20 @@ class GymWrapper(EnvBase):
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
         mask = tensordict.get(RESET, None) if tensordict is not None else None
-        partial = mask is not None and not bool(mask.all())
-        if mask is not None and self._pending_seed is None and self._auto_reset_rows.any():
-            # Rows gym already reset (SAME_STEP) keep that reset, even if every row is
-            # masked: resetting them again would skip an episode start.
-            partial = True
-        if self._vector and partial:
-            obs, info = self._partial_reset(mask.reshape(-1).cpu().numpy())
+        vector = self._vector_steps
+        rows = None if mask is None or vector is None else mask.reshape(-1).cpu().numpy()
+        # A partial reset; also when every row is masked, if gym already reset some
+        # (SAME_STEP): resetting those again would skip an episode start.
+        if rows is not None and not (
+            rows.all() and (self._pending_seed is not None or not vector.auto_reset_rows.any())
+        ):
+            obs, info = vector.reset(rows)
         else:
             seed, self._pending_seed = self._pending_seed, None
-            obs, info = self._env.reset(seed=seed, **kwargs)
-            self._auto_reset_rows[:] = False
-            self._last_obs = obs
+            if vector is not None:
+                obs, info = vector.reset_all(seed=seed, **kwargs)
+            else:
+                obs, info = self._env.reset(seed=seed, **kwargs)
         self._done_hint = None
         data = self._obs_tensors(obs)
         self._extras(info, data)
@@ -315,32 +327,36 @@ class GymWrapper(EnvBase):
         data[TERMINATED] = torch.from_numpy(flags[1])
         data[TRUNCATED] = torch.from_numpy(flags[2])
 
-    def _maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
+    def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
         # SAME_STEP vector env right after a step with some (not all) rows done: gym has
         # already reset them and returned their first observation, so the partial reset is
         # ``reset(td with "_reset" = done)`` without calling gym or reading the mask back.
         hint = self._done_hint
+        vector = self._vector_steps
         if (
             hint is not None
-            and self._last_done is not None
-            and not self._last_all_done
+            and vector is not None
+            and vector.last_done is not None
+            and not vector.last_all_done
             and type(tensordict) is TensorDict
             and hint[0] is fast_get(tensordict, DONE)
         ):
             if not hint[1]:
                 return tensordict
-            done = self._last_done
-            if not (done & ~self._auto_reset_rows).any():
-                return self._same_step_reset(tensordict, done)
-        return super()._maybe_reset(tensordict)
+            done = vector.last_done
+            if not (done & ~vector.auto_reset_rows).any():
+                return self._same_step_reset(tensordict, vector, done)
+        return super().maybe_reset(tensordict)
 
-    def _same_step_reset(self, tensordict: TensorDictBase, done: np.ndarray) -> TensorDictBase:
+    def _same_step_reset(
+        self, tensordict: TensorDictBase, vector: GymVectorSteps, done: np.ndarray
+    ) -> TensorDictBase:
         """What ``reset`` returns for ``tensordict`` with ``"_reset"`` = ``done`` (SAME_STEP)."""
         self._check_open("reset")
         self._check_batch(tensordict, "reset")
-        self._auto_reset_rows[done] = False
+        obs, _ = vector.reset(done)  # no gym call: these rows are already reset
         self._done_hint = None
-        data = self._obs_tensors(self._last_obs)
+        data = self._obs_tensors(obs)
         self._extras({}, data)
         self._zero_flags(data)
         skip = {RESET, NEXT, *self._keys().action_top}
@@ -355,36 +371,11 @@ class GymWrapper(EnvBase):
             out.set(key, value)
         return out
 
-    def _partial_reset(self, mask: np.ndarray) -> tuple[Any, Mapping[str, Any]]:
-        if self._autoreset == "SameStep":
-            extra = mask & ~self._auto_reset_rows
-            self._auto_reset_rows[mask] = False
-            if not extra.any():
-                return self._last_obs, {}
-            obs, info = self._reset_mask(extra)
-            # Rows not reset keep our view of them (the vector env's may be stale after a
-            # rollout that stepped its sub-envs directly).
-            layout = self._obs_layout
-            merged = {leaf.key: np.array(leaf.extract(self._last_obs)) for leaf in layout.leaves}
-            for leaf in layout.leaves:
-                merged[leaf.key][extra] = np.asarray(leaf.extract(obs))[extra]
-            self._last_obs = layout.to_gym(merged)
-            return self._last_obs, info
-        return self._reset_mask(mask)
-
-    def _reset_mask(self, mask: np.ndarray) -> tuple[Any, Mapping[str, Any]]:
-        if not self._partial_reset_ok:
-            raise UnsupportedEnvOperationError(
-                f"GymWrapper: cannot reset only some envs of a {type(self._env).__name__} "
-                f"(autoreset mode {self._autoreset}): it has no reset_mask option. Use "
-                f"gymnasium.vector.SyncVectorEnv/AsyncVectorEnv, or reset all envs"
-            )
-        return self._env.reset(options={"reset_mask": mask})
-
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = self._gym_action(tensordict)
-        if self._vector:
-            obs, reward, terminated, truncated, info = self._vector_step(action)
+        vector = self._vector_steps
+        if vector is not None:
+            obs, reward, terminated, truncated, info = vector.step(action)
             n = self.batch_size[0]
             data = self._obs_tensors(obs)
             data[REWARD] = torch.from_numpy(np.asarray(reward, dtype=np.float32).reshape(n, 1))
@@ -395,18 +386,10 @@ class GymWrapper(EnvBase):
             data[TERMINATED] = torch.from_numpy(flags[0])
             data[TRUNCATED] = torch.from_numpy(flags[1])
             data[DONE] = torch.from_numpy(flags[2])
-            if self._autoreset == "SameStep":
-                done = flags[2, :, 0]
-                self._last_done = done
-                self._last_all_done = bool(done.all())
-                self._done_hint = (data[DONE], bool(done.any()))
+            if vector.same_step:
+                self._record_done(data[DONE], bool(flags[2].any()))
         else:
-            obs, reward, terminated, truncated, info = self._env.step(action)
-            for _ in range(self.frame_skip - 1):
-                if terminated or truncated:
-                    break
-                obs, more, terminated, truncated, info = self._env.step(action)
-                reward += more
+            obs, reward, terminated, truncated, info = self._gym_step(action)
             data = self._obs_tensors(obs)
             data[REWARD] = torch.from_numpy(np.array([reward], dtype=np.float32))
             # Copying a one-element array is cheaper than building one from a list.
@@ -414,51 +397,83 @@ class GymWrapper(EnvBase):
             data[TRUNCATED] = torch.from_numpy((_TRUE if truncated else _FALSE).copy())
             done = bool(terminated or truncated)
             data[DONE] = done_flag = torch.from_numpy((_TRUE if done else _FALSE).copy())
-            self._done_hint = (done_flag, done)
+            self._record_done(done_flag, done)
         if self._has_extras:
             self._extras(info, data)
         return self._output(data)
 
-    def _vector_step(self, action: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Any]:
-        """Step a vector env; the returned observation holds the *final* observation of
-        every sub-env whose episode ended, whatever the autoreset mode."""
-        obs, reward, terminated, truncated, info = self._env.step(action)
-        if self._autoreset == "SameStep":
-            self._last_obs = obs
-            done = terminated | truncated
-            self._auto_reset_rows |= done
-            if done.any():
-                obs = self._with_final_obs(obs, info, done)
-        return obs, reward, terminated, truncated, info
-
-    def _with_final_obs(self, obs: Any, info: Mapping[str, Any], done: np.ndarray) -> Any:
-        layout = self._obs_layout
-        if layout.simple and layout.leaves[0].start is None:
-            buffer = np.array(obs)
-            final = info["final_obs"]
-            for i in np.flatnonzero(done):
-                buffer[i] = final[i]
-            return buffer
-        buffers = {leaf.key: np.array(leaf.extract(obs)) for leaf in layout.leaves}
-        final = info["final_obs"]
-        for i in np.flatnonzero(done):
-            layout.write(final[i], buffers, i)
-        return layout.to_gym(buffers)
-
     def _close(self) -> None:
         self._env.close()
 
-    def _rollout_fast(
+    # ------------------------------------------------------------------ fast path
+    def steppers(self) -> list[Stepper] | None:
+        """Steppers of the wrapped env: one for a single env, one for a vector env, and one
+        per sub-env of a ``SyncVectorEnv`` that ``GymEnv`` made (stepped directly, without
+        the vector env's autoreset bookkeeping). ``None`` with pixels or info entries, which
+        the numpy loops do not record."""
+        if self.from_pixels or self._info_specs:
+            return None
+        if self._steppers is None:
+            obs, act = self._obs_layout, self._act_layout
+            write = None if obs.simple and obs.leaves[0].start is None else obs.write
+            convert = None if act.simple and act.leaves[0].start is None else act.to_gym
+            vector = self._vector_steps
+            if self._owns_sync_vector:
+                self._steppers = [
+                    Stepper(sub.step, sub.reset, write_observation=write, convert_action=convert)
+                    for sub in self._env.envs
+                ]
+            elif vector is not None:
+                self._steppers = [
+                    Stepper(
+                        vector.step,
+                        vector.reset,
+                        num_envs=self._env.num_envs,
+                        write_observation=write,
+                        convert_action=convert,
+                    )
+                ]
+            else:
+                self._steppers = [
+                    Stepper(
+                        self._gym_step,
+                        self._env.reset,
+                        frame_skip=self.frame_skip,
+                        write_observation=write,
+                        convert_action=convert,
+                    )
+                ]
+        return self._steppers
+
+    def fast_rollout(
         self,
         max_steps: int,
         tensordict: TensorDictBase,
-        break_when_any_done: bool,
-        episode_limit: int | None = None,
+        *,
         policy: Policy | None = None,
+        break_when_any_done: bool = True,
+        episode_limit: int | None = None,
+        check: bool = False,
     ) -> TensorDictBase | None:
-        from rlblocks.envs._gym_rollout import gym_rollout
-
-        return gym_rollout(self, max_steps, tensordict, break_when_any_done, episode_limit, policy)
+        trajectory = super().fast_rollout(
+            max_steps,
+            tensordict,
+            policy=policy,
+            break_when_any_done=break_when_any_done,
+            episode_limit=episode_limit,
+            check=check,
+        )
+        if trajectory is not None and self._owns_sync_vector:
+            # The sub-envs were stepped directly: what the vector view holds as the envs'
+            # current observation is the last next one (no env was reset after it).
+            assert self._vector_steps is not None
+            last = trajectory.get(NEXT)[:, -1]
+            layout = self._obs_layout
+            self._vector_steps.resync(
+                layout.to_gym({key: to_numpy(last.get(key)) for key in layout.keys})
+            )
+        self._done_hint = None
+        return trajectory
 
 
 class GymEnv(GymWrapper):

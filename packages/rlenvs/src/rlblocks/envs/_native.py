@@ -30,7 +30,7 @@ class _TorchEnv(EnvBase):
     """Shared machinery: a state in the TensorDict, a torch generator, partial resets."""
 
     state_size: int
-    _done_flags_complete = True
+    step_returns_done_flags = True
 
     def __init__(self, batch_size: Any, device: Any, check_actions: bool) -> None:
         super().__init__(batch_size=batch_size, device=device, check_actions=check_actions)

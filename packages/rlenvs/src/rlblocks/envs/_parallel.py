@@ -18,7 +18,6 @@ import contextlib
 import os
 import pickle
 import signal
-import time
 import traceback
 import weakref
 from collections.abc import Mapping, Sequence
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from rlblocks.core import DONE, RESET
+from rlblocks.core import DONE, NEXT, RESET
 from rlblocks.core.fast_td import new_tensordict
+from rlblocks.core.utils import stop_processes
 from rlblocks.envs._batched import SKIP, BatchedEnvBase, EnvCreator, env_factories
 from rlblocks.envs._env_base import Policy
 from rlblocks.envs.errors import EnvClosedError, WorkerError
@@ -95,9 +95,8 @@ def _worker(
         try:
             if message == _STEP:
                 td = TensorDict({k: v.clone() for k, v in rows_in.items()}, batch_size=batch)
-                next_td = env._step(td.to(env.device) if env.device.type != "cpu" else td)
-                if not env._done_flags_complete:
-                    env._fill_done(next_td)
+                td = td.to(env.device) if env.device.type != "cpu" else td
+                next_td = env.step(td, check=False).get(NEXT)
                 write(rows_out, next_td)
                 current = next_td
                 done = next_td.get(DONE)
@@ -120,7 +119,7 @@ def _worker(
                     arg, auto_reset=False, break_when_any_done=False, tensordict=current
                 )
                 # The env may have ended an episode on the last step: restart it as a step would.
-                current = env._step_mdp(out[..., -1])
+                current = env.step_mdp(out[..., -1])
                 done = current.get(DONE)
                 if bool(done.any()):
                     reset(done.reshape(-1).cpu().numpy() if batch else None)
@@ -150,28 +149,20 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def _send_close(conn: Any) -> None:
+    conn.send_bytes(pickle.dumps(("close", None)))
+
+
 def _shutdown(processes: list[Any], conns: list[Any]) -> None:
     """Stop every worker within _JOIN_S + _TERMINATE_S + _KILL_S seconds; idempotent."""
-    for conn in conns:
-        with contextlib.suppress(OSError, ValueError):
-            conn.send_bytes(pickle.dumps(("close", None)))
-    deadline = time.monotonic() + _JOIN_S
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for stage, timeout in (("terminate", _TERMINATE_S), ("kill", _KILL_S)):
-        alive = [p for p in processes if p.is_alive()]
-        if not alive:
-            break
-        for process in alive:
-            getattr(process, stage)()
-        deadline = time.monotonic() + timeout
-        for process in alive:
-            process.join(max(0.0, deadline - time.monotonic()))
-    for conn in conns:
-        conn.close()
-    for process in processes:
-        if not process.is_alive() and hasattr(process, "close"):
-            process.close()
+    stop_processes(
+        processes,
+        conns,
+        send_close=_send_close,
+        grace_s=_JOIN_S,
+        terminate_s=_TERMINATE_S,
+        kill_s=_KILL_S,
+    )
 
 
 class ParallelEnv(BatchedEnvBase):
@@ -315,8 +306,7 @@ class ParallelEnv(BatchedEnvBase):
 
     def _output(self, shared: dict[Any, torch.Tensor]) -> TensorDictBase:
         data = {k: v.clone() for k, v in shared.items()}
-        td = TensorDict(data, batch_size=self.batch_size)
-        return td if self.device.type == "cpu" else td.to(self.device)
+        return TensorDict(data, batch_size=self.batch_size, device=self.device)
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
         self._check_open("reset")
@@ -346,8 +336,7 @@ class ParallelEnv(BatchedEnvBase):
                 current = self._current.get(key).cpu()
                 m = mask.reshape(*mask.shape[:-1], *([1] * (buffer.ndim - mask.ndim + 1)))
                 data[key] = torch.where(m, buffer, current)
-            out = TensorDict(data, batch_size=self.batch_size)
-            out = out if self.device.type == "cpu" else out.to(self.device)
+            out = TensorDict(data, batch_size=self.batch_size, device=self.device)
         self._current = out.copy()
         # The fast rollout starts from a full reset only: the workers' own view of a partial
         # one is not the parent's.
@@ -379,7 +368,7 @@ class ParallelEnv(BatchedEnvBase):
         if all(isinstance(k, str) for k in data) and self.device.type == "cpu":
             out = new_tensordict(data, self.batch_size, self.device)
         else:
-            out = TensorDict(data, batch_size=self.batch_size).to(self.device)
+            out = TensorDict(data, batch_size=self.batch_size, device=self.device)
         self._current = out.copy()
         self._last_reset = None
         return out
@@ -392,13 +381,15 @@ class ParallelEnv(BatchedEnvBase):
         """Process ids of the workers (for monitoring)."""
         return list(self._pids)
 
-    def _rollout_fast(
+    def fast_rollout(
         self,
         max_steps: int,
         tensordict: TensorDictBase,
-        break_when_any_done: bool,
-        episode_limit: int | None = None,
+        *,
         policy: Policy | None = None,
+        break_when_any_done: bool = True,
+        episode_limit: int | None = None,
+        check: bool = False,
     ) -> TensorDictBase | None:
         # Random actions and no early stop: the workers' envs are independent, so each
         # worker runs its own (fast) rollout and the parent only stacks the results.

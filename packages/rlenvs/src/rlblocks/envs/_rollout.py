@@ -1,10 +1,10 @@
 """The rollout loop: preallocated trajectory storage written in place, one TensorDict out.
 
-``EnvBase.rollout`` calls :func:`run_rollout`. When no check is asked for, an env may run
-a faster loop of its own (``EnvBase._rollout_fast``, e.g. the numpy loop of ``GymEnv``,
-with random actions or a ``TensorDictModule`` policy); otherwise the generic loop below
-steps through TensorDicts and copies each step's leaves into storage allocated once for
-``max_steps``.
+``EnvBase.rollout`` calls :func:`run_rollout`. An env with a fast path runs it
+(``EnvBase.fast_rollout``, e.g. numpy loops over a gymnasium env's steppers, with random
+actions or a ``TensorDictModule`` policy); otherwise the generic loop below steps through
+TensorDicts and copies each step's leaves into storage allocated once for ``max_steps``.
+Both use only the env's public API.
 """
 
 from __future__ import annotations
@@ -110,13 +110,14 @@ def run_rollout(
 ) -> TensorDictBase:
     """Implementation of :meth:`EnvBase.rollout` (see there for the arguments)."""
     check_rollout_args(env, max_steps, policy, auto_reset, tensordict)
-    env._check_open("rollout")
     td = env.reset(tensordict) if auto_reset else tensordict
     assert td is not None
-    if not check:
-        fast = env._rollout_fast(max_steps, td, break_when_any_done, policy=policy)
-        if fast is not None:
-            return fast
+    check = check and policy is not None  # random actions come from the spec
+    fast = env.fast_rollout(
+        max_steps, td, policy=policy, break_when_any_done=break_when_any_done, check=check
+    )
+    if fast is not None:
+        return fast
     storage: TrajectoryStorage | None = None
     steps = max_steps
     for t in range(max_steps):
@@ -126,13 +127,11 @@ def run_rollout(
             storage = TrajectoryStorage(td, max_steps)
         storage.write(t, td)
         if break_when_any_done:
-            done = fast_get(fast_get(td, NEXT), DONE)
-            hint = env._done_hint
-            if hint[1] if hint is not None and hint[0] is done else done.any():
+            if env.any_done(fast_get(fast_get(td, NEXT), DONE)):
                 steps = t + 1
                 break
-            td = env._step_mdp(td)
+            td = env.step_mdp(td)
         elif t + 1 < max_steps:
-            td = env._maybe_reset(env._step_mdp(td))
+            td = env.maybe_reset(env.step_mdp(td))
     assert storage is not None
     return storage.result(steps)

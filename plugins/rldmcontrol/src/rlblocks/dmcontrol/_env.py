@@ -13,11 +13,18 @@ from tensordict import TensorDict, TensorDictBase
 from rlblocks.core import ACTION, DONE, PIXELS, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import MissingDependencyError
 from rlblocks.core.specs import Bounded, Composite, Unbounded
+from rlblocks.core.utils import check_int
 from rlblocks.dmcontrol._rendering import MUJOCO_GL, choose_gl_backend, rendering_error
-from rlblocks.dmcontrol._specs import convert_spec, to_numpy, to_tensors
+from rlblocks.dmcontrol._specs import (
+    arrays_to_action,
+    convert_spec,
+    to_numpy,
+    to_tensors,
+    write_values,
+)
 from rlblocks.dmcontrol._tasks import check_task, import_suite
 from rlblocks.dmcontrol.errors import DMControlError
-from rlblocks.envs import EnvBase
+from rlblocks.envs import EnvBase, Stepper, repeat_action
 from rlblocks.envs.errors import UnsupportedEnvOperationError
 
 __all__ = ["DMControlWrapper", "DMControlEnv", "DISCOUNT"]
@@ -27,12 +34,6 @@ DISCOUNT = "discount"
 
 # numpy's RandomState, which dm_control tasks draw from, takes 32-bit seeds.
 _SEED_RANGE = 2**32
-
-
-def _positive_int(value: Any, name: str, who: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}")
-    return int(value)
 
 
 class DMControlWrapper(EnvBase):
@@ -77,7 +78,7 @@ class DMControlWrapper(EnvBase):
         torch.Size([10, 3])
     """
 
-    _done_flags_complete = True
+    step_returns_done_flags = True
 
     def __init__(
         self,
@@ -100,9 +101,9 @@ class DMControlWrapper(EnvBase):
                 f"{who} wraps a dm_env.Environment, got {type(env).__name__}; build one with "
                 f"dm_control.suite.load(domain, task), or use DMControlEnv(domain, task)"
             )
-        self.frame_skip = _positive_int(frame_skip, "frame_skip", who)
-        self.height = _positive_int(height, "height", who)
-        self.width = _positive_int(width, "width", who)
+        self.frame_skip = check_int(frame_skip, "frame_skip", who)
+        self.height = check_int(height, "height", who)
+        self.width = check_int(width, "width", who)
         if pixels_only and not from_pixels:
             raise ValueError(f"{who}: pixels_only=True needs from_pixels=True")
         super().__init__(device=device, batch_size=(), check_actions=check_actions)
@@ -147,6 +148,16 @@ class DMControlWrapper(EnvBase):
         self._reward_dtype = convert_spec(reward_spec, "reward", self.device).dtype
         self.reward_spec = Unbounded(shape=(1,), dtype=self._reward_dtype, device=self.device)
         self._discount_dtype = discount_dtype
+        self._skip_step = repeat_action(self._dm_step, self.frame_skip)
+        self._steppers = [
+            Stepper(
+                self._skip_step,
+                self._dm_reset,
+                frame_skip=self.frame_skip,
+                write_observation=self._write_observation,
+                convert_action=self._convert_action,
+            )
+        ]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -201,9 +212,8 @@ class DMControlWrapper(EnvBase):
             raise TypeError(
                 f"{type(self).__name__}.reset() takes no keyword arguments, got {sorted(kwargs)}"
             )
-        timestep = self._env.reset()
-        self._episode_over = False
-        return self._output(timestep.observation, 1.0, None, (False, False))
+        (observation, discount), _ = self._dm_reset()
+        return self._output(observation, discount, None, (False, False))
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self._episode_over:
@@ -214,20 +224,49 @@ class DMControlWrapper(EnvBase):
                 f"call reset() first (rollout and collectors do it for you)"
             )
         action = to_numpy(tensordict.get(ACTION), self._dm_action_spec)
-        reward = 0.0
-        for _ in range(self.frame_skip):
-            timestep = self._env.step(action)
-            reward += float(timestep.reward)
-            if timestep.last():
-                break
+        (observation, discount), reward, terminated, truncated, _ = self._skip_step(action)
+        return self._output(observation, discount, reward, (terminated, truncated))
+
+    # ------------------------------------------------------------------ dm_env in gym terms
+    # One implementation of a step (episode ends, frame skip) for step() and the fast path.
+    def _dm_reset(self) -> tuple[tuple[Any, float], None]:
+        timestep = self._env.reset()
+        self._episode_over = False
+        return (timestep.observation, 1.0), None
+
+    def _dm_step(self, action: Any) -> tuple[tuple[Any, float], float, bool, bool, None]:
+        timestep = self._env.step(action)
         discount = 1.0 if timestep.discount is None else float(timestep.discount)
         last = timestep.last()
         # dm_env: discount 0 at a LAST step means the task ended the episode; a LAST step
         # with a non-zero discount (dm_control's time limit gives 1) only cuts it short.
         terminated = last and discount == 0.0
-        truncated = last and not terminated
         self._episode_over = last
-        return self._output(timestep.observation, discount, reward, (terminated, truncated))
+        return (
+            (timestep.observation, discount),
+            float(timestep.reward),
+            terminated,
+            (last and not terminated),
+            None,
+        )
+
+    def _write_observation(
+        self, observation: tuple[Any, float], buffers: Mapping[Any, np.ndarray], index: Any
+    ) -> None:
+        values, discount = observation
+        if not self.pixels_only:
+            write_values(values, self._obs_spec, buffers, index)
+        buffers[DISCOUNT][index] = discount
+
+    def _convert_action(self, arrays: Mapping[Any, np.ndarray]) -> Any:
+        return arrays_to_action(arrays, self._dm_action_spec)
+
+    def steppers(self) -> list[Stepper] | None:
+        """One stepper of the wrapped env (none with pixels: the fast loops record no
+        frames), so ``rollout``, ``SerialEnv`` and the collectors step dm_env directly."""
+        if self.from_pixels:
+            return None
+        return self._steppers
 
     def _set_seed(self, seed: int | None) -> None:
         task = getattr(self._env, "task", None)

@@ -106,3 +106,40 @@ def to_numpy(value: Any, spec: Any) -> Any:
     if isinstance(spec, Mapping):
         return {key: to_numpy(value.get(key), sub) for key, sub in spec.items()}
     return value.detach().cpu().numpy().astype(spec.dtype, copy=False).reshape(spec.shape)
+
+
+def arrays_to_action(arrays: Mapping[Any, np.ndarray], spec: Any, key: tuple = ()) -> Any:
+    """What ``dm_env.Environment.step`` takes, from ``{action key: numpy array}``.
+
+    Args:
+        arrays: The action's leaves by rlblocks key (``"action"``, or ``("action", name)``
+            for a dict action spec).
+        spec: The dm_env action spec.
+        key: The key of ``spec`` (the recursion's position; callers leave it out).
+    """
+    if isinstance(spec, Mapping):
+        return {name: arrays_to_action(arrays, sub, (*key, name)) for name, sub in spec.items()}
+    full = ("action", *key)
+    value = arrays[full[0] if len(full) == 1 else full]
+    return np.asarray(value).astype(spec.dtype, copy=False).reshape(spec.shape)
+
+
+def write_values(
+    values: Any, spec: TensorSpec, buffers: Mapping[Any, np.ndarray], index: Any, key: tuple = ()
+) -> None:
+    """Write dm_env values (nested dicts of arrays) into ``buffers[key][index]``.
+
+    Args:
+        values: The observation (nested dicts of arrays or scalars).
+        spec: Its rlblocks spec (a Composite).
+        buffers: Numpy buffers by rlblocks key.
+        index: Where in each buffer (the row and time step).
+        key: The key of ``spec`` (the recursion's position; callers leave it out).
+    """
+    if isinstance(spec, Composite):
+        for name in spec.keys():
+            write_values(values[name], spec[name], buffers, index, (*key, name))
+        return
+    buffer = buffers[key[0] if len(key) == 1 else key]
+    target = buffer[index]
+    target[...] = np.reshape(values, target.shape)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from rlblocks.core import ACTION, DONE, OBSERVATION, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.specs import Bounded, Categorical, Composite, Unbounded
-from rlblocks.envs import EnvBase
+from rlblocks.envs import EnvBase, Stepper
 
 __all__ = ["ChainWalkEnv"]
 
@@ -34,7 +35,7 @@ class ChainWalkEnv(EnvBase):
     """
 
     # _step always returns done, terminated and truncated: EnvBase need not fill them in.
-    _done_flags_complete = True
+    step_returns_done_flags = True
 
     def __init__(
         self,
@@ -64,29 +65,37 @@ class ChainWalkEnv(EnvBase):
     def _observe(self) -> torch.Tensor:
         return torch.nn.functional.one_hot(self._position, self.length).to(torch.float32)
 
-    def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
+    # The dynamics, written once: _reset/_step (TensorDicts) and the stepper (numpy) use them.
+    def _restart(self, mask: torch.Tensor | None) -> None:
+        """Put the walkers in ``mask`` (all when ``None``) on random inner states."""
         start = torch.randint(
             1, self.length - 1, self.batch_size, generator=self._generator, device=self.device
         )
-        # A "_reset" mask [*batch, 1] restarts only some walkers; the others keep walking.
-        mask = tensordict.get(RESET, None) if tensordict is not None else None
         if mask is not None:
             start = torch.where(mask.reshape(self.batch_size), start, self._position)
         self._position = start
+
+    def _walk(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move every walker; returns its reward and whether its episode terminated."""
+        self._position = (self._position + action * 2 - 1).clamp(0, self.length - 1)
+        at_right = self._position == self.length - 1
+        return at_right.to(torch.float32), at_right | (self._position == 0)
+
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
+        # A "_reset" mask [*batch, 1] restarts only some walkers; the others keep walking.
+        self._restart(tensordict.get(RESET, None) if tensordict is not None else None)
         # The done flags are left out: EnvBase fills them with False after a reset.
         return TensorDict(
             {OBSERVATION: self._observe()}, batch_size=self.batch_size, device=self.device
         )
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        move = tensordict.get(ACTION) * 2 - 1
-        self._position = (self._position + move).clamp(0, self.length - 1)
-        at_right = self._position == self.length - 1
-        terminated = (at_right | (self._position == 0)).unsqueeze(-1)
+        reward, terminated = self._walk(tensordict.get(ACTION))
+        terminated = terminated.unsqueeze(-1)
         return TensorDict(
             {
                 OBSERVATION: self._observe(),
-                REWARD: at_right.to(torch.float32).unsqueeze(-1),
+                REWARD: reward.unsqueeze(-1),
                 TERMINATED: terminated,
                 TRUNCATED: torch.zeros_like(terminated),  # no time limit: add StepCounter
                 DONE: terminated.clone(),
@@ -94,6 +103,31 @@ class ChainWalkEnv(EnvBase):
             batch_size=self.batch_size,
             device=self.device,
         )
+
+    # The optional fast path of the backend protocol.
+    def steppers(self) -> list[Stepper] | None:
+        """One stepper for all walkers (a vector of ``N``, or a single walker).
+
+        ``rollout``, ``SerialEnv`` and the collectors then step the walk through numpy
+        arrays, with no TensorDict per step. Only on the CPU (numpy arrays are views of the
+        CPU tensors) and for batch sizes ``[]`` and ``[N]``.
+        """
+        if self.device.type != "cpu" or len(self.batch_size) > 1:
+            return None
+        num_envs = self.batch_size[0] if self.batch_size else None
+        return [Stepper(self._numpy_step, self._numpy_reset, num_envs=num_envs)]
+
+    def _numpy_step(self, action: np.ndarray) -> tuple[Any, Any, Any, Any, None]:
+        # gymnasium's (observation, reward, terminated, truncated, info); the observation
+        # and action are plain arrays of the env's one observation (action) key.
+        reward, terminated = self._walk(torch.as_tensor(action))
+        observation = self._observe().numpy()
+        return observation, reward.numpy(), terminated.numpy(), np.zeros_like(terminated), None
+
+    def _numpy_reset(self, mask: np.ndarray | None = None) -> tuple[np.ndarray, None]:
+        # The loops reset manually: a vector stepper gets the mask of the walkers to restart.
+        self._restart(None if mask is None else torch.from_numpy(mask))
+        return self._observe().numpy(), None
 
     def _set_seed(self, seed: int | None) -> None:
         if seed is None:

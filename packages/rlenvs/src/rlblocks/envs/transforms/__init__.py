@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from rlblocks.envs.transforms._action import ActionDiscretizer
-from rlblocks.envs.transforms._base import Compose, Transform, TransformedEnv
+from rlblocks.envs.transforms._base import Compose, Transform
 from rlblocks.envs.transforms._cast import DeviceCastTransform, DoubleToFloat, DTypeCastTransform
 from rlblocks.envs.transforms._env_ops import (
     FrameSkipTransform,
@@ -27,6 +27,7 @@ from rlblocks.envs.transforms._obs import (
     UnsqueezeTransform,
 )
 from rlblocks.envs.transforms._reward import RewardClipping, RewardScaling
+from rlblocks.envs.transforms._transformed_env import TransformedEnv
 
 __all__ = [
     "Transform",

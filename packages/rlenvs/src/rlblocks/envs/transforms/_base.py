@@ -51,7 +51,9 @@ from rlblocks.envs.errors import TransformError
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["Transform", "Compose", "TransformedEnv"]
+    from rlblocks.envs.transforms._transformed_env import TransformedEnv
+
+__all__ = ["Transform", "Compose"]
 
 
 def as_key_list(keys: NestedKey | Sequence[NestedKey] | None) -> list[NestedKey]:
@@ -318,19 +320,24 @@ class Transform(nn.Module):
         ``None`` while the transform is not attached to a ``TransformedEnv``.
         """
         container = self._container
-        if container is None:
-            return None
-        if isinstance(container, TransformedEnv):
-            return container.base_env
-        return container._parent_of(self)
+        return None if container is None else container._parent_of(self)
+
+    def _enclosing_env(self) -> Any:
+        """The ``TransformedEnv`` this transform sits in (through Compose levels), or None.
+
+        The env is the first container that is not a transform: this module does not
+        import the env class, which imports it.
+        """
+        node: Any = self._container
+        while isinstance(node, Transform):
+            node = node._container
+        return node
 
     def _invalidate_specs(self) -> None:
         """Tell the enclosing env to recompute its specs (call after a spec-changing edit)."""
-        node: Any = self._container
-        while node is not None and not isinstance(node, TransformedEnv):
-            node = node._container
-        if node is not None:
-            node.invalidate_specs()
+        env = self._enclosing_env()
+        if env is not None:
+            env.invalidate_specs()
 
     def clone(self) -> Self:
         """Return a detached deep copy (no container), e.g. to reuse in another env."""
@@ -422,7 +429,7 @@ class Compose(Transform):
         index = next(i for i, t in enumerate(self.transforms) if t is transform)
         if index == 0:
             return env
-        view = TransformedEnv._view(env, list(self.transforms[:index]))
+        view = self._enclosing_env()._view(env, list(self.transforms[:index]))
         self._parent_views[id(transform)] = view
         return view
 
@@ -509,7 +516,3 @@ class Compose(Transform):
 
     def extra_repr(self) -> str:
         return ""
-
-
-# TransformedEnv lives in its own module; it is re-exported here, next to its transforms.
-from rlblocks.envs.transforms._transformed_env import TransformedEnv  # noqa: E402

@@ -11,7 +11,7 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core.specs import Composite, TensorSpec
-from rlblocks.envs._env_base import as_env_device
+from rlblocks.core.utils import as_device
 from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform, as_key_list
 from rlblocks.envs.transforms._common import cast_spec, replay_specs
@@ -238,9 +238,9 @@ class DeviceCastTransform(Transform):
             )
         super().__init__()
         try:
-            self.device = as_env_device(device)
-            self.orig_device = None if orig_device is None else as_env_device(orig_device)
-        except (RuntimeError, TypeError) as err:
+            self.device = as_device(device)
+            self.orig_device = None if orig_device is None else as_device(orig_device)
+        except (RuntimeError, ValueError) as err:
             raise TransformError(
                 f"DeviceCastTransform: device and orig_device must be devices (e.g. 'cuda:0'), "
                 f"got {device!r} and {orig_device!r}"

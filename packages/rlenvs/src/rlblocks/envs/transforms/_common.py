@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 
 from rlblocks.core import NEXT, RESET
 from rlblocks.core.errors import SpecError
@@ -30,6 +30,7 @@ from rlblocks.core.specs import (
     TensorSpec,
     Unbounded,
 )
+from rlblocks.core.utils import check_int
 from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform
@@ -164,9 +165,23 @@ def strip_batch(spec: TensorSpec, batch_ndim: int) -> TensorSpec:
 # ---------------------------------------------------------------------- values
 def positive_int(value: Any, owner: str, name: str) -> int:
     """``value`` if it is a positive int (bools excluded), else a TransformError."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TransformError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
+    return check_int(value, name, owner, error=TransformError)
+
+
+def require_observations(transform: Transform, observation_spec: Composite) -> None:
+    """Raise unless every ``in_keys`` entry of ``transform`` is an observation of the env.
+
+    For transforms whose whole point is to edit those entries (normalization): a key that
+    is not there would silently do nothing.
+    """
+    present = set(observation_spec.keys(True, True))
+    missing = [k for k in transform.in_keys if unravel_key(k) not in present]
+    if missing:
+        raise TransformError(
+            f"{type(transform).__name__}: in_keys {missing} are not observations of the env "
+            f"it transforms (its observation keys: {sorted(map(str, present))}); pass "
+            f"in_keys=[...] naming the entries to normalize"
+        )
 
 
 def as_float_buffer(value: float | torch.Tensor, owner: str, name: str) -> torch.Tensor:

@@ -19,6 +19,7 @@ from rlblocks.envs.transforms._common import (
     make_lazy_buffers,
     monotone_spec,
     positive_int,
+    require_observations,
     reset_mask,
     where_reset,
 )
@@ -164,6 +165,10 @@ class ObservationNorm(Transform):
     def _inv_apply_transform_spec(self, spec: TensorSpec) -> TensorSpec:
         # The policy writes normalized values, which inv() maps into the env's spec.
         return self._apply_transform_spec(spec)
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        require_observations(self, observation_spec)
+        return super().transform_observation_spec(observation_spec)
 
     def init_stats(
         self,
@@ -409,6 +414,7 @@ class VecNorm(Transform):
         return self._process(next_tensordict, update=True)
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        require_observations(self, observation_spec)
         nb = len(observation_spec.shape)
         for i, (in_key, out_key) in enumerate(zip(self.in_keys, self.out_keys)):
             leaf = observation_spec.get(in_key, None)

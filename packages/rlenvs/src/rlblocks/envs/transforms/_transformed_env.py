@@ -93,6 +93,10 @@ class TransformedEnv(EnvBase):
         """The transforms applied, as one ``Compose``."""
         return self._transform
 
+    def _parent_of(self, transform: Transform) -> EnvBase:
+        """What a transform held directly by this env sees: the base env."""
+        return self._base_env
+
     @property
     def batch_locked(self) -> bool:  # type: ignore[override]
         return self._base_env.batch_locked
@@ -159,7 +163,8 @@ class TransformedEnv(EnvBase):
     # ------------------------------------------------------------------ env API
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDictBase:
         base_input = tensordict
-        if tensordict is not None and self._needs_inv:
+        # The specs first (cached): a transform that does not fit its env says so here.
+        if self._needs_inv and tensordict is not None:
             # As for a step: the base env reads its own keys, dtypes and device (a partial
             # reset keeps the state it reads back for the elements it does not reset).
             base_input = self._transform.inv(tensordict.copy())
@@ -172,13 +177,15 @@ class TransformedEnv(EnvBase):
         self._last_reset = None if partial else reset
         return reset
 
-    def _rollout_fast(
+    def fast_rollout(
         self,
         max_steps: int,
         tensordict: TensorDictBase,
-        break_when_any_done: bool,
-        episode_limit: int | None = None,
+        *,
         policy: Policy | None = None,
+        break_when_any_done: bool = True,
+        episode_limit: int | None = None,
+        check: bool = False,
     ) -> TensorDictBase | None:
         # Let the base env run its own fast loop, then apply the transforms once to the
         # whole trajectory. From a fresh reset any trajectory-capable transform works; from
@@ -197,8 +204,13 @@ class TransformedEnv(EnvBase):
         own = [*base.full_observation_spec.keys(True, True), *base.full_done_spec.keys(True, True)]
         start = (self._last_base_reset if fresh else tensordict).select(*own, strict=False)
         limits = [x for x in (transform._episode_limit(), episode_limit) if x is not None]
-        trajectory = base._rollout_fast(
-            max_steps, start, break_when_any_done, min(limits, default=None), policy=policy
+        trajectory = base.fast_rollout(
+            max_steps,
+            start,
+            policy=policy,
+            break_when_any_done=break_when_any_done,
+            episode_limit=min(limits, default=None),
+            check=check,
         )
         if trajectory is None:
             return None
@@ -221,13 +233,16 @@ class TransformedEnv(EnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         base_input = self._transform.inv(tensordict.copy()) if self._needs_inv else tensordict
         base = self._base_env
-        next_td = base._step(base_input)
-        if not base._done_flags_complete:
-            base._fill_done(next_td)
-        # The base env's hint stays valid while the transforms keep its done tensor.
-        self._done_hint = base._done_hint
+        next_td = base._step(base_input)  # the backend protocol's step: input untouched
+        if not base.step_returns_done_flags:
+            self._fill_done(next_td)
         self._last_reset = None  # the fast rollout starts from a fresh reset only
         return self._transform._step(tensordict, next_td)
+
+    def any_done(self, done: torch.Tensor) -> bool:
+        # The base env's answer holds while the transforms keep its done tensor (it
+        # compares the tensor's identity).
+        return self._base_env.any_done(done)
 
     @property
     def _needs_inv(self) -> bool:
