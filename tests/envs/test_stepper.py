@@ -319,3 +319,39 @@ def test_repeat_action_sums_rewards_and_stops_at_the_episode_end():
     assert step_until_4(9) == (9, 2.0, False, False, None)
     with pytest.raises(ValueError, match="frame_skip must be a positive int"):
         repeat_action(step, 0)
+
+
+class NoFastPath(CounterEnv):
+    def steppers(self):
+        return None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: CounterEnv(), lambda: VectorCounterEnv(2), lambda: NoFastPath()],
+    ids=["single-stepper", "vector-stepper", "tensordict-only"],
+)
+def test_parallel_env_workers_step_like_a_serial_env(make):
+    """Workers step through the steppers on shared memory (or through TensorDicts without
+    them); either way the transitions, automatic restarts and partial resets are those of
+    a SerialEnv of the same envs, also under a time limit that resets running episodes."""
+    from rlblocks.envs import ParallelEnv
+
+    envs = [
+        TransformedEnv(ParallelEnv(2, make), StepCounter(5)),
+        TransformedEnv(SerialEnv(2, make), StepCounter(5)),
+    ]
+    actions = envs[1].action_spec.rand((40,))
+    runs = []
+    try:
+        for env in envs:
+            env.set_seed(11)
+            td, out = env.reset(), []
+            for action in actions:
+                transition, td = env.step_and_maybe_reset(td.set("action", action))
+                out.append(transition)
+            runs.append(torch.stack(out, -1))
+    finally:
+        envs[0].close()
+    assert_same(*runs)
+    assert runs[0]["next", "terminated"].any() and runs[0]["next", "truncated"].any()

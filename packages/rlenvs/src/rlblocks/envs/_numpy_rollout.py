@@ -31,7 +31,7 @@ from rlblocks.envs.errors import EnvError
 if TYPE_CHECKING:
     from rlblocks.envs._env_base import EnvBase, Policy
 
-__all__ = ["stepper_rollout", "to_numpy", "policy_outputs", "numpy_dtype"]
+__all__ = ["stepper_rollout", "StepperRows", "to_numpy", "policy_outputs", "numpy_dtype"]
 
 FLAGS = (DONE, TERMINATED, TRUNCATED)
 
@@ -538,3 +538,91 @@ def stepper_rollout(
     else:
         steps = _vector_loop(steppers, source, buffers, break_when_any_done, episode_limit)
     return _finish(env, layout, start, source, buffers, steps, max_steps)
+
+
+# ---------------------------------------------------------------------- one step at a time
+class StepperRows:
+    """One lockstep step of an env's steppers into numpy row buffers (no TensorDict).
+
+    What a ``ParallelEnv`` worker runs per step: the parent writes the actions into shared
+    memory, the worker steps its simulators and writes their results back. Buffers hold
+    the env's rows first (its batch flattened): actions ``{key: [rows, *action]}``,
+    observations ``{key: [rows, *obs]}``, and ``reward``, ``terminated``, ``truncated``,
+    ``done`` of shape ``[rows]``.
+
+    Args:
+        env: The env that made ``steppers``.
+        steppers: Its steppers.
+        actions: Where the actions are read from.
+        out: Where each step's observations, reward and flags are written
+            (``{key: array}`` with the observation keys and ``"reward"``, ``"terminated"``,
+            ``"truncated"``, ``"done"``).
+
+    Raises:
+        EnvError: The steppers do not fit the env (see :meth:`EnvBase.steppers`).
+    """
+
+    def __init__(
+        self,
+        env: EnvBase,
+        steppers: Sequence[Stepper],
+        actions: Mapping[NestedKey, np.ndarray],
+        out: Mapping[NestedKey, np.ndarray],
+    ) -> None:
+        layout = _Layout(env, steppers)
+        self.usable = layout.standard
+        self._layout = layout
+        self._steppers = list(steppers)
+        self._actions = actions
+        self._out = {key: out[key] for key in layout.observation}
+        self._reward, self._done = out[REWARD], out[DONE]
+        self._terminated, self._truncated = out[TERMINATED], out[TRUNCATED]
+        self._plans = []
+        lo = 0
+        for stepper in steppers:
+            rows = lo if stepper.num_envs is None else slice(lo, lo + stepper.rows)
+            lo += stepper.rows
+            self._plans.append((stepper, rows))
+
+    def _action(self, stepper: Stepper, rows: Any) -> Any:
+        keys = self._layout.action_keys
+        if stepper.convert_action is None:
+            value = self._actions[keys[0]][rows]
+            # A copy: the simulator may keep it, and the shared buffer changes next step.
+            return value.copy() if isinstance(value, np.ndarray) else value
+        return stepper.convert_action({key: self._actions[key][rows].copy() for key in keys})
+
+    def step(self) -> np.ndarray:
+        """Step every simulator once; returns the rows whose episode ended."""
+        for stepper, rows in self._plans:
+            obs, reward, terminated, truncated, _ = stepper.step(self._action(stepper, rows))
+            _write(stepper, self._out, rows, obs)
+            self._reward[rows] = reward
+            self._terminated[rows] = terminated
+            self._truncated[rows] = truncated
+        np.logical_or(self._terminated, self._truncated, out=self._done)
+        return self._done
+
+    def reset(self, mask: np.ndarray, into: Mapping[NestedKey, np.ndarray]) -> None:
+        """Start new episodes in the rows of ``mask``; their first observations go to
+        ``into[key][row]`` (the other rows of ``into`` are left as they are)."""
+        for stepper, rows in self._plans:
+            if stepper.num_envs is None:
+                if mask[rows]:
+                    _write(stepper, into, rows, stepper.reset()[0])
+                continue
+            sub = mask[rows]
+            if sub.any():
+                obs = stepper.reset(sub)[0]
+                scratch = {key: np.empty_like(into[key][rows]) for key in self._out}
+                _write(stepper, scratch, slice(None), obs)
+                for key, values in scratch.items():
+                    into[key][rows][sub] = values[sub]
+
+
+def _write(stepper: Stepper, buffers: Mapping[NestedKey, np.ndarray], index: Any, obs: Any) -> None:
+    if stepper.write_observation is None:
+        (array,) = buffers.values()
+        array[index] = obs
+    else:
+        stepper.write_observation(obs, buffers, index)

@@ -1,10 +1,12 @@
 """``ParallelEnv``: sub-envs in worker processes, exchanging data through shared memory.
 
-Each step, the parent copies the actions into a shared-memory TensorDict and sends one
-byte to every worker; each worker steps its env, writes the results into its rows of the
-shared output TensorDict and answers one byte. A worker whose episode ended resets its env
-right away and leaves the new first observation in a shared reset buffer, so the partial
-reset that follows costs no round trip.
+Each step, the parent copies the actions into a shared-memory TensorDict and writes one
+byte to every worker's pipe; each worker steps its env (through the env's steppers when it
+has them: numpy views of the shared memory, no TensorDict), writes the results into its
+rows of the shared output and answers one byte. One raw byte each way is all a step costs
+in system calls; other commands follow a command byte as framed messages. A worker whose
+episode ended resets its env right away and leaves the new first observation in a shared
+reset buffer, so the partial reset that follows costs no round trip.
 
 Faults never hang the parent: a worker that raises sends its traceback, which the parent
 raises as :class:`WorkerError`; a worker that dies closes its pipe, which the parent notices
@@ -27,24 +29,43 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from rlblocks.core import DONE, NEXT, RESET
-from rlblocks.core.fast_td import new_tensordict
+from rlblocks.core import DONE, NEXT, RESET, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core.fast_td import fast_get, new_tensordict
 from rlblocks.core.utils import stop_processes
-from rlblocks.envs._batched import SKIP, BatchedEnvBase, EnvCreator, env_factories
+from rlblocks.envs._batched import BatchedEnvBase, EnvCreator, env_factories
 from rlblocks.envs._env_base import Policy
+from rlblocks.envs._numpy_rollout import StepperRows
 from rlblocks.envs.errors import EnvClosedError, WorkerError
 
 __all__ = ["ParallelEnv"]
 
-_OK = b"k"
-_ERROR = b"E"
+# One byte opens every message: a step, or a command / reply whose body follows framed.
 _STEP = b"s"
+_COMMAND = b"c"
+_OK = b"k"
+_PAYLOAD = b"p"
+_ERROR = b"E"
 # Total time ``close`` may take: a polite "close", then terminate, then kill.
 _JOIN_S, _TERMINATE_S, _KILL_S = 2.0, 1.0, 1.0
 
 
 def _flat(td: TensorDictBase) -> dict[Any, torch.Tensor]:
     return dict(td.items(include_nested=True, leaves_only=True))
+
+
+def _row_views(
+    rows: dict[Any, torch.Tensor], batch: torch.Size, flat_keys: set[Any]
+) -> dict[Any, np.ndarray]:
+    """Numpy views of a worker's rows in shared memory, with the env's batch flattened:
+    ``[rows, *leaf]``, or ``[rows]`` for the ``[*batch, 1]`` reward and flags."""
+    n = max(1, batch.numel())
+    out = {}
+    for key, tensor in rows.items():
+        leaf = tensor.shape[len(batch) :]
+        out[key] = (
+            tensor.numpy().reshape(n) if key in flat_keys else tensor.numpy().reshape(n, *leaf)
+        )
+    return out
 
 
 def _worker(
@@ -54,7 +75,14 @@ def _worker(
     shared: tuple[dict[Any, torch.Tensor], ...],
     torch_seed: int,
 ) -> None:
-    """Worker loop: create the env, then serve commands until "close" or a closed pipe."""
+    """Worker loop: create the env, then serve commands until "close" or a closed pipe.
+
+    An env with steppers (and no state entries) is stepped through them, on numpy views of
+    the shared memory: no TensorDict per step. Otherwise each step goes through
+    ``env.step``. Either way an episode that ends is restarted right away, its first
+    observation left in the shared reset buffer, so the parent's partial reset that follows
+    costs no round trip.
+    """
     torch.set_num_threads(1)
     # Forked workers inherit the parent's generator: give each its own random actions.
     torch.manual_seed(torch_seed)
@@ -62,80 +90,123 @@ def _worker(
     try:
         env = creator()
     except BaseException:
-        conn.send_bytes(_ERROR + traceback.format_exc().encode())
+        _reply(conn, _ERROR, traceback.format_exc().encode())
         return
     batch = env.batch_size
     rows_in = {k: t[index] for k, t in shared_in.items()}
     rows_out = {k: t[index] for k, t in shared_out.items()}
     rows_reset = {k: t[index] for k, t in shared_reset.items()}
     current: TensorDictBase | None = None
+    stepper_rows = None
+    steppers = env.steppers() if env.device.type == "cpu" and not env.state_keys else None
+    if steppers is not None:
+        flat = {REWARD, DONE, TERMINATED, TRUNCATED}
+        candidate = StepperRows(
+            env, steppers, _row_views(rows_in, batch, flat), _row_views(rows_out, batch, flat)
+        )
+        if candidate.usable:
+            stepper_rows = candidate
+            obs_keys = set(env.observation_keys)
+            reset_views = {
+                k: v for k, v in _row_views(rows_reset, batch, flat).items() if k in obs_keys
+            }
+
+    flat = all(isinstance(k, str) for k in (*rows_in, *rows_out))  # the fast accessors apply
+    on_cpu = env.device.type == "cpu"
 
     def write(rows: dict[Any, torch.Tensor], td: TensorDictBase) -> None:
         for key, row in rows.items():
-            row.copy_(td.get(key))
+            row.copy_(fast_get(td, key) if flat else td.get(key))
 
-    def reset(mask: np.ndarray | None) -> TensorDictBase:
+    def reset(mask: np.ndarray | None) -> None:
+        """Start new episodes (in the elements of ``mask``); results in the reset buffer."""
         nonlocal current
-        if mask is None or current is None:
-            out = env.reset()
+        if mask is not None and batch and stepper_rows is not None:
+            stepper_rows.reset(mask, reset_views)
+            current = None  # not kept in this mode; the parent holds the other rows
+            return
+        if mask is None or current is None or not batch:
+            out = env.reset()  # a whole reset: pending seeds apply
         else:
             sub = current.copy()
             sub.set(RESET, torch.as_tensor(mask, device=env.device).reshape(*batch, 1))
             out = env.reset(sub)
         write(rows_reset, out)
         current = out
-        return out
 
-    conn.send_bytes(_OK)
+    fd = conn.fileno()
+    os.write(fd, _OK)
     while True:
         try:
-            message = conn.recv_bytes()
+            kind = os.read(fd, 1)
+            message = conn.recv_bytes() if kind == _COMMAND else None
         except (EOFError, OSError):
             break  # the parent is gone
+        if not kind:
+            break  # the parent is gone
         try:
-            if message == _STEP:
-                td = TensorDict({k: v.clone() for k, v in rows_in.items()}, batch_size=batch)
-                td = td.to(env.device) if env.device.type != "cpu" else td
-                next_td = env.step(td, check=False).get(NEXT)
+            if kind == _STEP:
+                if stepper_rows is not None:
+                    done = stepper_rows.step()
+                    if done.any():
+                        reset(done.copy())
+                    os.write(fd, _OK)
+                    continue
+                inputs = {k: v.clone() for k, v in rows_in.items()}
+                if flat and on_cpu:
+                    td = new_tensordict(inputs, batch, env.device)
+                else:
+                    td = TensorDict(inputs, batch_size=batch).to(env.device)
+                next_td = fast_get(env.step(td, check=False), NEXT)
                 write(rows_out, next_td)
                 current = next_td
-                done = next_td.get(DONE)
-                if bool(done.any()):
-                    # Reset now: the parent's partial reset then needs no round trip.
+                done = fast_get(next_td, DONE)
+                if env.any_done(done):
                     reset(done.reshape(-1).cpu().numpy() if batch else None)
-                conn.send_bytes(_OK)
+                os.write(fd, _OK)
                 continue
             command, arg = pickle.loads(message)
             if command == "reset":
                 reset(arg)
-                conn.send_bytes(_OK)
+                os.write(fd, _OK)
             elif command == "seed":
                 if arg is not None:
                     torch.manual_seed(arg)
-                conn.send_bytes(_OK + pickle.dumps(env.set_seed(arg)))
+                _reply(conn, _PAYLOAD, pickle.dumps(env.set_seed(arg)))
             elif command == "rollout":
+                # The parent asks only right after a full reset: ``current`` is its output.
                 assert current is not None
                 out = env.rollout(
                     arg, auto_reset=False, break_when_any_done=False, tensordict=current
                 )
                 # The env may have ended an episode on the last step: restart it as a step would.
                 current = env.step_mdp(out[..., -1])
+                write(rows_reset, current)
                 done = current.get(DONE)
                 if bool(done.any()):
                     reset(done.reshape(-1).cpu().numpy() if batch else None)
-                else:
-                    write(rows_reset, current)
-                conn.send_bytes(_OK)
-                conn.send(out.to("cpu"))
+                _reply(conn, _PAYLOAD, pickle.dumps(out.to("cpu")))
             elif command == "close":
                 env.close()
-                conn.send_bytes(_OK)
+                os.write(fd, _OK)
                 break
             else:  # pragma: no cover - internal protocol
                 raise RuntimeError(f"unknown command {command!r}")
         except BaseException:
-            conn.send_bytes(_ERROR + traceback.format_exc().encode())
+            _reply(conn, _ERROR, traceback.format_exc().encode())
     conn.close()
+
+
+def _reply(conn: Any, kind: bytes, body: bytes) -> None:
+    """A reply byte, then its body as a framed message."""
+    os.write(conn.fileno(), kind)
+    conn.send_bytes(body)
+
+
+def _command(conn: Any, command: str, arg: Any) -> None:
+    """The command byte, then the pickled command as a framed message."""
+    os.write(conn.fileno(), _COMMAND)
+    conn.send_bytes(pickle.dumps((command, arg)))
 
 
 def _describe_exit(code: int | None) -> str:
@@ -150,7 +221,7 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _send_close(conn: Any) -> None:
-    conn.send_bytes(pickle.dumps(("close", None)))
+    _command(conn, "close", None)
 
 
 def _shutdown(processes: list[Any], conns: list[Any]) -> None:
@@ -204,6 +275,7 @@ class ParallelEnv(BatchedEnvBase):
         self._processes: list[Any] = []
         self._pids: list[int] = []
         self._conns: list[Any] = []
+        self._fds: list[int] = []  # the pipes' file descriptors, for the one-byte step messages
         # Sub-envs made by one factory share specs: build one to read them.
         metas = [creators[0].meta] * num_workers
         if any(
@@ -220,7 +292,11 @@ class ParallelEnv(BatchedEnvBase):
             self.full_observation_spec, self.full_reward_spec, self.full_done_spec
         )
         self._shared_reset = zeros(self.full_observation_spec, self.full_done_spec)
-        self._current: TensorDictBase | None = None
+        # The current root values of the keys a reset returns (merged by partial resets).
+        self._current: dict[Any, torch.Tensor] | None = None
+        self._flat_cpu_out = self.device.type == "cpu" and all(
+            isinstance(k, str) for k in self._shared_out
+        )
         self._start(creators, mp_start_method)
         self._closed = False
 
@@ -255,6 +331,7 @@ class ParallelEnv(BatchedEnvBase):
             self._processes.append(process)
             self._pids.append(process.pid)
             self._conns.append(parent_conn)
+            self._fds.append(parent_conn.fileno())
         self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns)
         self._wait(range(self.num_workers), "starting its env")
 
@@ -269,23 +346,27 @@ class ParallelEnv(BatchedEnvBase):
         )
 
     def _receive(self, index: int, what: str) -> bytes:
+        """Worker ``index``'s reply: ``b""`` for OK, the body of a reply with one."""
         conn = self._conns[index]
         try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):
+            kind = os.read(conn.fileno(), 1)
+            body = conn.recv_bytes() if kind in (_PAYLOAD, _ERROR) else b""
+        except (EOFError, OSError, ValueError):
+            kind = b""
+        if not kind:  # the worker's end of the pipe closed: it died
             process = self._processes[index]
             process.join(1.0)
             self._fail(index, what, _describe_exit(process.exitcode))
-        if message[:1] == _ERROR:
-            self._fail(index, what, "raised", message[1:].decode())
-        return message[1:]
+        if kind == _ERROR:
+            self._fail(index, what, "raised", body.decode())
+        return body
 
     def _wait(self, indices: Any, what: str) -> list[bytes]:
         return [self._receive(i, what) for i in indices]
 
     def _send(self, index: int, command: str, arg: Any = None) -> None:
         try:
-            self._conns[index].send_bytes(pickle.dumps((command, arg)))
+            _command(self._conns[index], command, arg)
         except (OSError, ValueError):
             self._receive(index, f"sending {command!r}")
 
@@ -312,66 +393,55 @@ class ParallelEnv(BatchedEnvBase):
         self._check_open("reset")
         if kwargs:
             raise TypeError(f"ParallelEnv.reset() takes no keyword arguments, got {kwargs}")
-        plan = self._reset_workers(tensordict if self._current is not None else None)
-        pending = self._pending_resets(tensordict) if self._current is not None else None
-        to_wait = []
-        for i, sub in enumerate(plan):
-            if sub is SKIP or (pending is not None and pending[i]):
-                continue  # not reset, or already reset by its worker after its last step
-            mask = None if sub is None else sub.get(RESET).reshape(-1).cpu().numpy()
-            self._send(i, "reset", mask)
-            to_wait.append(i)
-        self._wait(to_wait, "resetting")
-        if self._current is None:
+        mask = tensordict.get(RESET, None) if tensordict is not None else None
+        workers = self.num_workers
+        if mask is None or self._current is None:
+            for i in range(workers):
+                self._send(i, "reset", None)
+            self._wait(range(workers), "resetting")
             out = self._output(self._shared_reset)
         else:
-            # Keep the current values where nothing is reset, take the reset buffer elsewhere.
-            mask = torch.zeros((*self.batch_size, 1), dtype=torch.bool)
-            if tensordict is not None and tensordict.get(RESET, None) is not None:
-                mask = tensordict.get(RESET).reshape(*self.batch_size, 1).cpu()
-            else:
-                mask.fill_(True)
+            wanted = mask.reshape(workers, -1).cpu()
+            # Each worker restarted the episodes that ended at its last step (their done
+            # flags are still set here): only the other masked elements need a message.
+            restarted = self._current[DONE].reshape(workers, -1).cpu()
+            extra = wanted & ~restarted
+            todo = extra.any(1).nonzero().flatten().tolist()
+            for i in todo:
+                self._send(i, "reset", extra[i].numpy() if self.sub_batch_size else None)
+            self._wait(todo, "resetting")
+            # The reset buffer where masked, the current values elsewhere.
+            wanted = wanted.reshape(*self.batch_size, 1)
             data = {}
             for key, buffer in self._shared_reset.items():
-                current = self._current.get(key).cpu()
-                m = mask.reshape(*mask.shape[:-1], *([1] * (buffer.ndim - mask.ndim + 1)))
-                data[key] = torch.where(m, buffer, current)
+                current = self._current[key].cpu()
+                where = wanted.reshape(*self.batch_size, *([1] * (buffer.ndim - wanted.ndim + 1)))
+                data[key] = torch.where(where, buffer, current)
             out = TensorDict(data, batch_size=self.batch_size, device=self.device)
-        self._current = out.copy()
+        self._current = {key: out.get(key) for key in self._shared_reset}
         # The fast rollout starts from a full reset only: the workers' own view of a partial
         # one is not the parent's.
-        partial = tensordict is not None and tensordict.get(RESET, None) is not None
-        self._last_reset = None if partial else out
+        self._last_reset = None if mask is not None else out
         return out
 
-    def _pending_resets(self, tensordict: TensorDictBase | None) -> list[bool] | None:
-        """Workers whose masked elements were all reset by the worker after the last step."""
-        assert self._current is not None
-        mask = tensordict.get(RESET, None) if tensordict is not None else None
-        if mask is None:
-            return None
-        done = self._current.get(DONE).reshape(self.num_workers, -1).cpu()
-        wanted = mask.reshape(self.num_workers, -1).cpu()
-        return [bool((wanted[i] <= done[i]).all()) for i in range(self.num_workers)]
-
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        self._check_open("step")
+        # (EnvBase.step checked that the env is open.)
         for key, buffer in self._shared_in.items():
             value = tensordict.get(key, None)
             if value is not None:
                 buffer.copy_(value)
-        for conn in self._conns:
-            with contextlib.suppress(OSError, ValueError):  # reported by the receive below
-                conn.send_bytes(_STEP)
-        self._wait(range(self.num_workers), "stepping")
+        for fd in self._fds:
+            with contextlib.suppress(OSError):  # reported by the receive below
+                os.write(fd, _STEP)
+        for i in range(self.num_workers):
+            self._receive(i, "stepping")
         data = {k: v.clone() for k, v in self._shared_out.items()}
-        if all(isinstance(k, str) for k in data) and self.device.type == "cpu":
-            out = new_tensordict(data, self.batch_size, self.device)
-        else:
-            out = TensorDict(data, batch_size=self.batch_size, device=self.device)
-        self._current = out.copy()
+        # What the next partial reset merges with (the same tensors as the output's).
+        self._current = data
         self._last_reset = None
-        return out
+        if self._flat_cpu_out:
+            return new_tensordict(dict(data), self.batch_size, self.device)
+        return TensorDict(data, batch_size=self.batch_size, device=self.device)
 
     def _close(self) -> None:
         self._finalizer()
@@ -407,13 +477,8 @@ class ParallelEnv(BatchedEnvBase):
             self._send(i, "rollout", max_steps)
         parts = []
         for i in range(self.num_workers):
-            self._receive(i, "running a rollout")
-            try:
-                parts.append(self._conns[i].recv())
-            except (EOFError, OSError):
-                self._processes[i].join(1.0)
-                self._fail(i, "sending its rollout", _describe_exit(self._processes[i].exitcode))
+            parts.append(pickle.loads(self._receive(i, "running a rollout")))
         out = torch.stack(parts, 0)
-        self._current = self._output(self._shared_reset)
+        self._current = {k: v.clone() for k, v in self._shared_reset.items()}
         self._last_reset = None
         return out if self.device.type == "cpu" else out.to(self.device)
