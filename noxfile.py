@@ -199,13 +199,17 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-def _install_everything(session: nox.Session, *extra: str, kernel: bool = False) -> None:
+def _install_everything(
+    session: nox.Session, *extra: str, kernel: bool = False, dmcontrol: bool = False
+) -> None:
     """torch, then every package of the tree (with the gymnasium backend, and the compiled
-    kernel if asked), then ``extra``."""
+    kernel and the dm_control plugin if asked), then ``extra``."""
     _install_torch(session)
     folders = [(f, []) for f in PACKAGES.values()] + [(PACKAGES["envs"], ["gymnasium"])]
     if kernel:
         folders.append((PACKAGES["buffers"], ["kernel"]))
+    if dmcontrol:
+        folders.append((PLUGINS["rldmcontrol"], []))
     session.install(*_pip_args(_merged_closure(folders)), *EXAMPLE_REQUIREMENTS, *extra)
 
 
@@ -221,8 +225,11 @@ def bench(session: nox.Session) -> None:
     """Every benchmarks/*.py; their figures next to their targets in benchmarks/RESULTS.md.
 
     The compiled kernel is built too (the buffers benchmark compares it with the numpy
-    fallback), and Stable-Baselines3 and cpprb are the references measured in the same run.
+    fallback), the dm_control plugin (its benchmark compares it with bare dm_control), and
+    Stable-Baselines3 and cpprb are the references measured in the same run.
     ``nox -s bench -- envs.py buffers.py`` re-runs some scripts and keeps the other sections.
     """
-    _install_everything(session, "stable-baselines3>=2.3", "cpprb==11.0.0", kernel=True)
-    session.run("python", "benchmarks/run_all.py", *session.posargs)
+    _install_everything(
+        session, "stable-baselines3>=2.3", "cpprb==11.0.0", kernel=True, dmcontrol=True
+    )
+    session.run("python", "benchmarks/run_all.py", *session.posargs, env={"MUJOCO_GL": "disable"})

@@ -21,8 +21,8 @@ import time
 
 import gymnasium as gym
 import torch
+from _workloads import Actor, VectorEnvLoop
 from tensordict.nn import TensorDictModule
-from torch import nn
 
 from rlblocks.collectors import MultiSyncDataCollector, SyncDataCollector
 from rlblocks.envs import CartPoleEnv, GymEnv
@@ -33,45 +33,12 @@ MULTI_TARGET = 1.6
 SLOW_STEP_S = 150e-6
 
 
-class Actor(nn.Module):
-    """MLP(64, 64) over the CartPole observation; greedy action."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2)
-        )
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.mlp(observation).argmax(-1)
-
-
-def hand_loop(actor: Actor, steps: int, batches: int) -> float:
-    """Frames/s of a plain gymnasium SyncVectorEnv loop storing what a collector stores."""
-    venv = gym.make_vec("CartPole-v1", num_envs=NUM_ENVS, vectorization_mode="sync")
-    obs, _ = venv.reset(seed=0)
+def hand_rate(loop: VectorEnvLoop, batches: int) -> float:
+    """Frames/s of a hand-written gymnasium vector-env loop storing what a collector stores."""
     start = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(batches):
-            observations = torch.empty(steps, NUM_ENVS, 4)
-            next_observations = torch.empty(steps, NUM_ENVS, 4)
-            actions = torch.empty(steps, NUM_ENVS, dtype=torch.int64)
-            rewards = torch.empty(steps, NUM_ENVS)
-            terminated = torch.empty(steps, NUM_ENVS, dtype=torch.bool)
-            truncated = torch.empty(steps, NUM_ENVS, dtype=torch.bool)
-            for t in range(steps):
-                observation = torch.from_numpy(obs)
-                observations[t] = observation
-                action = actor(observation)
-                actions[t] = action
-                obs, reward, term, trunc, _ = venv.step(action.numpy())
-                next_observations[t] = torch.from_numpy(obs)
-                rewards[t] = torch.from_numpy(reward)
-                terminated[t] = torch.from_numpy(term)
-                truncated[t] = torch.from_numpy(trunc)
-    elapsed = time.perf_counter() - start
-    venv.close()
-    return batches * steps * NUM_ENVS / elapsed
+    for _ in range(batches):
+        loop()
+    return batches * loop.frames / (time.perf_counter() - start)
 
 
 def collector_rate(collector, batches: int) -> float:
@@ -92,13 +59,18 @@ def sync_vs_hand(repeat: int, batches: int) -> float:
         policy,
         frames_per_batch=steps * NUM_ENVS,
     )
+    venv = gym.make_vec("CartPole-v1", num_envs=NUM_ENVS, vectorization_mode="sync")
+    loop = VectorEnvLoop(actor, venv, steps)
     ratios = []
-    for _ in range(repeat):
-        reference = hand_loop(actor, steps, batches)
-        ours = collector_rate(collector, batches)
-        ratios.append(ours / reference)
-        print(f"  hand loop {reference:9.0f} frames/s   SyncDataCollector {ours:9.0f} frames/s")
-    collector.shutdown()
+    try:
+        for _ in range(repeat):
+            reference = hand_rate(loop, batches)
+            ours = collector_rate(collector, batches)
+            ratios.append(ours / reference)
+            print(f"  hand loop {reference:9.0f} frames/s   SyncDataCollector {ours:9.0f} frames/s")
+    finally:
+        collector.shutdown()
+        venv.close()
     return statistics.median(ratios)
 
 

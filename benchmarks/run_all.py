@@ -3,12 +3,12 @@
     python benchmarks/run_all.py                    # all of them
     python benchmarks/run_all.py learning.py envs.py   # re-run these, keep the others
 
-Each script runs in its own interpreter; its printed lines are captured as they are (they
-print each figure next to its target), with the machine and the versions on top. Every
-section records when it ran and the load average then, so sections re-run later sit next
-to the kept ones honestly. A script that fails (or reports a missed target through its
-exit status) is marked in RESULTS.md and makes the exit status non-zero, but the others
-still run.
+Each script runs in its own interpreter (``_*.py`` files are helpers they import, not
+scripts); its printed lines are captured as they are (they print each figure next to its
+target), with the machine and the versions on top. Every section records when it ran and
+the load average then, so sections re-run later sit next to the kept ones honestly. A
+script that fails (or reports a missed target through its exit status) is marked in
+RESULTS.md and makes the exit status non-zero, but the others still run.
 """
 
 from __future__ import annotations
@@ -28,12 +28,15 @@ DISTRIBUTIONS = [
     "numpy",
     "gymnasium",
     "stable-baselines3",
+    "dm-control",
+    "mujoco",
     "rlblocks-core",
     "rlblocks-envs",
     "rlblocks-buffers",
     "rlblocks-objectives",
     "rlblocks-collectors",
     "rlblocks-kernel",
+    "rlblocks-dmcontrol",
 ]
 
 
@@ -77,7 +80,10 @@ def kept_sections(path: Path, rerun: set[str]) -> dict[str, str]:
 
 
 def main() -> int:
-    all_names = sorted(p.name for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    # `_name.py` files are helpers the scripts import, not benchmarks.
+    all_names = sorted(
+        p.name for p in HERE.glob("*.py") if p.name != Path(__file__).name and p.name[0] != "_"
+    )
     names = sys.argv[1:] or all_names
     results = HERE / "RESULTS.md"
     sections = kept_sections(results, set(names)) if sys.argv[1:] else {}

@@ -18,7 +18,7 @@ from tensordict import TensorDictBase
 from rlblocks.core import NEXT, RESET
 from rlblocks.core.specs import Composite
 from rlblocks.core.utils import check_int
-from rlblocks.envs._env_base import EnvBase, Policy
+from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs._stepper import Stepper
 from rlblocks.envs.errors import EnvError
 
@@ -317,23 +317,11 @@ class SerialEnv(BatchedEnvBase):
         return out
 
     def fast_rollout(
-        self,
-        max_steps: int,
-        tensordict: TensorDictBase,
-        *,
-        policy: Policy | None = None,
-        break_when_any_done: bool = True,
-        episode_limit: int | None = None,
-        check: bool = False,
+        self, max_steps: int, tensordict: TensorDictBase, **kwargs: Any
     ) -> TensorDictBase | None:
-        trajectory = super().fast_rollout(
-            max_steps,
-            tensordict,
-            policy=policy,
-            break_when_any_done=break_when_any_done,
-            episode_limit=episode_limit,
-            check=check,
-        )
+        """:meth:`EnvBase.fast_rollout` over :meth:`steppers`, then this env's own view of
+        where its simulators are is brought up to date."""
+        trajectory = super().fast_rollout(max_steps, tensordict, **kwargs)
         if trajectory is not None:  # our view of the current root values, as _step keeps it
             last = trajectory.get(NEXT)[:, -1]
             self._current = last.select(*self._root_keys(), strict=False)

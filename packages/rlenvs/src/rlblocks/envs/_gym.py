@@ -22,7 +22,7 @@ from rlblocks.core.errors import missing_dependency
 from rlblocks.core.fast_td import fast_get, new_tensordict, top_items
 from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
 from rlblocks.core.utils import check_int
-from rlblocks.envs._env_base import EnvBase, Policy
+from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs._gym_spaces import SpaceLayout, numpy_dtype, torch_dtype
 from rlblocks.envs._gym_vector import GymVectorSteps
 from rlblocks.envs._numpy_rollout import to_numpy
@@ -446,23 +446,11 @@ class GymWrapper(EnvBase):
         return self._steppers
 
     def fast_rollout(
-        self,
-        max_steps: int,
-        tensordict: TensorDictBase,
-        *,
-        policy: Policy | None = None,
-        break_when_any_done: bool = True,
-        episode_limit: int | None = None,
-        check: bool = False,
+        self, max_steps: int, tensordict: TensorDictBase, **kwargs: Any
     ) -> TensorDictBase | None:
-        trajectory = super().fast_rollout(
-            max_steps,
-            tensordict,
-            policy=policy,
-            break_when_any_done=break_when_any_done,
-            episode_limit=episode_limit,
-            check=check,
-        )
+        """:meth:`EnvBase.fast_rollout` over :meth:`steppers`, then this env's own view of
+        where its simulators are is brought up to date."""
+        trajectory = super().fast_rollout(max_steps, tensordict, **kwargs)
         if trajectory is not None and self._owns_sync_vector:
             # The sub-envs were stepped directly: what the vector view holds as the envs'
             # current observation is the last next one (no env was reset after it).

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from rlblocks.buffers import EmptyBufferError, Sampler, Storage
+from rlblocks.core.utils import check_int
 
 __all__ = ["RecentSampler"]
 
@@ -36,8 +37,7 @@ class RecentSampler(Sampler):
     """
 
     def __init__(self, window: int = 1000, generator: torch.Generator | None = None) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"RecentSampler: window must be an int >= 1, got {window!r}")
+        window = check_int(window, "window", "RecentSampler")  # rlblocks' shared check
         self.window = window
         self._generator = generator
 
