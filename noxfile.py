@@ -2,8 +2,10 @@
 
     python3 -m nox -s tests standalone plugins ray interop lint    # what CI runs (README)
 
-PyTorch is installed first and pinned, because a bare ``torch`` requirement pulls a
-multi-GB CUDA build. The default is the CPU build ``torch==2.13.0``; override it with
+Sessions use uv (``pip install uv``) when it is installed, else venv and pip. PyTorch is
+installed first and pinned, because a bare ``torch`` requirement pulls a multi-GB CUDA
+build. The default is the CPU build ``torch==2.13.0`` (found in ``PIP_FIND_LINKS`` or
+``RLBLOCKS_FIND_LINKS`` folders where a machine keeps it); override it with
 ``RLBLOCKS_TORCH_SPEC`` (e.g. ``"torch==2.13.0"`` with
 ``RLBLOCKS_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu`` on a machine where PyPI would
 serve a CUDA wheel, or ``"torch>=2.4"`` to use whatever you have).
@@ -21,8 +23,13 @@ import nox
 ROOT = Path(__file__).parent
 TORCH_SPEC = os.environ.get("RLBLOCKS_TORCH_SPEC", "torch==2.13.0")
 TORCH_INDEX_URL = os.environ.get("RLBLOCKS_TORCH_INDEX_URL", "")
+# Folders of local wheels (e.g. a CPU build of torch) that pip finds through PIP_FIND_LINKS;
+# uv reads no pip setting, so they are passed to it explicitly.
+FIND_LINKS = os.environ.get("RLBLOCKS_FIND_LINKS", os.environ.get("PIP_FIND_LINKS", "")).split()
 
-nox.options.default_venv_backend = "venv"
+# uv creates venvs and installs (torch included, hard-linked from its cache) in seconds where
+# venv + pip take minutes per session; nox falls back to venv where uv is not installed.
+nox.options.default_venv_backend = "uv|venv"
 nox.options.sessions = ["tests", "standalone", "plugins", "ray", "interop", "lint"]
 nox.options.error_on_missing_interpreters = True
 
@@ -105,6 +112,9 @@ def _install_torch(session: nox.Session) -> None:
     args = [TORCH_SPEC]
     if TORCH_INDEX_URL:
         args += ["--index-url", TORCH_INDEX_URL]
+    if session.venv_backend == "uv":
+        for folder in FIND_LINKS:
+            args += ["--find-links", folder]
     session.install(*args)
 
 
