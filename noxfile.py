@@ -119,8 +119,11 @@ def _install_torch(session: nox.Session) -> None:
 
 
 def _pytest(session: nox.Session, *paths: str, own_session_tests: bool = False) -> None:
+    # One pytest-xdist worker per core, except for the tests that start a service of their
+    # own (a Ray instance per worker would only compete for the cores).
     ignored = [] if own_session_tests else [f"--ignore={p}" for p in OWN_SESSION_TESTS]
-    session.run("python", "-m", "pytest", *paths, *ignored, *session.posargs)
+    workers = [] if own_session_tests else ["-n", "auto"]
+    session.run("python", "-m", "pytest", *workers, *paths, *ignored, *session.posargs)
 
 
 def _merged_closure(folders: list[tuple[str, list[str]]]) -> dict[str, set[str]]:
