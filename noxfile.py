@@ -1,6 +1,6 @@
 """Development sessions for the rlblocks monorepo.
 
-    python3 -m nox -s tests standalone plugins ray interop lint    # what CI runs (README)
+    python3 -m nox -s tests standalone plugins ray interop faults lint    # what CI runs
 
 Sessions use uv (``pip install uv``) when it is installed, else venv and pip. PyTorch is
 installed first and pinned, because a bare ``torch`` requirement pulls a multi-GB CUDA
@@ -30,7 +30,7 @@ FIND_LINKS = os.environ.get("RLBLOCKS_FIND_LINKS", os.environ.get("PIP_FIND_LINK
 # uv creates venvs and installs (torch included, hard-linked from its cache) in seconds where
 # venv + pip take minutes per session; nox falls back to venv where uv is not installed.
 nox.options.default_venv_backend = "uv|venv"
-nox.options.sessions = ["tests", "standalone", "plugins", "ray", "interop", "lint"]
+nox.options.sessions = ["tests", "standalone", "plugins", "ray", "interop", "faults", "lint"]
 nox.options.error_on_missing_interpreters = True
 
 # The distributions of the tree: name -> folder. Plugins are picked up from plugins/*.
@@ -42,11 +42,15 @@ PACKAGES = {
     "collectors": "packages/rlcollectors",
 }
 # Test-only plugin distributions: the real entry-point path needs them installed.
-TEST_FIXTURE_PLUGINS = ["tests/fixtures/plugins/good", "tests/fixtures/plugins/broken"]
+TEST_FIXTURE_PLUGINS = [
+    "tests/fixtures/plugins/good",
+    "tests/fixtures/plugins/broken",
+    "tests/fixtures/plugins/exits",
+]
 # Plugins whose tests need a heavy simulator or service run in their own session instead.
 OWN_SESSION_PLUGINS: set[str] = set()
 # Test folders that need a service of their own (a local Ray instance) run in their own session.
-OWN_SESSION_TESTS = ["tests/collectors/ray", "tests/envs/interop"]
+OWN_SESSION_TESTS = ["tests/collectors/ray", "tests/envs/interop", "tests/faults"]
 
 
 def _pyproject(folder: str) -> dict:
@@ -202,6 +206,18 @@ def interop(session: nox.Session) -> None:
         *_pip_args(_local_closure(PACKAGES["envs"], ["test"])), "stable-baselines3>=2.3"
     )
     _pytest(session, "tests/envs/interop", own_session_tests=True)
+
+
+@nox.session(python="3.11")
+def faults(session: nox.Session) -> None:
+    """The fault-injection suite: killed, hung and interrupted processes, corrupt and
+    truncated checkpoints, a full disk, writes that cannot complete. Serial: its scenarios
+    time how long processes take to notice each other."""
+    _install_torch(session)
+    folders = [(f, ["test"]) for f in PACKAGES.values()]
+    folders += [(f, []) for f in _plugin_folders() if Path(f).name not in OWN_SESSION_PLUGINS]
+    session.install(*_pip_args(_merged_closure(folders)))
+    _pytest(session, "tests/faults", own_session_tests=True)
 
 
 @nox.session(python="3.11")

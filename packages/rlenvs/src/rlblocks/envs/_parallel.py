@@ -20,6 +20,8 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
+import struct
 import traceback
 import weakref
 from collections.abc import Mapping, Sequence
@@ -74,6 +76,7 @@ def _worker(
     conn: Any,
     shared: tuple[dict[Any, torch.Tensor], ...],
     torch_seed: int,
+    inherited_fds: tuple[int, ...] = (),
 ) -> None:
     """Worker loop: create the env, then serve commands until "close" or a closed pipe.
 
@@ -83,6 +86,12 @@ def _worker(
     observation left in the shared reset buffer, so the parent's partial reset that follows
     costs no round trip.
     """
+    # A forked worker holds copies of the parent's ends of the pipes: while it does, the
+    # parent's death would not close them and the worker would wait forever. Without them,
+    # the death reads as end-of-file below and the worker leaves.
+    for fd in inherited_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     torch.set_num_threads(1)
     # Forked workers inherit the parent's generator: give each its own random actions.
     torch.manual_seed(torch_seed)
@@ -220,6 +229,32 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+#: Default of ``ParallelEnv(timeout=)``: generous (an env's creation may load a simulator),
+#: but finite, so a stuck worker surfaces as an error instead of a hang.
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(
+            f"ParallelEnv: timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _set_receive_timeout(conn: Any, timeout: float | None) -> None:
+    """Make reads of ``conn`` fail after ``timeout`` s of silence (the pipe is a socket
+    pair): no extra system call per message, unlike a ``select`` before each read."""
+    if timeout is None:
+        return
+    seconds = int(timeout)
+    micro = int((timeout - seconds) * 1e6)
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:  # the dup shares the socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micro))
+
+
 def _send_close(conn: Any) -> None:
     _command(conn, "close", None)
 
@@ -248,10 +283,18 @@ class ParallelEnv(BatchedEnvBase):
             ``"fork"`` where available (fast to start, accepts lambdas), else ``"spawn"``.
         device: Device of the batched env's tensors (default: the sub-envs').
         check_actions: Validate actions in ``step``.
+        timeout: Seconds to wait for any worker's answer (to a step, a reset, a whole
+            worker rollout, its env's creation) before giving up on it; ``None`` waits
+            forever.
 
     Raises:
-        WorkerError: A worker failed to create its env, raised or died (now or later);
-            the message holds the worker's traceback or exit status.
+        WorkerError: A worker failed to create its env, raised, died or stayed silent
+            for ``timeout`` seconds (now or later); the message holds the worker's
+            traceback or exit status. All workers are then shut down.
+
+    Workers exit when the parent process dies, even if it is killed. A call interrupted in
+    the parent (``KeyboardInterrupt``) leaves the env usable: the next call first collects
+    the interrupted answers, so it never returns an earlier step's results.
 
     Example:
         >>> env = ParallelEnv(2, lambda: GymEnv("CartPole-v1", num_envs=4))
@@ -270,8 +313,13 @@ class ParallelEnv(BatchedEnvBase):
         mp_start_method: str | None = None,
         device: Any = None,
         check_actions: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         creators = env_factories(num_workers, create_env_fn, create_env_kwargs, "ParallelEnv")
+        self.timeout = _check_timeout(timeout)
+        # Workers whose reply to the last message is not read yet: a step interrupted in
+        # the parent (Ctrl-C in a notebook) leaves them, and the next call reads them first.
+        self._unread: set[int] = set()
         self._processes: list[Any] = []
         self._pids: list[int] = []
         self._conns: list[Any] = []
@@ -318,11 +366,15 @@ class ParallelEnv(BatchedEnvBase):
         ctx = mp.get_context(method)
         shared = (self._shared_in, self._shared_out, self._shared_reset)
         torch_seeds = torch.randint(0, 2**62, (len(creators),)).tolist()
+        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns)
         for i, creator in enumerate(creators):
             parent_conn, child_conn = ctx.Pipe()
+            _set_receive_timeout(parent_conn, self.timeout)
+            # With fork the child inherits every parent end made so far, its own included.
+            inherited = (*self._fds, parent_conn.fileno()) if method == "fork" else ()
             process = ctx.Process(
                 target=_worker,
-                args=(i, creator, child_conn, shared, torch_seeds[i]),
+                args=(i, creator, child_conn, shared, torch_seeds[i], inherited),
                 daemon=True,
                 name=f"rlblocks-ParallelEnv-worker-{i}",
             )
@@ -332,7 +384,7 @@ class ParallelEnv(BatchedEnvBase):
             self._pids.append(process.pid)
             self._conns.append(parent_conn)
             self._fds.append(parent_conn.fileno())
-        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._conns)
+            self._unread.add(i)  # its "ready"
         self._wait(range(self.num_workers), "starting its env")
 
     # ------------------------------------------------------------------ protocol
@@ -349,17 +401,36 @@ class ParallelEnv(BatchedEnvBase):
         """Worker ``index``'s reply: ``b""`` for OK, the body of a reply with one."""
         conn = self._conns[index]
         try:
-            kind = os.read(conn.fileno(), 1)
-            body = conn.recv_bytes() if kind in (_PAYLOAD, _ERROR) else b""
+            kind = os.read(self._fds[index], 1)
+        except BlockingIOError:  # the receive timeout of the pipe ran out
+            self._fail(index, what, f"sent nothing for {self.timeout:g} s (is it stuck?)")
         except (EOFError, OSError, ValueError):
             kind = b""
+        if kind in (_PAYLOAD, _ERROR):
+            try:
+                body = conn.recv_bytes()
+            except BaseException:
+                # Half a message read (an interrupt, a worker dying mid-reply): the pipe
+                # can no longer be trusted.
+                self._closed = True
+                self._finalizer()
+                raise
+        else:
+            body = b""
         if not kind:  # the worker's end of the pipe closed: it died
             process = self._processes[index]
             process.join(1.0)
             self._fail(index, what, _describe_exit(process.exitcode))
+        self._unread.discard(index)
         if kind == _ERROR:
             self._fail(index, what, "raised", body.decode())
         return body
+
+    def _read_unread(self) -> None:
+        """Collect the answers a call interrupted in the parent left unread (every call
+        that talks to the workers starts with this)."""
+        for index in sorted(self._unread):
+            self._receive(index, "finishing a call that was interrupted")
 
     def _wait(self, indices: Any, what: str) -> list[bytes]:
         return [self._receive(i, what) for i in indices]
@@ -367,6 +438,7 @@ class ParallelEnv(BatchedEnvBase):
     def _send(self, index: int, command: str, arg: Any = None) -> None:
         try:
             _command(self._conns[index], command, arg)
+            self._unread.add(index)
         except (OSError, ValueError):
             self._receive(index, f"sending {command!r}")
 
@@ -379,6 +451,8 @@ class ParallelEnv(BatchedEnvBase):
 
     # ------------------------------------------------------------------ EnvBase API
     def _set_seed(self, seed: int | None) -> None:
+        if self._unread:
+            self._read_unread()
         seeds = self._worker_seeds(seed)
         for i, sub_seed in enumerate(seeds):
             self._send(i, "seed", sub_seed)
@@ -393,6 +467,8 @@ class ParallelEnv(BatchedEnvBase):
         self._check_open("reset")
         if kwargs:
             raise TypeError(f"ParallelEnv.reset() takes no keyword arguments, got {kwargs}")
+        if self._unread:
+            self._read_unread()
         mask = tensordict.get(RESET, None) if tensordict is not None else None
         workers = self.num_workers
         if mask is None or self._current is None:
@@ -430,9 +506,13 @@ class ParallelEnv(BatchedEnvBase):
             value = tensordict.get(key, None)
             if value is not None:
                 buffer.copy_(value)
-        for fd in self._fds:
+        if self._unread:
+            self._read_unread()
+        unread = self._unread
+        for index, fd in enumerate(self._fds):
             with contextlib.suppress(OSError):  # reported by the receive below
                 os.write(fd, _STEP)
+                unread.add(index)
         for i in range(self.num_workers):
             self._receive(i, "stepping")
         data = {k: v.clone() for k, v in self._shared_out.items()}
@@ -473,6 +553,8 @@ class ParallelEnv(BatchedEnvBase):
         ):
             return None
         self._check_open("rollout")
+        if self._unread:
+            self._read_unread()
         for i in range(self.num_workers):
             self._send(i, "rollout", max_steps)
         parts = []
