@@ -2,7 +2,9 @@
 
 The distributions under tests/fixtures/plugins must be installed (the nox sessions do):
 ``rlblocks-testplugin-good`` registers one component of every kind, and
-``rlblocks-testplugin-broken`` has one plugin that fails to import and one whose hook raises.
+``rlblocks-testplugin-broken`` has one plugin that fails to import and one whose hook raises,
+and ``rlblocks-testplugin-exits`` one that calls ``sys.exit(3)`` at import and one whose hook
+calls ``sys.exit("...")``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rlblocks.core import (
 
 GOOD = "rlblocks-testplugin-good"
 BROKEN = "rlblocks-testplugin-broken"
+EXITS = "rlblocks-testplugin-exits"
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +46,7 @@ def fresh_registry():
 
 def test_fixture_plugins_are_installed():
     # Without them this module would test nothing real: fail, don't skip.
-    for dist in (GOOD, BROKEN):
+    for dist in (GOOD, BROKEN, EXITS):
         assert importlib.metadata.version(dist) == "0.0.1", f"{dist} must be installed"
 
 
@@ -73,14 +76,21 @@ def test_make_functions_build_the_registered_components():
     assert rc.make_logger("toy_logger", exp_name="x").kwargs == {"exp_name": "x"}
 
 
-def test_broken_plugins_warn_once_each_and_the_rest_keeps_working():
+def reload_warnings(lookup, *plugins: str) -> tuple[list[list[str]], object]:
+    """Reload the plugins, run ``lookup()``; the warnings naming each of ``plugins``, and
+    what ``lookup`` returned."""
     with pytest.warns(PluginLoadWarning) as record:
         rc.load_plugins(reload=True)
-        losses = rc.list_losses()
+        result = lookup()
     messages = [str(w.message) for w in record]
-    import_failure = [m for m in messages if "testplugin_broken_import" in m]
-    hook_failure = [m for m in messages if "testplugin_broken_hook" in m]
-    assert len(import_failure) == 1 and len(hook_failure) == 1, messages
+    return [[m for m in messages if plugin in m] for plugin in plugins], result
+
+
+def test_broken_plugins_warn_once_each_and_the_rest_keeps_working():
+    (import_failure, hook_failure), losses = reload_warnings(
+        rc.list_losses, "testplugin_broken_import", "testplugin_broken_hook"
+    )
+    assert len(import_failure) == 1 and len(hook_failure) == 1
     assert BROKEN in import_failure[0]
     assert "rlblocks_dependency_that_is_not_installed" in import_failure[0]
     assert "deliberately broken hook" in hook_failure[0]
@@ -96,6 +106,37 @@ def test_broken_plugins_warn_once_each_and_the_rest_keeps_working():
     failures = {f.plugin: f for f in rc.plugin_failures()}
     assert {"testplugin_broken_import", "testplugin_broken_hook"} <= set(failures)
     assert failures["testplugin_broken_import"].distribution == BROKEN
+
+
+def test_plugins_calling_sys_exit_are_reported_and_the_interpreter_survives():
+    """Issue 20, item 15: a plugin's sys.exit() used to end the whole interpreter."""
+    (at_import, in_hook), samplers = reload_warnings(
+        rc.list_samplers, "testplugin_exits_import", "testplugin_exits_hook"
+    )
+    assert len(at_import) == 1 and len(in_hook) == 1
+    assert EXITS in at_import[0] and EXITS in in_hook[0]
+    expected = "'rlblocks_testplugin_exits.exits_at_import' called sys.exit(3) (exit code 3)"
+    assert expected in at_import[0]
+    assert "rlblocks_samplers() called sys.exit('deliberate exit from a hook')" in in_hook[0]
+    # Every other plugin still works, the good one's sampler included.
+    assert "toy_sampler" in samplers
+    assert rc.make_sampler("toy_sampler", alpha=0.6).kwargs == {"alpha": 0.6}
+    assert "toy_loss" in rc.list_losses()
+    failures = {f.plugin: f for f in rc.plugin_failures()}
+    assert failures["testplugin_exits_import"].distribution == EXITS
+    # Reported once: later lookups are silent.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginLoadWarning)
+        rc.list_samplers()
+
+
+def test_a_plugin_calling_sys_exit_does_not_end_a_fresh_process():
+    code = "import rlblocks.core as rc; rc.list_losses(); print('still running')"
+    env = {k: v for k, v in os.environ.items() if k != "RLBLOCKS_DISABLE_PLUGIN_AUTOLOAD"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert (result.returncode, result.stdout) == (0, "still running\n"), result.stderr
 
 
 def test_two_plugins_claiming_one_name_raise_naming_both_distributions():

@@ -158,6 +158,9 @@ class _Registry:
             except Exception as exc:  # a broken plugin must not break the others
                 self._fail(source, f"cannot import {ep.value!r}: {type(exc).__name__}: {exc}")
                 continue
+            except SystemExit as exc:
+                self._fail(source, f"importing {ep.value!r} {_describe_exit(exc)}")
+                continue
             self._register(pm, plugin, source)
         return pm
 
@@ -226,6 +229,9 @@ class _Registry:
                 except Exception as exc:
                     self._fail(source, f"{hook_name}() raised {type(exc).__name__}: {exc}")
                     continue
+                except SystemExit as exc:
+                    self._fail(source, f"{hook_name}() {_describe_exit(exc)}")
+                    continue
                 for name, obj in result.items():
                     if name in found:
                         first = found[name]
@@ -257,6 +263,22 @@ class _Registry:
             f"unknown {kind.replace('_', ' ')} {name!r}. {hint}Installed {plural}: "
             f"{', '.join(sorted(found))}. Run `rlblocks plugins` to see where each comes from."
         )
+
+
+def _describe_exit(exc: SystemExit) -> str:
+    """What a plugin's ``sys.exit()`` is reported as: the exit code it asked for.
+
+    A plugin's ``SystemExit`` is a plugin failure like any exception: one plugin must not end
+    the interpreter of every program that looks up a component. ``KeyboardInterrupt`` is not
+    caught: it is the user asking the whole program to stop, not a fault of the plugin.
+    """
+    code = exc.code
+    if code is None:
+        return "called sys.exit() (exit code 0)"
+    if isinstance(code, int):
+        return f"called sys.exit({code}) (exit code {code})"
+    # sys.exit("message") prints the message and exits with code 1.
+    return f"called sys.exit({code!r}) (exit code 1)"
 
 
 _REGISTRY = _Registry()
