@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
@@ -179,6 +180,65 @@ def test_set_seed_returns_the_next_seed(counting_env_cls):
     assert env.set_seed(10) == 13
     assert env.set_seed(None) is None
     assert env.seeds == [10, None]
+
+
+@pytest.mark.parametrize("bad", ["abc", -1, 1.5, True, [3]])
+def test_set_seed_rejects_a_bad_seed_before_the_backend_sees_it(counting_env_cls, bad):
+    """Issue 20, item 13: a bad seed is refused in EnvBase, so no backend stores it."""
+    env = counting_env_cls()
+    with pytest.raises(ValueError, match=r"CountingEnv.set_seed\(\): seed must be an int >= 0"):
+        env.set_seed(bad)
+    assert env.seeds == []  # the backend never saw it
+    env.reset()  # and the env still works
+
+
+def test_set_seed_accepts_numpy_ints_as_python_ints(counting_env_cls):
+    env = counting_env_cls(batch_size=[2])
+    assert env.set_seed(np.int64(4)) == 6
+    assert env.seeds == [4] and type(env.seeds[0]) is int
+
+
+def test_reset_with_a_seed_seeds_then_resets(counting_env_cls):
+    """Issue 20, item 14: reset(seed=s) is set_seed(s) then the reset, for every env."""
+    env = counting_env_cls(batch_size=[2])
+    env.rand_step(env.reset())
+    td = env.reset(seed=5)
+    assert env.seeds == [5]
+    assert td["observation"].eq(0).all()
+    env.reset()  # no seed: nothing seeded
+    assert env.seeds == [5]
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        env.reset(seed="abc")
+    assert env.seeds == [5]
+
+
+def test_an_action_on_another_device_names_the_key_and_both_devices(counting_env_cls):
+    """Issue 20, item 12 (the "meta" device stands for another device on a CPU machine)."""
+
+    class ReadsTheAction(counting_env_cls):
+        def _step(self, tensordict):
+            float(tensordict["action"].sum())  # as a backend handing it to a simulator
+            return super()._step(tensordict)
+
+    env = ReadsTheAction(batch_size=[2])
+    td = TensorDict(dict(env.reset().items()), batch_size=[2])  # no device: keeps the action's
+    td["action"] = torch.zeros(2, 1, device="meta")
+    for check in (True, False):  # unchecked, the backend's own failure is translated
+        with pytest.raises(InvalidActionError) as info:
+            env.step(td, check=check)
+        message = str(info.value)
+        assert "action 'action'" in message and "Bounded" in message
+        assert "the spec is on device cpu, the action on device meta" in message
+        assert "td.to('cpu')" in message
+
+
+def test_a_backend_error_that_is_not_about_devices_is_left_alone(counting_env_cls):
+    env = counting_env_cls()
+    td = env.reset()
+    td["action"] = torch.zeros(1)
+    env._step = lambda td: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        env.step(td)
 
 
 def test_close_is_idempotent_and_blocks_use(counting_env_cls):

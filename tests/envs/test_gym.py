@@ -103,6 +103,51 @@ def test_seeding_is_reproducible():
     assert not torch.equal(first, env.reset()["observation"])
 
 
+def test_a_bad_seed_is_refused_and_the_env_keeps_working():
+    """Issue 20, item 13: set_seed("abc") used to be stored and re-raised by every reset."""
+    env = GymEnv("CartPole-v1")
+    env.reset()
+    with pytest.raises(ValueError, match=r"GymEnv.set_seed\(\): seed must be an int >= 0.*'abc'"):
+        env.set_seed("abc")
+    env.reset()
+    env.rand_step(env.reset())
+    env.set_seed(np.int64(3))  # numpy ints are ints
+    reference, _ = gym.make("CartPole-v1").reset(seed=3)
+    np.testing.assert_array_equal(env.reset()["observation"].numpy(), reference)
+
+
+@pytest.mark.parametrize("num_envs", [None, 2])
+def test_reset_with_a_seed_is_gymnasiums_seeded_reset(num_envs):
+    """Issue 20, item 14: reset(seed=s) raised "got multiple values for keyword 'seed'"."""
+    env = GymEnv("CartPole-v1", num_envs=num_envs)
+    first = env.reset(seed=3)["observation"]
+    env.rand_step(env.reset())
+    assert torch.equal(env.reset(seed=3)["observation"], first)
+    assert not torch.equal(env.reset(seed=4)["observation"], first)
+    # Seeds sub-env i with seed + i, as set_seed does.
+    for i in range(num_envs or 1):
+        reference, _ = gym.make("CartPole-v1").reset(seed=3 + i)
+        row = first[i] if num_envs else first
+        np.testing.assert_array_equal(row.numpy(), reference)
+    # Other keyword arguments still reach gymnasium's reset.
+    assert env.reset(seed=3, options=None)["observation"].shape == first.shape
+
+
+def test_an_action_on_another_device_names_the_key_and_both_devices():
+    """Issue 20, item 12: a Discrete action used to fail with a raw Tensor.item() error."""
+    for env, shape, dtype in [
+        (GymEnv("CartPole-v1"), (), torch.int64),  # the int fast path of single envs
+        (GymEnv("CartPole-v1", num_envs=2), (2,), torch.int64),
+        (GymEnv("Pendulum-v1"), (1,), torch.float32),
+    ]:
+        td = TensorDict(dict(env.reset().items()), batch_size=env.batch_size)
+        td["action"] = torch.zeros(shape, dtype=dtype, device="meta")
+        for check in (True, False):
+            with pytest.raises(InvalidActionError, match="spec is on device cpu, the action on "):
+                env.step(td, check=check)
+        env.rand_step(env.reset())  # the env is unharmed
+
+
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "rlblocks-tests/DictEnv-v0"])
 def test_fast_rollout_equals_the_generic_loop(env_id):
     env = GymEnv(env_id)

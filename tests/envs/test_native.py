@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from rlblocks.envs import CartPoleEnv, PendulumEnv, check_env_specs
+from rlblocks.envs import CartPoleEnv, InvalidActionError, PendulumEnv, check_env_specs
 
 
 def _gym_step(env_id: str, state: np.ndarray, action) -> tuple:
@@ -76,6 +76,36 @@ def test_multi_step_trajectory_matches_gymnasium():
         obs, reward, *_ = genv.step(td["action"][t].numpy())
         np.testing.assert_allclose(td["next", "observation"][t].numpy(), obs, atol=1e-5)
         assert td["next", "reward"][t].item() == pytest.approx(reward, abs=1e-4)
+
+
+@pytest.mark.parametrize("cls", [PendulumEnv, CartPoleEnv])
+def test_reset_with_a_seed_seeds_the_reset(cls):
+    """Issue 20, item 14: reset(seed=s) used to ignore the seed silently."""
+    env = cls(batch_size=[3])
+    env.set_seed(7)
+    expected = env.reset()["state"]
+    env.rand_step(env.reset())
+    assert torch.equal(env.reset(seed=7)["state"], expected)
+    assert not torch.equal(env.reset(seed=8)["state"], expected)
+    with pytest.raises(ValueError, match=r"set_seed\(\): seed must be an int >= 0.*-1"):
+        env.reset(seed=-1)
+    env.reset()  # still works
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape", "dtype"),
+    [(PendulumEnv, (3, 1), torch.float32), (CartPoleEnv, (3,), torch.int64)],
+)
+def test_an_action_on_another_device_names_the_key_and_both_devices(cls, shape, dtype):
+    """Issue 20, item 12 (the "meta" device stands for another device on a CPU machine)."""
+    env = cls(batch_size=[3])
+    td = TensorDict(dict(env.reset().items()), batch_size=[3])
+    td["action"] = torch.zeros(shape, dtype=dtype, device="meta")
+    for check in (True, False):
+        with pytest.raises(
+            InvalidActionError, match="'action'.*spec is on device cpu, the action on device meta"
+        ):
+            env.step(td, check=check)
 
 
 @pytest.mark.parametrize("cls", [PendulumEnv, CartPoleEnv])

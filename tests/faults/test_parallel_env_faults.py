@@ -14,7 +14,6 @@ import threading
 import time
 from functools import partial
 
-import psutil
 import pytest
 import torch
 from tensordict import TensorDict
@@ -63,25 +62,6 @@ class CountingEnv(EnvBase):
         pass
 
 
-def alive(pids: list[int]) -> list[int]:
-    """The processes among ``pids`` still running (zombies count as gone)."""
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def wait_gone(pids: list[int], seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return alive(pids)
-
-
 def action(env: EnvBase) -> TensorDict:
     return TensorDict({"action": torch.zeros(env.batch_size, dtype=torch.int64)}, env.batch_size)
 
@@ -106,7 +86,7 @@ def test_an_interrupted_step_does_not_shift_later_results():
         env.close()
 
 
-def test_a_stuck_worker_raises_naming_it_and_leaves_no_process():
+def test_a_stuck_worker_raises_naming_it_and_leaves_no_process(wait_gone):
     env = ParallelEnv(2, [CountingEnv, partial(CountingEnv, hang=True)], timeout=1.0)
     pids = env.worker_pids
     env.reset()
@@ -120,13 +100,13 @@ def test_a_stuck_worker_raises_naming_it_and_leaves_no_process():
 
 
 def test_the_timeout_is_validated():
-    for bad in (0, -1.0, "10", True):
+    for bad in (0, -1.0, "10", True, float("inf")):
         with pytest.raises(ValueError, match="timeout must be a positive number"):
             ParallelEnv(1, CountingEnv, timeout=bad)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_workers_exit_when_the_parent_is_killed(method, tmp_path):
+def test_workers_exit_when_the_parent_is_killed(method, tmp_path, wait_gone):
     """A SIGKILLed parent runs no cleanup: its workers must notice by themselves."""
     script = tmp_path / "parent.py"
     script.write_text(

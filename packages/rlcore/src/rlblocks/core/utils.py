@@ -2,6 +2,8 @@
 
 * :func:`check_int`: the positive-int (or ``>= minimum``) argument check, raising the
   caller's own error class with a message naming the owner, the argument and the value.
+* :func:`check_timeout`: a timeout argument in seconds (a positive number, or ``None`` for
+  no limit), raising the caller's own error class.
 * :func:`as_device` / :func:`as_optional_device`: device normalization. Accelerator devices
   without an index get the current one (``"cuda"`` -> ``cuda:0``), so that two spellings of
   the same GPU compare equal.
@@ -17,6 +19,7 @@ storages with checkpoints) behave like rlblocks' own components.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import operator
 import os
 import shutil
@@ -30,6 +33,7 @@ import torch
 
 __all__ = [
     "check_int",
+    "check_timeout",
     "as_device",
     "as_optional_device",
     "stop_processes",
@@ -80,6 +84,34 @@ def check_int(
             f"pass e.g. {name}={max(minimum, 1)}"
         )
     return number
+
+
+def check_timeout(
+    value: Any, name: str, owner: str, *, error: type[Exception] = ValueError
+) -> float | None:
+    """Return ``value`` as a float number of seconds ``> 0``, or ``None`` ("no limit").
+
+    Args:
+        value: The argument to check (any real number, numpy's included; not a bool).
+        name: Its name, for the message (``"timeout"``).
+        owner: Who takes it, for the message (``"MultiSyncDataCollector"``).
+        error: The exception class raised (each distribution raises its own).
+
+    Returns:
+        ``float(value)``, or ``None``.
+
+    Raises:
+        error: ``value`` is neither a positive finite number nor ``None``.
+    """
+    if value is None:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's too
+    if not ok or not 0 < value < float("inf"):
+        raise error(
+            f"{owner}: {name} must be a positive number of seconds or None (wait forever), "
+            f"got {value!r}; pass e.g. {name}=60"
+        )
+    return float(value)
 
 
 def as_device(device: Any) -> torch.device:

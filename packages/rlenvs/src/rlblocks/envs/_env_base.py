@@ -18,12 +18,12 @@ from rlblocks.core import DONE, NEXT, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import MissingKeyError
 from rlblocks.core.fast_td import fast_get, fast_set, new_tensordict, top_items
 from rlblocks.core.specs import Binary, Composite, Unbounded
-from rlblocks.core.utils import as_device
+from rlblocks.core.utils import as_device, check_int
 from rlblocks.envs._env_specs import EnvSpecs, Keys
 from rlblocks.envs._numpy_rollout import stepper_rollout
 from rlblocks.envs._rollout import run_rollout
 from rlblocks.envs._stepper import Stepper
-from rlblocks.envs.errors import BatchSizeError, EnvClosedError
+from rlblocks.envs.errors import BatchSizeError, EnvClosedError, InvalidActionError
 
 if TYPE_CHECKING:
     from typing import Self
@@ -234,13 +234,22 @@ class EnvBase(EnvSpecs):
         )
 
     # ------------------------------------------------------------------ public API
-    def reset(self, tensordict: TensorDictBase | None = None, **kwargs: Any) -> TensorDictBase:
+    def reset(
+        self,
+        tensordict: TensorDictBase | None = None,
+        *,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> TensorDictBase:
         """Start new episodes and return the first observation and done flags.
 
         Args:
             tensordict: Optional input. A ``"_reset"`` boolean mask of shape
                 ``[*batch_size, 1]`` resets only those elements of a batched env. Other
                 entries (e.g. a policy's recurrent state) are carried into the result.
+            seed: Gymnasium's habit, the same for every env: ``reset(seed=s)`` is
+                ``set_seed(s)`` followed by the reset. ``None`` (the default) does not
+                reseed.
             **kwargs: Passed to the env's ``_reset`` (e.g. ``options`` for gymnasium).
 
         Returns:
@@ -250,10 +259,16 @@ class EnvBase(EnvSpecs):
         Raises:
             EnvClosedError: The env was closed.
             BatchSizeError: ``tensordict`` has another batch size.
+            ValueError: ``seed`` is not an int ``>= 0`` (nothing is seeded nor reset).
         """
         self._check_open("reset")
         if tensordict is not None:
             self._check_batch(tensordict, "reset")
+        if seed is not None:
+            # Here, not in each backend's _reset: one rule for every env, and wrappers
+            # (batched, transformed) reach their sub-envs through set_seed.
+            self.set_seed(seed)
+        if tensordict is not None:
             mask = tensordict.get(RESET, None)
             if mask is not None and not bool(mask.any()):
                 return tensordict.exclude(RESET, NEXT)  # nothing to reset
@@ -294,7 +309,15 @@ class EnvBase(EnvSpecs):
             self._check_open("step")
         if check if check is not None else self.check_actions:
             self._check_action(tensordict)
-        next_td = self._step(tensordict)
+        try:
+            next_td = self._step(tensordict)
+        except InvalidActionError:
+            raise
+        except Exception:
+            # Only on failure (so free per step): an action on another device fails deep in
+            # the backend (Tensor.item(), numpy); name the key and both devices instead.
+            self._keys().check_action_devices(type(self).__name__, tensordict)
+            raise
         if not self.step_returns_done_flags:
             self._fill_done(next_td)
         fast_set(tensordict, NEXT, next_td)
@@ -394,13 +417,22 @@ class EnvBase(EnvSpecs):
         """Seed the env's random generators; the next :meth:`reset` is reproducible.
 
         Args:
-            seed: The seed; ``None`` draws fresh entropy.
+            seed: The seed, an int ``>= 0`` (numpy ints too); ``None`` draws fresh entropy.
 
         Returns:
             The seed to give to another env so that their seeds do not overlap
             (``seed`` plus the number of seeds this env consumed), or ``None``.
+
+        Raises:
+            ValueError: ``seed`` is not an int ``>= 0`` nor ``None``; the env is left as it
+                was.
         """
         self._check_open("set_seed")
+        # Checked before any backend stores it: a seed the backend rejects later (at the
+        # next reset) would break every reset after it.
+        seed = check_int(
+            seed, "seed", f"{type(self).__name__}.set_seed()", minimum=0, allow=(None,)
+        )
         self._set_seed(seed)
         return None if seed is None else seed + self._num_seeds()
 

@@ -96,23 +96,51 @@ class Keys:
                     f"{owner}.step(): the TensorDict has no action {key!r} (expected "
                     f"{leaf!r}); set it with a policy or env.rand_action(td)"
                 )
-            if isinstance(value, torch.Tensor) and valid(value):
-                continue
-            if isinstance(value, torch.Tensor) and value.shape != leaf.shape:
-                problem = f"expected shape {list(leaf.shape)}, got shape {list(value.shape)}"
-            elif isinstance(value, torch.Tensor) and value.device != leaf.device:
-                problem = f"expected device {leaf.device}, got a tensor on {value.device}"
-            else:
-                try:
-                    leaf.assert_is_in(value, key)
-                    problem = "invalid value"
-                except SpecError as err:
-                    problem = str(err)
-            raise InvalidActionError(
-                f"{owner}.step(): action {key!r} does not match the action spec {leaf!r}: "
-                f"{problem}. Fix the policy's output, or project it with "
-                f"env.action_spec.project(action)"
-            )
+            # try costs nothing until it catches: the check stays one call on the hot path.
+            try:
+                if isinstance(value, torch.Tensor) and valid(value):
+                    continue
+            except (RuntimeError, NotImplementedError):
+                pass  # a tensor the check cannot read (e.g. on the "meta" device): see below
+            raise _invalid_action(owner, key, leaf, value)
+
+    def check_action_devices(self, owner: str, tensordict: Any) -> None:
+        """Raise if an action of ``tensordict`` is on another device than its spec.
+
+        Called only after a step failed, to replace the backend's low-level error (a
+        ``Tensor.item()`` or numpy conversion error) by one naming the key and both devices.
+
+        Raises:
+            InvalidActionError: An action tensor is on another device than its spec.
+        """
+        for key, leaf, _ in self.action_checks:
+            value = tensordict.get(key, None)
+            if isinstance(value, torch.Tensor) and value.device != leaf.device:
+                raise _invalid_action(owner, key, leaf, value)
+
+
+def _invalid_action(owner: str, key: Any, leaf: TensorSpec, value: Any) -> InvalidActionError:
+    """The error for an action ``value`` that failed the check against ``leaf``."""
+    fix = "Fix the policy's output, or project it with env.action_spec.project(action)"
+    if isinstance(value, torch.Tensor) and value.shape != leaf.shape:
+        problem = f"expected shape {list(leaf.shape)}, got shape {list(value.shape)}"
+    elif isinstance(value, torch.Tensor) and value.device != leaf.device:
+        problem = f"the spec is on device {leaf.device}, the action on device {value.device}"
+        fix = (
+            f"Fix: move the action to the env's device, e.g. td.to({str(leaf.device)!r}), "
+            f"or run the policy on that device"
+        )
+    else:
+        try:
+            leaf.assert_is_in(value, key)
+            problem = "invalid value"
+        except SpecError as err:
+            problem = str(err)
+        except (RuntimeError, NotImplementedError) as err:
+            problem = f"its values cannot be read ({type(err).__name__}: {err})"
+    return InvalidActionError(
+        f"{owner}.step(): action {key!r} does not match the action spec {leaf!r}: {problem}. {fix}"
+    )
 
 
 class EnvSpecs:

@@ -33,7 +33,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from rlblocks.core import DONE, NEXT, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.fast_td import fast_get, new_tensordict
-from rlblocks.core.utils import stop_processes
+from rlblocks.core.utils import check_timeout, stop_processes
 from rlblocks.envs._batched import BatchedEnvBase, EnvCreator, env_factories
 from rlblocks.envs._env_base import Policy
 from rlblocks.envs._numpy_rollout import StepperRows
@@ -234,16 +234,6 @@ def _describe_exit(code: int | None) -> str:
 DEFAULT_TIMEOUT_S = 120.0
 
 
-def _check_timeout(timeout: Any) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ValueError(
-            f"ParallelEnv: timeout must be a positive number of seconds or None, got {timeout!r}"
-        )
-    return float(timeout)
-
-
 def _set_receive_timeout(conn: Any, timeout: float | None) -> None:
     """Make reads of ``conn`` fail after ``timeout`` s of silence (the pipe is a socket
     pair): no extra system call per message, unlike a ``select`` before each read."""
@@ -316,7 +306,7 @@ class ParallelEnv(BatchedEnvBase):
         timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         creators = env_factories(num_workers, create_env_fn, create_env_kwargs, "ParallelEnv")
-        self.timeout = _check_timeout(timeout)
+        self.timeout = check_timeout(timeout, "timeout", "ParallelEnv")
         # Workers whose reply to the last message is not read yet: a step interrupted in
         # the parent (Ctrl-C in a notebook) leaves them, and the next call reads them first.
         self._unread: set[int] = set()
