@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ from rlblocks.buffers import (
     TensorDictPrioritizedReplayBuffer,
     TensorDictReplayBuffer,
 )
-from rlblocks.buffers._checkpoint import CheckpointWriter
+from rlblocks.core.checkpoint import CheckpointWriter
 
 SAMPLERS = {
     "random": lambda: RandomSampler(),
@@ -129,6 +131,17 @@ def assert_unchanged(other):
     )
 
 
+def checkpoint_file(path, name):
+    """The file ``name`` of the checkpoint ``path``, wherever its format keeps it."""
+    return next(p for p in sorted(path.rglob(name)) if p.is_file())
+
+
+def flip_bit(file, bit):
+    data = bytearray(file.read_bytes())
+    data[bit // 8] ^= 1 << (bit % 8)
+    file.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
@@ -139,23 +152,23 @@ def assert_unchanged(other):
         "bad_json",
         "other_version",
         "wrong_length",
+        "missing_pointer",
+        "truncated_manifest",
     ],
 )
 def test_corrupt_checkpoints_raise_and_leave_the_buffer_as_it_was(saved, corrupt):
     path, other = saved
-    meta_path = path / "meta.json"
+    meta_path = checkpoint_file(path, "meta.json")
     meta = json.loads(meta_path.read_text())
+    rows = checkpoint_file(path, "rows.bin")
     if corrupt == "missing_meta":
         meta_path.unlink()
     elif corrupt == "truncated_rows":
-        data = (path / "rows.bin").read_bytes()
-        (path / "rows.bin").write_bytes(data[:-5])
+        rows.write_bytes(rows.read_bytes()[:-5])
     elif corrupt == "flipped_byte":
-        data = bytearray((path / "rows.bin").read_bytes())
-        data[3] ^= 0xFF
-        (path / "rows.bin").write_bytes(bytes(data))
+        flip_bit(rows, 3 * 8 + 2)
     elif corrupt == "missing_components":
-        (path / "components.pt").unlink()
+        checkpoint_file(path, "components.pt").unlink()
     elif corrupt == "bad_json":
         meta_path.write_text("{not json")
     elif corrupt == "other_version":
@@ -163,9 +176,45 @@ def test_corrupt_checkpoints_raise_and_leave_the_buffer_as_it_was(saved, corrupt
     elif corrupt == "wrong_length":
         meta["storage"]["len"] = 9  # rows.bin holds 7 rows
         meta_path.write_text(json.dumps(meta))
+    elif corrupt == "missing_pointer":
+        (path / "CHECKPOINT").unlink()
+    elif corrupt == "truncated_manifest":
+        manifest = checkpoint_file(path, "MANIFEST")
+        manifest.write_bytes(manifest.read_bytes()[:-1])
     with pytest.raises(CheckpointError):
         other.loads(path)
     assert_unchanged(other)
+
+
+@pytest.mark.parametrize(
+    ("text", "char"), [('"cursor": 7', 10), ('"observation"', 4)], ids=["cursor", "key"]
+)
+def test_a_bit_flip_in_the_metadata_is_caught(saved, text, char):
+    """Issue 20, item 3: flips that keep meta.json valid JSON (a cursor moved, a key
+    renamed) used to load a different state silently."""
+    path, other = saved
+    meta_path = checkpoint_file(path, "meta.json")
+    offset = meta_path.read_text().index(text) + char
+    flip_bit(meta_path, offset * 8)  # '7' -> '6', 's' -> 'r'
+    json.loads(meta_path.read_text())  # still valid JSON: only a checksum can tell
+    with pytest.raises(CheckpointError, match="meta.json.*CRC-32"):
+        other.loads(path)
+    assert_unchanged(other)
+
+
+def test_another_capacity_is_refused_naming_both(tmp_path, transitions):
+    """Issue 20, item 11: the error named neither capacity ("length 80 is invalid")."""
+    big = TensorDictReplayBuffer(storage=LazyTensorStorage(100))
+    big.extend(transitions(80))
+    big.dumps(tmp_path / "ckpt")
+    small = TensorDictReplayBuffer(storage=LazyTensorStorage(50))
+    small.extend(transitions(3))
+    fix = r"Fix: build the buffer with LazyTensorStorage\(max_size=100\)"
+    with pytest.raises(CheckpointError, match=rf"max_size=100, .* has max_size=50.*{fix}"):
+        small.loads(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="max_size=100, .* has max_size=50"):
+        small.load_state_dict(big.state_dict())
+    assert len(small) == 3
 
 
 def test_checkpoints_of_other_components_or_sizes_are_refused(saved, transitions):
@@ -179,7 +228,7 @@ def test_checkpoints_of_other_components_or_sizes_are_refused(saved, transitions
         with pytest.raises(CheckpointError, match=match):
             rb.loads(path)
         assert len(rb) == 2
-    with pytest.raises(CheckpointError, match="not a replay-buffer checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
         other.loads(path.parent / "nowhere")
     assert_unchanged(other)
 
@@ -197,7 +246,7 @@ def test_state_dict_with_bad_parts_leaves_the_buffer_as_it_was(saved):
 
 def test_dumps_is_atomic(saved, monkeypatch):
     path, other = saved
-    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    before = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
     calls = []
 
     def failing_write(self, name, chunks):
@@ -207,14 +256,46 @@ def test_dumps_is_atomic(saved, monkeypatch):
     monkeypatch.setattr(CheckpointWriter, "write", failing_write)
     with pytest.raises(OSError, match="disk full"):
         other.dumps(path)
-    assert calls and {p.name: p.read_bytes() for p in path.iterdir()} == before
+    after = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    assert calls and after == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt"]  # no temporary left
+
+
+@pytest.mark.parametrize("call", ["replace", "rename"])
+def test_an_interrupted_overwrite_keeps_a_loadable_checkpoint(saved, monkeypatch, call):
+    """Issue 20, item 7: a failure between the two renames of an overwrite left no
+    checkpoint at the path. Fail each call in turn: the path loads, old or new."""
+    path, other = saved
+    original = TensorDictPrioritizedReplayBuffer(0.6, 0.4, storage=LazyTensorStorage(10))
+    original.loads(path)
+    real = getattr(os, call)
+    for k in range(1, 10):
+        original.dumps(path)
+        calls = [0]
+
+        def failing(*args, _k=k, _calls=calls):
+            _calls[0] += 1
+            if _calls[0] == _k:
+                raise OSError("crash")
+            return real(*args)
+
+        monkeypatch.setattr(os, call, failing)
+        with contextlib.suppress(OSError):
+            other.dumps(path)
+        monkeypatch.undo()
+        loaded = TensorDictPrioritizedReplayBuffer(0.6, 0.4, storage=LazyTensorStorage(10))
+        loaded.loads(path)
+        assert (loaded[:] == (original if len(loaded) == 7 else other)[:]).all()
+        if calls[0] < k:  # every call of the overwrite was failed once
+            assert len(loaded) == 3
+            break
 
 
 def test_dumps_replaces_an_old_checkpoint_but_never_other_folders(saved, tmp_path):
     path, other = saved
     other.dumps(path)
-    assert json.loads((path / "meta.json").read_text())["storage"]["len"] == 3
+    meta = json.loads(checkpoint_file(path, "meta.json").read_text())
+    assert meta["storage"]["len"] == 3
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(CheckpointError, match="not overwritten"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from tensordict import TensorDict
 
 from rlblocks.buffers import (
+    DiskFullError,
     EmptyBufferError,
     LazyMemmapStorage,
     LazyTensorStorage,
@@ -234,3 +237,93 @@ def test_gather_of_a_non_cpu_layout_goes_through_torch():
     out = storage.get(torch.tensor([0, 2]), {"index": torch.tensor([0, 2])})
     assert out["a"].device.type == "meta" and out["a"].shape == (2, 2)
     assert out["index"].device.type == "meta"
+
+
+def pairs(n: int, value: float, z=None) -> TensorDict:
+    """Two fields of 8-byte items, ``a`` packed first: a failure writing ``z`` used to come
+    after ``a`` was written."""
+    z = torch.full((n, 2), complex(value, 1.0), dtype=torch.complex64) if z is None else z
+    return TensorDict({"a": torch.full((n, 1), value, dtype=torch.float64), "z": z}, [n])
+
+
+def non_copyable(kind: str, n: int) -> torch.Tensor:
+    z = torch.full((n, 2), complex(9.0, 1.0), dtype=torch.complex64)
+    return z.to_sparse() if kind == "sparse" else torch.empty_like(z, device="meta")
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta"])
+def test_a_leaf_that_cannot_be_copied_writes_nothing(tensor_storage, kind):
+    """Issue 20, item 2: the rows of earlier fields were overwritten before the copy of a
+    later field failed, pairing new observations with old fields."""
+    rb = TensorDictReplayBuffer(storage=tensor_storage(5))
+    rb.extend(pairs(5, 1.0))  # full: the next write goes over stored rows
+    with pytest.raises(StorageLayoutError, match=r"leaf 'z' .*Nothing was written\. Fix"):
+        rb.extend(pairs(3, 9.0, z=non_copyable(kind, 3)))
+    assert (len(rb), rb.storage.cursor) == (5, 0)
+    stored = rb[:]
+    assert stored["a"].flatten().tolist() == [1.0] * 5
+    assert (stored["z"] == complex(1.0, 1.0)).all()
+    empty = TensorDictReplayBuffer(storage=tensor_storage(5))
+    with pytest.raises(StorageLayoutError, match="leaf 'z'"):
+        empty.extend(pairs(3, 9.0, z=non_copyable(kind, 3)))
+    assert len(empty) == 0 and not empty.storage.initialized
+
+
+def test_conjugate_and_negative_views_are_stored_resolved(tensor_storage):
+    rb = TensorDictReplayBuffer(storage=tensor_storage(5))
+    rb.extend(pairs(2, 1.0))
+    z = torch.full((3, 2), complex(2.0, 5.0), dtype=torch.complex64)
+    data = pairs(3, 2.0, z=z.conj())
+    data["a"] = z.to(torch.complex128).conj().imag[:, :1]  # a float64 view with the neg bit
+    assert data["z"].is_conj() and data["a"].is_neg()
+    rb.extend(data)
+    stored = rb[2:]
+    assert (stored["z"] == complex(2.0, -5.0)).all()
+    assert stored["a"].flatten().tolist() == [-5.0] * 3
+
+
+def memmap_files(folder):
+    return sorted(folder.glob("rows-*.memmap"))
+
+
+def test_memmap_blocks_are_reserved_when_the_file_is_created(tmp_path, transitions):
+    """Issue 20, item 4: the file was sparse, so a full disk surfaced as SIGBUS in a write."""
+    rb = TensorDictReplayBuffer(storage=LazyMemmapStorage(5000, tmp_path / "s"))
+    rb.extend(transitions(1))
+    (rows,) = memmap_files(tmp_path / "s")
+    stat = rows.stat()
+    assert stat.st_size == 5000 * rb.storage.layout.row_bytes
+    assert stat.st_blocks * 512 >= stat.st_size  # every block allocated: not sparse
+
+
+def test_a_full_disk_raises_when_the_memmap_is_created(tmp_path, transitions, monkeypatch):
+    def no_space(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    rb = TensorDictReplayBuffer(storage=LazyMemmapStorage(1000, tmp_path / "s"))
+    match = r"rows-\w+\.memmap' needs [\d,]+ bytes .* has [\d,]+ bytes free .*Nothing was written"
+    with pytest.raises(DiskFullError, match=match) as info:
+        rb.extend(transitions(3))
+    assert isinstance(info.value, OSError)
+    assert len(rb) == 0 and not rb.storage.initialized and memmap_files(tmp_path / "s") == []
+    monkeypatch.undo()
+    rb.extend(transitions(3))  # once there is room, the storage works
+    assert len(rb) == 3
+
+
+@pytest.mark.parametrize("fallocate", ["missing", "unsupported"])
+def test_without_fallocate_the_blocks_are_written(tmp_path, transitions, monkeypatch, fallocate):
+    if fallocate == "missing":
+        monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    else:
+
+        def unsupported(fd, offset, size):
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    rb = TensorDictReplayBuffer(storage=LazyMemmapStorage(3000, tmp_path / "s"))
+    rb.extend(transitions(4))
+    (rows,) = memmap_files(tmp_path / "s")
+    assert rows.stat().st_blocks * 512 >= rows.stat().st_size
+    assert rb[:]["observation"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]

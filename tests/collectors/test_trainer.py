@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ from rlblocks.collectors import (
     Trainer,
     TrainerError,
 )
+from rlblocks.collectors._checkpoint import KIND
+from rlblocks.core.checkpoint import read_checkpoint, write_checkpoint
 from rlblocks.core.loggers import CSVLogger
 
 
@@ -174,7 +179,8 @@ def test_checkpoint_interval_writes_complete_folders_and_latest(kit, tmp_path):
         "latest",
     ]
     assert (tmp_path / "latest").read_text().strip() == "checkpoint_000000000080"
-    assert (tmp_path / "checkpoint_000000000080" / "replay_buffer" / "items.pt").is_file()
+    files = read_checkpoint(tmp_path / "checkpoint_000000000080", kind=KIND).files
+    assert {"trainer.pt", "replay_buffer/items.pt"} <= set(files)
     trainer.collector.shutdown()
 
 
@@ -220,8 +226,15 @@ def test_bad_checkpoints_raise_checkpoint_errors(kit, tmp_path):
     trainer = build(kit)
     with pytest.raises(CheckpointError, match="neither a checkpoint"):
         trainer.load(tmp_path / "nothing")
-    (tmp_path / "corrupt").mkdir()
-    (tmp_path / "corrupt" / "trainer.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "plain").mkdir()  # a bare trainer.pt, with no manifest to verify it by
+    (tmp_path / "plain" / "trainer.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="neither a checkpoint"):
+        trainer.load(tmp_path / "plain")
+    write_checkpoint(  # intact as written, but what was written is not a trainer state
+        tmp_path / "corrupt",
+        lambda w: w.write_bytes("trainer.pt", b"not a checkpoint"),
+        kind=KIND,
+    )
     with pytest.raises(CheckpointError, match="cannot read"):
         trainer.load(tmp_path / "corrupt")
     path = trainer.save(tmp_path / "good")
@@ -258,6 +271,117 @@ def test_a_failed_save_keeps_the_previous_checkpoint(kit, tmp_path):
     assert restored.frames == 16 and len(restored.replay_buffer) == 16
     for t in (trainer, restored):
         t.collector.shutdown()
+
+
+def trainer_snapshot(trainer):
+    """What a failed load must leave as it was: weights, optimizer, counters, buffer."""
+    return {
+        "parameters": parameters(trainer),
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
+        "counters": (trainer.frames, trainer.batches, trainer.optim_steps),
+        "collector": trainer.collector.frames,
+        "updater": trainer.target_net_updater.steps,
+        "buffer": len(trainer.replay_buffer),
+    }
+
+
+def assert_same(before, after):
+    assert before.keys() == after.keys()
+    for key in before:
+        if key == "parameters":
+            assert all(torch.equal(before[key][k], after[key][k]) for k in before[key])
+        elif key == "optimizer":
+            assert str(before[key]) == str(after[key])
+        else:
+            assert before[key] == after[key], key
+
+
+def saved_and_other(kit, tmp_path):
+    """A checkpoint after 2 batches, and another trainer (other weights) after 1 batch."""
+    trainer = build(kit)
+    trainer.train(num_batches=2)
+    path = trainer.save(tmp_path / "ckpt")
+    trainer.collector.shutdown()
+    other = build(kit, seed=5)
+    other.train(num_batches=1)
+    return path, other
+
+
+def test_a_corrupt_replay_buffer_fails_the_load_before_anything_changes(kit, tmp_path):
+    """Issue 20, item 5: the weights, optimizer and counters were replaced before the
+    buffer raised."""
+    path, other = saved_and_other(kit, tmp_path)
+    items = next(path.rglob("items.pt"))
+    data = bytearray(items.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    items.write_bytes(bytes(data))
+    before = trainer_snapshot(other)
+    with pytest.raises(CheckpointError, match=r"replay_buffer/items.pt.*CRC-32"):
+        other.load(path)
+    assert_same(before, trainer_snapshot(other))
+    other.collector.shutdown()
+
+
+def test_a_buffer_that_refuses_its_state_leaves_the_trainer_as_it_was(kit, tmp_path):
+    path, other = saved_and_other(kit, tmp_path)
+
+    def refusing_loads(folder):
+        raise ValueError("this buffer holds 50 elements, the checkpoint 80")
+
+    other.replay_buffer.loads = refusing_loads
+    before = trainer_snapshot(other)
+    with pytest.raises(CheckpointError, match="holds 50 elements.*The trainer is unchanged"):
+        other.load(path)
+    assert_same(before, trainer_snapshot(other))
+    other.collector.shutdown()
+
+
+def test_a_flipped_bit_inside_a_weight_tensor_is_caught(kit, tmp_path):
+    """Issue 20, item 6: trainer.pt had no checksum; a flipped weight loaded silently."""
+    path, other = saved_and_other(kit, tmp_path)
+    state_file = next(path.rglob("trainer.pt"))
+    data = bytearray(state_file.read_bytes())
+    weight = torch.load(state_file, weights_only=True)["loss_module"]
+    raw = next(v for v in weight.values() if v.numel() >= 4).numpy().tobytes()
+    offset = bytes(data).index(raw)
+    data[offset + 1] ^= 0x04
+    state_file.write_bytes(bytes(data))
+    before = trainer_snapshot(other)
+    with pytest.raises(CheckpointError, match=r"'trainer.pt' has CRC-32"):
+        other.load(path)
+    assert_same(before, trainer_snapshot(other))
+    other.collector.shutdown()
+
+
+def test_an_interrupted_overwriting_save_keeps_a_loadable_checkpoint(kit, tmp_path, monkeypatch):
+    """Issue 20, item 7: a crash between the two renames of an overwrite left no checkpoint
+    at the path. Fail each os.replace call in turn: the path loads, old or new."""
+    trainer = build(kit)
+    trainer.train(num_batches=1)
+    path = trainer.save(tmp_path / "ckpt")
+    trainer.train(num_batches=1)
+    real = os.replace
+    for k in range(1, 10):
+        calls = [0]
+
+        def failing(*args, _k=k, _calls=calls):
+            _calls[0] += 1
+            if _calls[0] == _k:
+                raise OSError("crash")
+            return real(*args)
+
+        monkeypatch.setattr(os, "replace", failing)
+        with contextlib.suppress(OSError):
+            trainer.save(path)
+        monkeypatch.undo()
+        restored = build(kit)
+        restored.load(path)
+        assert restored.frames in (16, 32)
+        restored.collector.shutdown()
+        if calls[0] < k:
+            assert restored.frames == 32
+            break
+    trainer.collector.shutdown()
 
 
 def test_save_needs_a_destination(kit):

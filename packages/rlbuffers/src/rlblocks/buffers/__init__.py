@@ -29,6 +29,7 @@ from rlblocks.buffers.errors import (
     BufferConfigError,
     BufferIndexError,
     CheckpointError,
+    DiskFullError,
     EmptyBufferError,
     NotShareableError,
     PriorityError,
@@ -73,4 +74,5 @@ __all__ = [
     "PriorityError",
     "CheckpointError",
     "NotShareableError",
+    "DiskFullError",
 ]

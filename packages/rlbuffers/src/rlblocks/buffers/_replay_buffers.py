@@ -7,13 +7,17 @@ import io
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rlblocks.buffers._checkpoint import CheckpointWriter, read_checkpoint, replace_checkpoint
+from rlblocks.buffers._checkpoint import (
+    KIND,
+    META,
+    VERSION,
+    read_buffer_checkpoint,
+)
 from rlblocks.buffers._collate import default_collate
 from rlblocks.buffers._prefetch import Prefetcher, check_pin_memory, pin_batch
 from rlblocks.buffers._rows import to_numpy
@@ -22,6 +26,7 @@ from rlblocks.buffers._segment_tree import as_index_array
 from rlblocks.buffers._storages import ListStorage, Storage
 from rlblocks.buffers._writers import RoundRobinWriter, Writer
 from rlblocks.buffers.errors import BufferConfigError, CheckpointError, NotShareableError
+from rlblocks.core.checkpoint import CheckpointWriter, write_checkpoint
 from rlblocks.core.utils import check_int
 
 __all__ = ["ReplayBuffer"]
@@ -385,10 +390,9 @@ class ReplayBuffer:
         who = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state, dict) or not {"storage", "sampler", "writer"} <= set(state):
             raise CheckpointError(f"{who}: expected a dict with storage, sampler and writer")
-        length = state["storage"].get("len") if isinstance(state["storage"], dict) else None
         self._load(
             who,
-            length,
+            state["storage"],
             lambda: self._storage.stage_state(state["storage"], who),
             state["sampler"],
             state["writer"],
@@ -397,13 +401,22 @@ class ReplayBuffer:
     def _load(
         self,
         who: str,
-        length: Any,
+        storage_state: Any,
         stage_storage: Callable[[], Callable[[], None]],
         sampler_state: Any,
         writer_state: Any,
     ) -> None:
+        if not isinstance(storage_state, dict):
+            raise CheckpointError(f"{who}: the saved storage state is not a dict")
+        # The capacity first: a checkpoint of a larger buffer would otherwise be refused for
+        # its length, which does not say what to change.
+        self._storage._check_max_size(storage_state.get("max_size"), who)
+        length = storage_state.get("len")
         if not isinstance(length, int) or not 0 <= length <= self._storage.max_size:
-            raise CheckpointError(f"{who}: the saved storage length {length!r} is invalid")
+            raise CheckpointError(
+                f"{who}: the saved storage holds {length!r} elements, which is not a count "
+                f"between 0 and its max_size {self._storage.max_size}; the state is corrupt."
+            )
         self._drop_prefetched()  # before the lock, which prefetched draws need to finish
         with self._storage.lock():
             # Cheap checks first; the storage allocates, so it comes last.
@@ -416,46 +429,59 @@ class ReplayBuffer:
                 commit()
 
     def dumps(self, path: str | os.PathLike) -> None:
-        """Save the buffer to the folder ``path``, atomically.
+        """Save the buffer to the folder ``path``; ``path`` always holds a complete checkpoint.
 
-        The folder is written under a temporary name and renamed into place when complete;
-        an existing checkpoint at ``path`` is replaced only then.
+        Every file is listed with its size and CRC-32 in a checksummed manifest
+        (:mod:`rlblocks.core.checkpoint`). A new checkpoint appears at ``path`` only once
+        complete; an existing one is replaced by writing the new version beside it and then
+        switching a pointer atomically, so an interrupted ``dumps`` (an exception, a full
+        disk, a killed process) leaves the previous checkpoint loadable.
 
         Raises:
-            CheckpointError: ``path`` exists and is not a checkpoint.
+            CheckpointError: ``path`` exists and is not a replay-buffer checkpoint (it is
+                never overwritten then).
         """
+        who = f"{type(self).__name__}.dumps"
         with self._storage.lock():
-            replace_checkpoint(path, self._dump_into)
+            write_checkpoint(
+                path,
+                self._dump_into,
+                kind=KIND,
+                who=who,
+                error=CheckpointError,
+            )
 
-    def _dump_into(self, folder: Path) -> None:
-        writer = CheckpointWriter(folder)
+    def _dump_into(self, writer: CheckpointWriter) -> None:
         storage_meta = self._storage.dump(writer)
         components = io.BytesIO()
         torch.save(
             {"sampler": self._sampler.state_dict(), "writer": self._writer.state_dict()},
             components,
         )
-        writer.write("components.pt", [components.getbuffer()])
-        writer.write_meta(
+        writer.write_bytes("components.pt", components.getbuffer())
+        writer.write_json(
+            META,
             {
+                "version": VERSION,
                 "buffer": type(self).__name__,
                 "storage": storage_meta,
                 "sampler": type(self._sampler).__name__,
                 "writer": type(self._writer).__name__,
-            }
+            },
         )
 
     def loads(self, path: str | os.PathLike) -> None:
         """Load a folder written by :meth:`dumps`; on any error the buffer is unchanged.
 
-        Every file's size and checksum is checked before anything is replaced.
+        The whole checkpoint (manifest, metadata, every file's size and CRC-32) is verified
+        before anything is replaced.
 
         Raises:
             CheckpointError: The checkpoint is missing, partial or corrupt, or was made by a
-                buffer with another kind of storage, sampler or writer.
+                buffer of another capacity or with another kind of storage, sampler or writer.
         """
         who = f"{type(self).__name__}.loads"
-        folder, meta = read_checkpoint(path)
+        folder, meta = read_buffer_checkpoint(path, who)
         storage_meta = meta.get("storage")
         if not isinstance(storage_meta, dict):
             raise CheckpointError(f"{who}: the checkpoint describes no storage")
@@ -478,7 +504,7 @@ class ReplayBuffer:
             raise CheckpointError(f"{who}: components.pt is malformed")
         self._load(
             who,
-            storage_meta.get("len"),
+            storage_meta,
             lambda: self._storage.stage_files(folder, storage_meta, who),
             components.get("sampler"),
             components.get("writer"),

@@ -10,14 +10,18 @@ once the rows are in the page cache).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from rlblocks.buffers._layout import Batch, Field, Layout, numpy_dtype
+from rlblocks.buffers.errors import StorageLayoutError
 
-__all__ = ["Rows", "to_numpy"]
+__all__ = ["Rows", "stage_batch", "to_numpy"]
+
+_CONVERSION_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError)
 
 
 def to_numpy(leaf: Any) -> np.ndarray:
@@ -59,6 +63,7 @@ class Rows:
                 if dt is not None:
                     view = self._np_rows[:, f.offset : f.offset + f.nbytes].view(dt)
                     self._np_views[i] = view.reshape(n, *f.shape)
+        self._numpy_fields = [view is not None for view in self._np_views]
 
     def _plan(self, count: int) -> _GatherPlan:
         """How :meth:`gather` cuts ``count`` gathered rows into fields (cached per count)."""
@@ -73,8 +78,12 @@ class Rows:
     def max_size(self) -> int:
         return self.rows.shape[0]
 
+    def stage(self, batch: Batch, who: str) -> Batch:
+        """``batch`` in the form :meth:`write` copies from (see :func:`stage_batch`)."""
+        return stage_batch(batch, self.device, self._numpy_fields, who)
+
     def write(self, where: slice | np.ndarray, batch: Batch) -> None:
-        """Write ``batch`` at rows ``where`` (a slice, or row indices without duplicates)."""
+        """Write a staged ``batch`` at rows ``where`` (a slice, or distinct row indices)."""
         t_where = None
         for view, np_view, leaf in zip(self._views, self._np_views, batch.leaves):
             if np_view is not None:
@@ -134,6 +143,71 @@ class Rows:
         else:
             src = torch.as_tensor(source)[:count]
             self.rows[:count].copy_(src)
+
+
+def stage_batch(
+    batch: Batch, device: torch.device, numpy_fields: Sequence[bool], who: str
+) -> Batch:
+    """``batch`` with every leaf in the form a write into rows on ``device`` copies from.
+
+    Leaves written through a numpy view (``numpy_fields``) become numpy arrays, the others
+    dense tensors on ``device``. Every conversion that can fail (a sparse or ``meta``
+    tensor, a device that cannot be copied from) fails here, before the first byte of any
+    field is written, so a refused batch leaves the storage as it was. Conjugate and
+    negative views are resolved (copied) rather than refused.
+
+    Raises:
+        StorageLayoutError: A leaf cannot be copied into the storage; the message names
+            its key.
+    """
+    leaves = []
+    for f, to_np, leaf in zip(batch.layout.fields, numpy_fields, batch.leaves):
+        try:
+            # The common case costs what the write itself used to: one .numpy() per leaf.
+            leaves.append(to_numpy(leaf) if to_np else _dense_on(leaf, device))
+        except _CONVERSION_ERRORS as exc:
+            leaves.append(_resolve(leaf, f, device, to_np, who, exc))
+    return Batch(batch.n, leaves, batch.layout)
+
+
+def _dense_on(leaf: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(leaf, np.ndarray):
+        leaf = torch.from_numpy(leaf)
+    if leaf.layout is not torch.strided or leaf.is_meta:
+        raise TypeError(f"a {leaf.layout} tensor on {leaf.device} holds no dense data")
+    return leaf.to(device).resolve_conj().resolve_neg()
+
+
+def _resolve(
+    leaf: Any, f: Field, device: torch.device, to_np: bool, who: str, exc: Exception
+) -> Any:
+    """The staged form of a leaf whose plain conversion failed, or a clear error."""
+    if isinstance(leaf, torch.Tensor):
+        if leaf.layout is not torch.strided:
+            raise StorageLayoutError(
+                f"{who}: leaf {f.name} is a {leaf.layout} tensor; tensor storages copy dense "
+                f"data. Nothing was written. Fix: pass it dense (tensor.to_dense())."
+            ) from exc
+        if leaf.is_meta:
+            raise StorageLayoutError(
+                f"{who}: leaf {f.name} is on the 'meta' device, which holds no data to "
+                f"store. Nothing was written. Fix: give the tensor with its data."
+            ) from exc
+        if leaf.is_conj() or leaf.is_neg():
+            leaf = leaf.resolve_conj().resolve_neg()
+            try:
+                return to_numpy(leaf) if to_np else _dense_on(leaf, device)
+            except _CONVERSION_ERRORS as again:
+                exc = again
+    raise _cannot_copy(who, f, device, exc) from exc
+
+
+def _cannot_copy(who: str, f: Field, device: torch.device, exc: BaseException) -> Exception:
+    return StorageLayoutError(
+        f"{who}: leaf {f.name} cannot be copied into the storage on {device} "
+        f"({type(exc).__name__}: {exc}). Nothing was written. Fix: pass a dense tensor or "
+        f"numpy array that can be copied to {device}."
+    )
 
 
 class _GatherPlan:

@@ -20,7 +20,6 @@ import torch
 import torch.utils._pytree as pytree
 from tensordict import is_tensor_collection
 
-from rlblocks.buffers._checkpoint import CheckpointWriter
 from rlblocks.buffers._sharing import CURSOR, LEN, WRITTEN, ProcessLock, new_counters
 from rlblocks.buffers.errors import (
     BufferConfigError,
@@ -28,6 +27,7 @@ from rlblocks.buffers.errors import (
     ReplayBufferError,
     StorageLayoutError,
 )
+from rlblocks.core.checkpoint import CheckpointWriter
 from rlblocks.core.utils import check_int
 
 __all__ = ["ListStorage", "Storage"]
@@ -148,9 +148,12 @@ class Storage(ABC):
 
     def _check_max_size(self, saved: Any, who: str) -> None:
         if saved != self._max_size:
+            name = type(self).__name__
             raise CheckpointError(
-                f"{who}: the checkpoint's storage has max_size {saved}, this buffer's has "
-                f"{self._max_size}. Fix: load it into a buffer built with max_size={saved}."
+                f"{who}: the saved storage has capacity max_size={saved!r}, this buffer's "
+                f"{name} has max_size={self._max_size}; a checkpoint loads only into a "
+                f"storage of the same capacity. Fix: build the buffer with "
+                f"{name}(max_size={saved!r}) to load it. The buffer is unchanged."
             )
 
     @abstractmethod

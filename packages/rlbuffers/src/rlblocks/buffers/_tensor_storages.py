@@ -8,6 +8,7 @@ layout once per call; data that does not match raises before anything is written
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -22,18 +23,19 @@ import numpy as np
 import torch
 from tensordict import MemoryMappedTensor
 
-from rlblocks.buffers._checkpoint import CheckpointWriter
-from rlblocks.buffers._layout import Batch, Layout, infer_layout
-from rlblocks.buffers._rows import Rows
+from rlblocks.buffers._layout import Batch, Layout, infer_layout, numpy_dtype
+from rlblocks.buffers._rows import Rows, stage_batch
 from rlblocks.buffers._sharing import LEN, ProcessLock
 from rlblocks.buffers._storages import Storage
 from rlblocks.buffers.errors import (
     CheckpointError,
+    DiskFullError,
     EmptyBufferError,
     NotShareableError,
     ReplayBufferError,
     StorageLayoutError,
 )
+from rlblocks.core.checkpoint import CheckpointWriter
 
 __all__ = ["LazyMemmapStorage", "LazyTensorStorage", "TensorStorage"]
 
@@ -98,10 +100,13 @@ class TensorStorage(Storage):
     ) -> Batch:
         who = who or type(self).__name__
         self._refresh()
-        layout = self._layout
-        if layout is None:
-            layout = infer_layout(data, batched, ignore, who)
-        return layout.prepare(data, batched, ignore, who)
+        if self._rows is not None:
+            return self._rows.stage(self._layout.prepare(data, batched, ignore, who), who)
+        batch = infer_layout(data, batched, ignore, who).prepare(data, batched, ignore, who)
+        device = self._pick_device(batch)
+        on_cpu = device.type == "cpu"
+        numpy_fields = [on_cpu and numpy_dtype(f.dtype) is not None for f in batch.layout.fields]
+        return stage_batch(batch, device, numpy_fields, who)
 
     def initialize(self, example: Any, *, batched: bool = False) -> None:
         """Fix the layout from ``example`` and allocate the memory, storing nothing.
@@ -352,6 +357,58 @@ def _rmtree(path: str, pid: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+_ZERO_CHUNK = 1 << 22
+
+
+def _create_reserved(path: Path, size: int, what: str) -> None:
+    """Create the file ``path`` of ``size`` bytes with every block allocated on disk.
+
+    A memory map over a sparse file finds a full disk only when a write first touches a
+    missing block, and then as SIGBUS, which kills the process. Reserving the blocks up
+    front turns that into an error here, before anything is stored.
+
+    Raises:
+        DiskFullError: The file system has no room for the file (it is removed).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            _reserve_blocks(fd, size)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                f"LazyMemmapStorage: the file {str(path)!r} needs {size:,} bytes ({what} "
+                f"bytes) but its file system has {free:,} bytes free ({exc.strerror}). "
+                f"Nothing was written. Fix: free disk space, pass a scratch_dir on a larger "
+                f"disk, or use a smaller max_size."
+            ) from exc
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+def _reserve_blocks(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of the file ``fd``: fallocate, else by writing zeros."""
+    fallocate = getattr(os, "posix_fallocate", None)  # not on macOS or Windows
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, size)
+            return
+        except OSError as exc:
+            # The file system cannot preallocate (some network and FUSE ones): write zeros.
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+    zeros = memoryview(bytes(min(size, _ZERO_CHUNK)))
+    os.lseek(fd, 0, os.SEEK_SET)
+    written = 0
+    while written < size:
+        written += os.write(fd, zeros[: min(len(zeros), size - written)])
+
+
 _STORAGE_FILE = "storage.json"
 _COUNTERS_FILE = "counters.memmap"
 _STORAGE_FORMAT = "rlblocks-memmap-storage"
@@ -495,9 +552,11 @@ class LazyMemmapStorage(TensorStorage):
 
     def _allocate(self, layout: Layout, device: torch.device) -> torch.Tensor:
         name = f"rows-{uuid.uuid4().hex}.memmap"
-        rows = MemoryMappedTensor.empty(
-            (self._max_size, layout.row_bytes), dtype=torch.uint8, filename=self._dir / name
+        shape = (self._max_size, layout.row_bytes)
+        _create_reserved(
+            self._dir / name, shape[0] * shape[1], f"{shape[0]:,} rows of {shape[1]:,}"
         )
+        rows = MemoryMappedTensor.from_filename(self._dir / name, dtype=torch.uint8, shape=shape)
         plain = rows.as_subclass(torch.Tensor)
         self._staged_files[id(plain)] = name
         return plain

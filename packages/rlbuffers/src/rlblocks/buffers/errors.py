@@ -17,6 +17,7 @@ __all__ = [
     "PriorityError",
     "CheckpointError",
     "NotShareableError",
+    "DiskFullError",
 ]
 
 
@@ -50,3 +51,7 @@ class CheckpointError(ReplayBufferError, ValueError):
 
 class NotShareableError(ReplayBufferError, TypeError):
     """A buffer component cannot be sent to another process in its current state."""
+
+
+class DiskFullError(ReplayBufferError, OSError):
+    """A memory-mapped storage's file does not fit on its disk; nothing was written."""

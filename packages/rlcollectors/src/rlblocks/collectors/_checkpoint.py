@@ -1,11 +1,12 @@
-"""Checkpoint files: layout, the ``latest`` pointer, random-generator states, safe loading.
+"""Trainer checkpoints: layout, the ``latest`` pointer, random-generator states, safe loading.
 
-A checkpoint is a folder holding ``trainer.pt`` (a ``torch.save`` of plain containers and
-tensors, loadable with ``weights_only=True``) and, when the trainer has a replay buffer,
-``replay_buffer/`` written by the buffer's own ``dumps``. The trainer writes the folder with
-:func:`rlblocks.core.utils.replace_folder`: under a temporary name next to its destination,
-renamed into place only when complete, so a crash never leaves a half-written checkpoint
-under the final name.
+A trainer checkpoint is a checkpoint folder of rlblocks' shared format
+(:mod:`rlblocks.core.checkpoint`) holding ``trainer.pt`` (a ``torch.save`` of plain
+containers and tensors, loadable with ``weights_only=True``) and, when the trainer has a
+replay buffer, ``replay_buffer/`` written by the buffer's own ``dumps``. Every file, the
+buffer's included, is listed with its size and CRC-32 in the checkpoint's manifest, so
+:func:`read_trainer_checkpoint` verifies the whole checkpoint before the trainer changes
+anything, and an overwriting save switches versions atomically.
 """
 
 from __future__ import annotations
@@ -19,54 +20,60 @@ import numpy as np
 import torch
 
 from rlblocks.collectors.errors import CheckpointError
+from rlblocks.core.checkpoint import is_checkpoint, read_checkpoint, replace_file
 
 __all__ = [
+    "KIND",
     "STATE_FILE",
     "BUFFER_FOLDER",
     "LATEST_FILE",
     "write_latest",
     "resolve_checkpoint",
+    "read_trainer_checkpoint",
     "rng_state",
     "set_rng_state",
-    "load_state_file",
 ]
 
+KIND = "rlblocks-collectors/trainer"
 STATE_FILE = "trainer.pt"
 BUFFER_FOLDER = "replay_buffer"
 LATEST_FILE = "latest"
 
 
 def write_latest(folder: Path, name: str) -> None:
-    """Point ``folder/latest`` at the checkpoint ``name`` (atomic file replace)."""
-    tmp = folder / f".{LATEST_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, folder / LATEST_FILE)
+    """Point ``folder/latest`` at the checkpoint ``name`` (atomic, durable file replace)."""
+    replace_file(folder / LATEST_FILE, (name + "\n").encode())
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint folder for ``path``: a checkpoint itself, or a folder with ``latest``."""
     path = Path(path)
-    if (path / STATE_FILE).is_file():
+    if is_checkpoint(path):
         return path
     latest = path / LATEST_FILE
     if latest.is_file():
         target = path / latest.read_text().strip()
-        if (target / STATE_FILE).is_file():
+        if is_checkpoint(target):
             return target
         raise CheckpointError(
             f"Trainer.load: {latest} names {target.name!r}, which is not a complete "
-            f"checkpoint (no {STATE_FILE}). Fix: load one of the checkpoint folders in "
-            f"{path} explicitly."
+            f"checkpoint. Fix: load one of the checkpoint folders in {path} explicitly."
         )
     raise CheckpointError(
-        f"Trainer.load: {path} is neither a checkpoint (a folder with {STATE_FILE}) nor a "
-        f"checkpoint_dir (a folder with a {LATEST_FILE!r} file). Fix: pass the path returned "
-        f"by Trainer.save() or the trainer's checkpoint_dir."
+        f"Trainer.load: {path} is neither a checkpoint nor a checkpoint_dir (a folder with a "
+        f"{LATEST_FILE!r} file). Fix: pass the path returned by Trainer.save() or the "
+        f"trainer's checkpoint_dir."
     )
 
 
-def load_state_file(folder: Path) -> dict[str, Any]:
-    """Read ``folder/trainer.pt`` (tensors and plain containers only)."""
+def read_trainer_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
+    """Verify the whole checkpoint ``path``; return the folder of its files and its state.
+
+    Raises:
+        CheckpointError: A file (the replay buffer's included) is missing, truncated or
+            corrupt, or ``trainer.pt`` is not a trainer state.
+    """
+    folder = read_checkpoint(path, kind=KIND, who="Trainer.load", error=CheckpointError).folder
     try:
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -78,7 +85,7 @@ def load_state_file(folder: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"Trainer.load: {folder / STATE_FILE} is not an rlblocks trainer checkpoint."
         )
-    return state
+    return folder, state
 
 
 def rng_state() -> dict[str, Any]:

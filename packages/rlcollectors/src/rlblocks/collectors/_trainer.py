@@ -15,6 +15,7 @@ them):
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import os
@@ -30,8 +31,9 @@ from torch import nn
 from rlblocks.collectors._base import DataCollectorBase, extend_buffer
 from rlblocks.collectors._checkpoint import (
     BUFFER_FOLDER,
+    KIND,
     STATE_FILE,
-    load_state_file,
+    read_trainer_checkpoint,
     resolve_checkpoint,
     rng_state,
     set_rng_state,
@@ -39,8 +41,9 @@ from rlblocks.collectors._checkpoint import (
 )
 from rlblocks.collectors._episodes import EpisodeTracker
 from rlblocks.collectors.errors import CheckpointError, CollectorConfigError, TrainerError
+from rlblocks.core.checkpoint import CheckpointWriter, write_checkpoint
 from rlblocks.core.loggers import Logger
-from rlblocks.core.utils import check_int, replace_folder
+from rlblocks.core.utils import check_int
 
 __all__ = ["Trainer", "STAGES"]
 
@@ -370,7 +373,12 @@ class Trainer:
         }
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write a checkpoint folder atomically and return its path.
+        """Write a checkpoint folder and return its path; the path always holds a complete one.
+
+        Every file (``trainer.pt`` and the replay buffer's) is listed with its size and
+        CRC-32 in the checkpoint's manifest (:mod:`rlblocks.core.checkpoint`). Saving over
+        an existing checkpoint writes the new version beside it and switches a pointer
+        atomically, so an interrupted save leaves the previous checkpoint loadable.
 
         Args:
             path: Where to write; default ``<checkpoint_dir>/checkpoint_<frames>``, which
@@ -378,6 +386,8 @@ class Trainer:
 
         Raises:
             CollectorConfigError: No ``path`` and no ``checkpoint_dir``.
+            CheckpointError: ``path`` exists and is not a trainer checkpoint (it is never
+                overwritten then).
         """
         if path is None:
             if self.checkpoint_dir is None:
@@ -390,12 +400,18 @@ class Trainer:
             target = Path(path)
         state = self.state_dict()
 
-        def fill(folder: Path) -> None:
-            torch.save(state, folder / STATE_FILE)
+        def fill(writer: CheckpointWriter) -> None:
+            torch.save(state, writer.folder / STATE_FILE)
             if self.replay_buffer is not None:
-                self.replay_buffer.dumps(folder / BUFFER_FOLDER)
+                self.replay_buffer.dumps(writer.folder / BUFFER_FOLDER)
 
-        written = replace_folder(target, fill)
+        written = write_checkpoint(
+            target,
+            fill,
+            kind=KIND,
+            who="Trainer.save",
+            error=CheckpointError,
+        )
         if path is None:
             write_latest(written.parent, written.name)
         self._last_checkpoint_frames = self.frames
@@ -404,54 +420,90 @@ class Trainer:
     def load(self, path: str | os.PathLike[str]) -> Trainer:
         """Restore a checkpoint into this trainer and its objects; returns ``self``.
 
+        All or nothing: the whole checkpoint (every file's size and CRC-32, the replay
+        buffer's included) is verified and checked against this trainer before anything
+        changes, and if restoring a part still fails (an optimizer or a buffer that refuses
+        the saved state), everything restored so far is put back as it was.
+
         Args:
             path: A checkpoint folder (as returned by :meth:`save`) or a checkpoint_dir
                 (its ``latest`` checkpoint is loaded).
 
         Raises:
-            CheckpointError: The checkpoint is missing, incomplete, or was saved by a
-                trainer with other modules, optimizer, hooks or buffer.
+            CheckpointError: The checkpoint is missing, incomplete or corrupt, or was saved
+                by a trainer with other modules, optimizer, hooks or buffer; the trainer
+                is unchanged.
         """
-        folder = resolve_checkpoint(path)
-        state = load_state_file(folder)
-        hooks = self._stateful_hooks()
-        if len(hooks) != len(state["hooks"]):
-            raise CheckpointError(
-                f"Trainer.load: the checkpoint has {len(state['hooks'])} stateful hooks, this "
-                f"trainer {len(hooks)}. Fix: register the same hooks before loading."
-            )
-        buffer_folder = folder / BUFFER_FOLDER
-        if (self.replay_buffer is not None) != buffer_folder.exists():
-            raise CheckpointError(
-                f"Trainer.load: the checkpoint {folder} "
-                f"{'has' if buffer_folder.exists() else 'has no'} replay buffer but this "
-                f"trainer {'has none' if self.replay_buffer is None else 'has one'}. Fix: "
-                f"build the trainer as the one that saved the checkpoint."
-            )
+        folder, state = read_trainer_checkpoint(resolve_checkpoint(path))
+        self._check_fits(folder, state)
+        previous = copy.deepcopy(self.state_dict())
         try:
-            self.loss_module.load_state_dict(state["loss_module"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if state["target_net_updater"] is not None:
-                self.target_net_updater.load_state_dict(state["target_net_updater"])
-            for hook, hook_state in zip(hooks, state["hooks"]):
-                hook.load_state_dict(hook_state)
-            self.collector.load_state_dict(state["collector"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            self._restore(state)
+            if self.replay_buffer is not None:
+                self.replay_buffer.loads(folder / BUFFER_FOLDER)
+        except Exception as err:
+            try:
+                self._restore(previous)
+            except Exception as restore_err:
+                raise CheckpointError(
+                    f"Trainer.load: the checkpoint {folder} does not match this trainer "
+                    f"({err}), and putting the previous state back failed too "
+                    f"({restore_err}): the trainer is partially loaded. Fix: load a "
+                    f"checkpoint that fits it."
+                ) from err
             raise CheckpointError(
                 f"Trainer.load: the checkpoint {folder} does not match this trainer: {err}. "
-                f"Fix: build the loss module, optimizer and collector as in the saved run."
+                f"The trainer is unchanged. Fix: build the loss module, optimizer, collector "
+                f"and replay buffer as in the saved run."
             ) from err
-        if self.replay_buffer is not None:
-            self.replay_buffer.loads(buffer_folder)
         counters = state["counters"]
         self.frames = counters["frames"]
         self.batches = counters["batches"]
         self.optim_steps = counters["optim_steps"]
         self._collector_frames = counters["collector_frames"]
         self._last_checkpoint_frames = self.frames
-        self._episodes.load_state_dict(state["episodes"])
         set_rng_state(state["rng"])
         return self
+
+    def _check_fits(self, folder: Path, state: dict[str, Any]) -> None:
+        """The checks that need no change to the trainer: raise before anything changes."""
+        hooks = self._stateful_hooks()
+        if len(hooks) != len(state["hooks"]):
+            raise CheckpointError(
+                f"Trainer.load: the checkpoint has {len(state['hooks'])} stateful hooks, this "
+                f"trainer {len(hooks)}. Fix: register the same hooks before loading."
+            )
+        has_buffer = (folder / BUFFER_FOLDER).exists()
+        if (self.replay_buffer is not None) != has_buffer:
+            raise CheckpointError(
+                f"Trainer.load: the checkpoint {folder} "
+                f"{'has' if has_buffer else 'has no'} replay buffer but this "
+                f"trainer {'has none' if self.replay_buffer is None else 'has one'}. Fix: "
+                f"build the trainer as the one that saved the checkpoint."
+            )
+        current, saved = self.loss_module.state_dict(), state["loss_module"]
+        differ = sorted(current.keys() ^ saved.keys()) + sorted(
+            key
+            for key in current.keys() & saved.keys()
+            if getattr(saved[key], "shape", None) != getattr(current[key], "shape", None)
+        )
+        if differ:
+            raise CheckpointError(
+                f"Trainer.load: the checkpoint {folder} does not match this trainer: the loss "
+                f"module's parameters and buffers differ in name or shape at {differ[:5]}. "
+                f"The trainer is unchanged. Fix: build the loss module as in the saved run."
+            )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Load the parts of :meth:`state_dict` that live in other objects."""
+        self.loss_module.load_state_dict(state["loss_module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["target_net_updater"] is not None:
+            self.target_net_updater.load_state_dict(state["target_net_updater"])
+        for hook, hook_state in zip(self._stateful_hooks(), state["hooks"]):
+            hook.load_state_dict(hook_state)
+        self.collector.load_state_dict(state["collector"])
+        self._episodes.load_state_dict(state["episodes"])
 
     def __repr__(self) -> str:
         return (

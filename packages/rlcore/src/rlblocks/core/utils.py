@@ -9,11 +9,10 @@
   the same GPU compare equal.
 * :func:`stop_processes`: bounded, idempotent shutdown of worker processes (a polite
   message, then SIGTERM, then SIGKILL), leaving no child behind.
-* :func:`replace_folder`: write a folder elsewhere, then swap it into place, so a reader
-  never sees a half-written one.
 
 They are public so that third-party plugins (env backends with worker processes,
-storages with checkpoints) behave like rlblocks' own components.
+storages with checkpoints) behave like rlblocks' own components; the shared checkpoint
+format (manifests, checksums, atomic overwrites) is :mod:`rlblocks.core.checkpoint`.
 """
 
 from __future__ import annotations
@@ -21,12 +20,8 @@ from __future__ import annotations
 import contextlib
 import numbers
 import operator
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,7 +32,6 @@ __all__ = [
     "as_device",
     "as_optional_device",
     "stop_processes",
-    "replace_folder",
 ]
 
 
@@ -212,36 +206,3 @@ def _join_all(processes: Iterable[Any], timeout: float) -> None:
     for process in processes:
         with contextlib.suppress(ValueError):
             process.join(max(0.0, deadline - time.monotonic()))
-
-
-def replace_folder(path: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:
-    """Create the folder ``path`` with ``fill(tmp)``, swapped into place once complete.
-
-    ``fill`` writes into an empty temporary folder next to ``path``. When it returns, an
-    existing ``path`` is renamed aside, the new folder renamed to ``path`` and the old one
-    deleted; when it raises, the temporary folder is removed and ``path`` is untouched.
-
-    Args:
-        path: The folder to create or replace.
-        fill: Writes the folder's contents into the given temporary folder.
-
-    Returns:
-        ``path`` as an absolute ``Path``.
-    """
-    path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.with_name(f".{path.name}.tmp-{tag}")
-    try:
-        tmp.mkdir()
-        fill(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{tag}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
