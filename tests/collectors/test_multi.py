@@ -15,14 +15,17 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 import torch
 from tensordict.nn import TensorDictModule, TensorDictSequential
 
 from rlblocks.collectors import (
+    CollectorClosedError,
     CollectorConfigError,
     CollectorWorkerError,
     MultiaSyncDataCollector,
@@ -88,10 +91,10 @@ def test_multiasync_yields_worker_batches(kit, make):
         MultiaSyncDataCollector,
         [lambda: kit.WalkEnv(batch_size=[2])] * 3,
         frames_per_batch=10,
-        total_frames=100,
+        total_frames=300,  # enough batches that a worker descheduled for a while still shows
     )
     batches = list(collector)
-    assert len(batches) == 10 and all(b.batch_size == (2, 5) for b in batches)
+    assert len(batches) == 30 and all(b.batch_size == (2, 5) for b in batches)
     workers = {int(b[TRAJ][0, 0]) % 3 for b in batches}
     assert workers == {0, 1, 2}
 
@@ -248,6 +251,38 @@ def test_shutdown_is_bounded_idempotent_and_leaves_no_process(kit, make):
     assert children(kit) <= before
 
 
+@pytest.mark.parametrize("cls", [MultiSyncDataCollector, MultiaSyncDataCollector])
+def test_shutdown_from_another_thread_wakes_a_waiting_next(kit, make, cls):
+    """Issue 20, item 10: next() waiting for a worker leaves with CollectorClosedError as
+    soon as another thread shuts the collector down (the scenario is in tests/faults)."""
+    before = children(kit)
+    collector = make(cls, [_HangingEnv], frames_per_batch=2, timeout=None)
+    pids = collector.worker_pids
+    raised = []
+
+    def wait_for_a_batch():
+        try:
+            collector.next()
+        except BaseException as err:
+            raised.append(err)
+
+    thread = threading.Thread(target=wait_for_a_batch)
+    thread.start()
+    thread.join(0.5)  # now waiting on the stuck worker
+    assert thread.is_alive()
+    start = time.monotonic()
+    collector.shutdown()
+    thread.join(GENEROUS_S)
+    assert not thread.is_alive() and time.monotonic() - start < GENEROUS_S
+    (err,) = raised
+    assert isinstance(err, CollectorClosedError), repr(err)
+    assert "shutdown() was called while this call was waiting for the workers" in str(err)
+    assert_gone(pids, timeout=1)
+    assert children(kit) <= before
+    with pytest.raises(CollectorClosedError, match="after shutdown"):
+        collector.set_seed(0)
+
+
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
 def test_no_process_remains_after_an_error_in_the_training_loop(kit, error):
     before = children(kit)
@@ -324,12 +359,27 @@ def test_spawn_with_a_lambda_names_the_fix():
         ([CartPoleEnv] * 2, {"device": ["cpu", 2.5]}, r"device\[1\] must be a torch.device"),
         ([CartPoleEnv], {"max_frames_per_traj": 0}, r"max_frames_per_traj must be a positive int"),
         ([CartPoleEnv], {"max_frames_per_traj": -2}, r"\(or None, -1\), got -2"),
+        ([CartPoleEnv], {"timeout": 0}, "timeout must be a positive number of seconds or None"),
+        ([CartPoleEnv], {"timeout": "10"}, r"timeout must be .*, got '10'"),
+        ([CartPoleEnv], {"timeout": True}, r"timeout must be .*, got True"),
+        ([CartPoleEnv], {"timeout": float("inf")}, r"or None \(wait forever\), got inf"),
     ],
 )
 def test_bad_arguments(create_env_fn, kwargs, match):
     kwargs.setdefault("frames_per_batch", 4)
     with pytest.raises(CollectorConfigError, match=match):
         MultiSyncDataCollector(create_env_fn, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [MultiSyncDataCollector, MultiaSyncDataCollector])
+def test_timeout_default_is_finite_and_none_waits_forever(make, cls):
+    """Issue 20, item 8 (the scenario of a stuck worker is in tests/faults)."""
+    collector = make(cls, [CartPoleEnv], frames_per_batch=2, total_frames=4)
+    assert collector.timeout == 600.0
+    forever = make(cls, [CartPoleEnv], frames_per_batch=2, total_frames=4, timeout=None)
+    assert forever.timeout is None
+    assert [b.numel() for b in forever] == [2, 2]
+    assert make(cls, [CartPoleEnv], frames_per_batch=2, timeout=np.float32(2)).timeout == 2.0
 
 
 def test_envs_of_different_batch_sizes_are_rejected(kit):

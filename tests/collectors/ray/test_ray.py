@@ -9,7 +9,7 @@ import ray
 import torch
 from tensordict.nn import TensorDictModule
 
-from rlblocks.collectors import CollectorWorkerError, RayCollector, Trainer
+from rlblocks.collectors import CollectorConfigError, CollectorWorkerError, RayCollector, Trainer
 from rlblocks.envs import CartPoleEnv
 
 TRAJ = ("collector", "traj_ids")
@@ -115,6 +115,30 @@ def test_actors_that_cannot_be_scheduled_raise_instead_of_waiting(make):
     with pytest.raises(CollectorWorkerError, match="did not start within"):
         make([lambda: CartPoleEnv()], frames_per_batch=4, remote_config={"num_cpus": 64},
              start_timeout=5)  # fmt: skip
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_stuck_actor_raises_naming_it_instead_of_waiting_forever(make, sync):
+    """Issue 20, item 8: ray.get/ray.wait on a batch used to wait without limit."""
+
+    class Stuck(CartPoleEnv):
+        def _step(self, tensordict):
+            time.sleep(3600)
+
+    collector = make([lambda: CartPoleEnv(), Stuck], frames_per_batch=4, sync=sync, timeout=2)
+    actors = collector.actors
+    start = time.monotonic()
+    with pytest.raises(CollectorWorkerError, match=r"actor 1 sent nothing for 2\.\d s while "):
+        for _ in collector:  # unsynced, actor 0 keeps delivering meanwhile
+            pass
+    assert time.monotonic() - start < 30
+    assert collector.is_closed
+    assert_dead(actors)
+
+
+def test_the_timeout_is_validated():
+    with pytest.raises(CollectorConfigError, match="timeout must be a positive number"):
+        RayCollector([lambda: CartPoleEnv()], frames_per_batch=4, timeout=-1)
 
 
 def test_a_killed_actor_surfaces_in_the_driver(make):

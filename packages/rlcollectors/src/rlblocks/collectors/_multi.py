@@ -8,20 +8,29 @@ a worker reloads the weights before its next batch when the version changed.
 
 Faults: the parent waits on the workers' pipes *and* their process sentinels at once, so a
 worker that raises (its traceback arrives as a message) or dies (killed by a signal, a
-crash) is noticed immediately; the collector then shuts every worker down and raises
+crash) is noticed immediately, and one that stays silent for ``timeout`` seconds (stuck in
+its env) when the timeout runs out; the collector then shuts every worker down and raises
 :class:`CollectorWorkerError`. ``shutdown()`` asks workers to leave, then terminates and
 finally kills those still alive, within a few seconds in total.
+
+Threads: one lock serializes the calls that talk to the workers. ``shutdown()`` from another
+thread wakes a thread waiting for the workers (through a pipe it also waits on), lets it
+leave with :class:`CollectorClosedError`, and only then closes the pipes it was reading.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import shutil
 import signal
 import tempfile
+import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,28 +40,50 @@ from tensordict import TensorDictBase
 
 from rlblocks.collectors._base import EnvFactory
 from rlblocks.collectors._policy import policy_weights
-from rlblocks.collectors._pool import EnvCopy, PoolCollectorBase
+from rlblocks.collectors._pool import DEFAULT_TIMEOUT_S, EnvCopy, PoolCollectorBase
 from rlblocks.collectors._worker import worker_main
-from rlblocks.collectors.errors import CollectorConfigError, CollectorWorkerError
+from rlblocks.collectors.errors import (
+    CollectorClosedError,
+    CollectorConfigError,
+    CollectorWorkerError,
+)
 from rlblocks.core import ExplorationType
-from rlblocks.core.utils import stop_processes
+from rlblocks.core.utils import check_timeout, stop_processes
 
 __all__ = ["MultiSyncDataCollector", "MultiaSyncDataCollector"]
+
+
+#: How long ``shutdown()`` from another thread waits for a thread talking to the workers
+#: to leave before it stops the workers anyway (that thread is woken at once, so it only
+#: waits this long if the thread is stuck elsewhere).
+_LEAVE_S = 5.0
 
 
 class _Worker:
     """The parent's handle on one worker process."""
 
-    __slots__ = ("buffer", "conn", "fault_path", "index", "process", "requested", "state")
+    __slots__ = (
+        "asked",
+        "buffer",
+        "conn",
+        "fault_path",
+        "index",
+        "pid",
+        "process",
+        "requested",
+        "state",
+    )
 
     def __init__(self, index: int, process: Any, conn: Any, fault_path: str) -> None:
         self.index = index
         self.process = process
+        self.pid: int = process.pid  # kept: a closed Process no longer tells it
         self.conn = conn
         self.fault_path = fault_path
         self.buffer: TensorDictBase | None = None
         self.state = "idle"  # idle | busy (a batch was asked for) | holding (batch not taken)
         self.requested = 0  # when the batch in flight was asked for (a request counter)
+        self.asked = time.monotonic()  # when the message it must answer was sent
 
 
 def _request_order(worker: _Worker) -> int:
@@ -63,10 +94,21 @@ def _send_close(conn: Any) -> None:
     conn.send(("close",))
 
 
-def _stop_workers(processes: list[Any], conns: list[Any], tmpdir: str) -> None:
+def _stop_workers(processes: list[Any], conns: list[Any], tmpdir: str, wake: Any) -> None:
     """Stop the workers within a bounded time (close, terminate, kill); remove their files."""
     stop_processes(processes, conns, send_close=_send_close)
     shutil.rmtree(tmpdir, ignore_errors=True)
+    for conn in wake:
+        conn.close()
+
+
+def _read_dump(path: str) -> str:
+    """The Python traceback a worker's faulthandler wrote (on a crash or SIGTERM), if any."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 class _MultiCollectorBase(PoolCollectorBase):
@@ -91,9 +133,17 @@ class _MultiCollectorBase(PoolCollectorBase):
         storing_device: Any = None,
         replay_buffer: Any = None,
         mp_start_method: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._workers: list[_Worker] = []
         self._finalizer: Any = None
+        self.timeout = check_timeout(
+            timeout, "timeout", type(self).__name__, error=CollectorConfigError
+        )
+        # Talking to the workers is one thread's at a time; shutdown() from another thread
+        # writes to _wake_send so that a thread waiting for the workers leaves at once.
+        self._lock = threading.RLock()
+        self._wake_recv, self._wake_send = multiprocessing.Pipe(duplex=False)
         super().__init__(
             create_env_fn,
             policy,
@@ -126,7 +176,8 @@ class _MultiCollectorBase(PoolCollectorBase):
         n = self.num_workers
         # The finalizer holds the processes, never self, so an abandoned collector is
         # still cleaned up when it is garbage collected or when the interpreter exits.
-        self._finalizer = weakref.finalize(self, _stop_workers, processes, conns, tmpdir)
+        wake = (self._wake_recv, self._wake_send)
+        self._finalizer = weakref.finalize(self, _stop_workers, processes, conns, tmpdir, wake)
         try:
             if ctx.get_start_method() != "fork":
                 _check_picklable_envs(owner, self._factories, ctx.get_start_method())
@@ -149,7 +200,8 @@ class _MultiCollectorBase(PoolCollectorBase):
                 processes.append(process)
                 child_conn.close()
                 self._workers.append(_Worker(index, process, parent_conn, fault_path))
-            self._check_batch_sizes([self._reply(worker, "ok") for worker in self._workers])
+            replies = [self._reply(w, "ok", "starting its env") for w in self._workers]
+            self._check_batch_sizes(replies)
         except BaseException:
             self.shutdown()
             raise
@@ -159,10 +211,11 @@ class _MultiCollectorBase(PoolCollectorBase):
             worker.conn.send(message)
         except (OSError, ValueError):
             self._raise_dead(worker)
+        worker.asked = time.monotonic()
 
-    def _reply(self, worker: _Worker, expected: str) -> Any:
-        """Wait for ``worker``'s next reply; return its payload."""
-        _, (kind, payload) = self._wait_any([worker])
+    def _reply(self, worker: _Worker, expected: str, what: str) -> Any:
+        """Wait for ``worker``'s next reply (to a request for ``what``); return its payload."""
+        _, (kind, payload) = self._wait_any([worker], what)
         if kind != expected:
             raise CollectorWorkerError(
                 f"{type(self).__name__}: worker {worker.index} answered {kind!r} where "
@@ -171,12 +224,33 @@ class _MultiCollectorBase(PoolCollectorBase):
             )
         return payload
 
-    def _wait_any(self, workers: Sequence[_Worker]) -> tuple[_Worker, tuple[str, Any]]:
-        """The first reply of any of ``workers``; raises if one raised or died."""
+    def _wait_any(self, workers: Sequence[_Worker], what: str) -> tuple[_Worker, tuple[str, Any]]:
+        """The first reply of any of ``workers``; raises if one raised, died, stayed silent
+        for :attr:`timeout` seconds since it was asked (``what`` says for what), or if the
+        collector was shut down from another thread meanwhile."""
         by_conn = {w.conn: w for w in workers}
         by_sentinel = {w.process.sentinel: w for w in workers}
+        waited_on = [*by_conn, *by_sentinel, self._wake_recv]
+        timeout = self.timeout
         while True:
-            ready = multiprocessing.connection.wait([*by_conn, *by_sentinel])
+            if self._closed:
+                raise self._closed_error(what)
+            if timeout is None:
+                ready = multiprocessing.connection.wait(waited_on)
+            else:
+                deadline = min(w.asked for w in workers) + timeout
+                ready = multiprocessing.connection.wait(
+                    waited_on, max(0.0, deadline - time.monotonic())
+                )
+                # Checked even when others answered: in the async collector a fast worker
+                # would otherwise keep hiding a stuck one.
+                now = time.monotonic()
+                for worker in workers:
+                    answered = worker.conn in ready or worker.process.sentinel in ready
+                    if not answered and now - worker.asked >= timeout:
+                        self._raise_silent(worker, now - worker.asked, what)
+            if self._closed:
+                raise self._closed_error(what)
             # Replies first: a worker that sent its traceback and exited is ready twice.
             for obj in ready:
                 worker = by_conn.get(obj)
@@ -194,7 +268,32 @@ class _MultiCollectorBase(PoolCollectorBase):
                 if worker is not None and not worker.conn.poll():
                     self._raise_dead(worker)
 
+    def _closed_error(self, what: str) -> CollectorClosedError:
+        return CollectorClosedError(
+            f"{type(self).__name__}: shutdown() was called while this call was waiting for "
+            f"the workers ({what}), e.g. from another thread; the collector is closed. Create "
+            f"a new collector to collect more."
+        )
+
+    def _raise_silent(self, worker: _Worker, waited: float, what: str) -> None:
+        # Stop the workers before reading the silent one's fault file: SIGTERM makes its
+        # faulthandler write its stack there, which says where it is stuck.
+        workers = self._workers
+        stop_processes(
+            [w.process for w in workers], [w.conn for w in workers], send_close=_send_close
+        )
+        dump = _read_dump(worker.fault_path)
+        detail = f"\nPython traceback when it was stopped:\n{dump}" if dump else ""
+        self._raise_failed(
+            worker,
+            f"sent nothing for {waited:.1f} s while {what} (timeout={self.timeout:g} s; is "
+            f"it stuck? Pass a larger timeout if it is only slow){detail}",
+        )
+
     def _raise_dead(self, worker: _Worker) -> None:
+        if self._closed:
+            # The pipes were closed under us by shutdown() from another thread.
+            raise self._closed_error("reading a reply")
         process = worker.process
         process.join(1.0)
         code = process.exitcode
@@ -205,20 +304,14 @@ class _MultiCollectorBase(PoolCollectorBase):
                 how = f"was killed by signal {-code}"
         else:
             how = f"exited unexpectedly with exit code {code}"
-        dump = ""
-        try:
-            with open(worker.fault_path) as f:
-                dump = f.read().strip()
-        except OSError:
-            pass
+        dump = _read_dump(worker.fault_path)
         detail = f"\nPython traceback at the time of death:\n{dump}" if dump else ""
         self._raise_failed(worker, how + detail)
 
     def _raise_failed(self, worker: _Worker, what: str) -> None:
-        pid = worker.process.pid
         self.shutdown()
         raise CollectorWorkerError(
-            f"{type(self).__name__}: worker {worker.index} (pid {pid}) {what}\n"
+            f"{type(self).__name__}: worker {worker.index} (pid {worker.pid}) {what}\n"
             f"All workers were shut down; fix the cause and create a new collector."
         )
 
@@ -230,14 +323,27 @@ class _MultiCollectorBase(PoolCollectorBase):
     def _drain(self, worker: _Worker) -> None:
         """Receive a batch ``worker`` is producing, keeping it for later delivery."""
         if worker.state == "busy":
-            self._take_batch(worker, self._reply(worker, "batch"))
+            self._take_batch(worker, self._reply(worker, "batch", "collecting a batch"))
             self._holding.append(worker)
 
     def _call(self, index: int, method: str, *args: Any) -> Any:
-        worker = self._workers[index]
-        self._drain(worker)
-        self._send(worker, method, *args)
-        return self._reply(worker, "ok")
+        with self._lock:
+            if self._closed:
+                self._check_open(method)
+            worker = self._workers[index]
+            self._drain(worker)
+            self._send(worker, method, *args)
+            return self._reply(worker, "ok", f"running {method}()")
+
+    def _collect(self) -> TensorDictBase:
+        with self._lock:
+            if self._closed:  # by another thread, since next() checked
+                raise self._closed_error("collecting a batch")
+            return self._gather()
+
+    def _gather(self) -> TensorDictBase:
+        """One batch from the workers (called with the lock held)."""
+        raise NotImplementedError
 
     def _publish(self, weights: TensorDictBase) -> None:
         if self._shared_weights is not None:
@@ -253,14 +359,23 @@ class _MultiCollectorBase(PoolCollectorBase):
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the workers (empty after :meth:`shutdown`)."""
-        return [] if self._closed else [w.process.pid for w in self._workers]
+        return [] if self._closed else [w.pid for w in self._workers]
 
     def _shutdown(self) -> None:
-        self._holding.clear()
-        for worker in self._workers:
-            worker.buffer = None
-        if self._finalizer is not None:
-            self._finalizer()
+        # A thread waiting for the workers also waits on this pipe: wake it, and let it leave
+        # before its pipes are closed. Bounded: a thread stuck elsewhere is not waited for.
+        with contextlib.suppress(OSError, ValueError):
+            self._wake_send.send_bytes(b"")
+        locked = self._lock.acquire(timeout=_LEAVE_S)
+        try:
+            self._holding.clear()
+            for worker in self._workers:
+                worker.buffer = None
+            if self._finalizer is not None:
+                self._finalizer()
+        finally:
+            if locked:
+                self._lock.release()
 
 
 class MultiSyncDataCollector(_MultiCollectorBase):
@@ -302,11 +417,21 @@ class MultiSyncDataCollector(_MultiCollectorBase):
         replay_buffer: See :class:`SyncDataCollector` (written from this process).
         mp_start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` uses the
             platform's default.
+        timeout: Seconds a worker may take to answer: to build its env, to collect one
+            batch (all of its ``frames_per_batch`` share), or to run a ``set_seed`` or
+            state-dict call. A worker silent for longer is taken for stuck: every worker
+            is shut down and :class:`CollectorWorkerError` names it, with the Python stack
+            where it was stuck. ``None`` waits forever. The default (10 minutes) is
+            generous because a batch is many env steps; lower it to notice a stuck env
+            sooner.
 
     Raises:
         CollectorConfigError: A bad argument.
         CollectorWorkerError: A worker failed to build its env or collector (the message
-            holds its traceback), now or in a later batch, or died.
+            holds its traceback), now or in a later batch, died, or stayed silent for
+            ``timeout`` seconds.
+        CollectorClosedError: The collector was shut down, also when :meth:`shutdown` is
+            called from another thread while this one iterates (its loop ends with it).
 
     Example:
         >>> collector = MultiSyncDataCollector(
@@ -320,7 +445,7 @@ class MultiSyncDataCollector(_MultiCollectorBase):
 
     _sync = True
 
-    def _collect(self) -> TensorDictBase:
+    def _gather(self) -> TensorDictBase:
         for worker in self._workers:
             self._drain(worker)  # a batch left in flight by an interrupted call is dropped
         self._holding.clear()
@@ -329,7 +454,7 @@ class MultiSyncDataCollector(_MultiCollectorBase):
             self._request(worker, random)
         busy = list(self._workers)
         while busy:
-            worker, (_, buffer) = self._wait_any(busy)
+            worker, (_, buffer) = self._wait_any(busy, "collecting a batch")
             self._take_batch(worker, buffer)
             busy.remove(worker)
         batch = self._stack([w.buffer for w in self._workers])  # type: ignore[misc]
@@ -364,20 +489,20 @@ class MultiaSyncDataCollector(_MultiCollectorBase):
 
     _sync = False
 
-    def _collect(self) -> TensorDictBase:
+    def _gather(self) -> TensorDictBase:
         if not self._holding:
             random = self._random_phase()
             for worker in self._workers:
                 if worker.state == "idle":
                     self._request(worker, random)
             busy = sorted((w for w in self._workers if w.state == "busy"), key=_request_order)
-            first, (_, buffer) = self._wait_any(busy)
+            first, (_, buffer) = self._wait_any(busy, "collecting a batch")
             self._take_batch(first, buffer)
             # Take every batch that is ready, oldest request first: otherwise the fastest
             # worker would be served again and again while finished ones wait.
             for worker in busy:
                 if worker is not first and worker.conn.poll():
-                    self._take_batch(worker, self._reply(worker, "batch"))
+                    self._take_batch(worker, self._reply(worker, "batch", "collecting a batch"))
             self._holding.extend(w for w in busy if w.state == "holding")
         worker = self._holding.popleft()
         batch = worker.buffer.clone()  # type: ignore[union-attr]

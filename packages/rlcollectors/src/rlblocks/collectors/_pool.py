@@ -28,7 +28,18 @@ from rlblocks.collectors.errors import CollectorConfigError
 from rlblocks.core import ExplorationType
 from rlblocks.envs import EnvBase
 
-__all__ = ["EnvCopy", "PoolCollectorBase", "check_factories", "per_worker_devices"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "EnvCopy",
+    "PoolCollectorBase",
+    "check_factories",
+    "per_worker_devices",
+]
+
+#: Default ``timeout`` of the multi-process and Ray collectors: how long a worker may take
+#: to answer (a whole batch, or building its env). Generous, since a batch is many env
+#: steps, but finite: a stuck worker surfaces as an error instead of a hang.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 class EnvCopy:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tensordict import TensorDictBase
 
 from rlblocks.collectors._base import EnvFactory
-from rlblocks.collectors._pool import PoolCollectorBase
+from rlblocks.collectors._pool import DEFAULT_TIMEOUT_S, PoolCollectorBase
 from rlblocks.collectors._worker import CollectorWorker
-from rlblocks.collectors.errors import CollectorWorkerError
+from rlblocks.collectors.errors import CollectorConfigError, CollectorWorkerError
 from rlblocks.core import ExplorationType
 from rlblocks.core.errors import missing_dependency
+from rlblocks.core.utils import check_timeout
 
 __all__ = ["RayCollector"]
 
@@ -77,10 +79,17 @@ class RayCollector(PoolCollectorBase):
             (the default) or ``{"num_gpus": 1}``.
         start_timeout: Seconds to wait for the actors to start; Ray waits forever for
             resources the cluster does not have, this raises instead.
+        timeout: Seconds an actor may take to answer once started: to collect one batch,
+            or to run a ``set_seed`` or state-dict call. An actor silent for longer is taken
+            for stuck: every actor is killed and :class:`CollectorWorkerError` names it.
+            ``None`` waits forever; the default is that of
+            :class:`MultiSyncDataCollector`.
 
     Raises:
         MissingDependencyError: Ray is not installed.
-        CollectorWorkerError: An actor failed (its remote traceback is in the message).
+        CollectorConfigError: A bad argument.
+        CollectorWorkerError: An actor failed (its remote traceback is in the message), or
+            stayed silent for ``timeout`` seconds.
 
     Example:
         >>> ray.init(num_cpus=4)
@@ -111,7 +120,9 @@ class RayCollector(PoolCollectorBase):
         ray_init_config: Mapping[str, Any] | None = None,
         remote_config: Mapping[str, Any] | None = None,
         start_timeout: float = 300.0,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
+        self.timeout = check_timeout(timeout, "timeout", "RayCollector", error=CollectorConfigError)
         ray = _import_ray()
         self._ray = ray
         self._actors: list[Any] = []
@@ -138,6 +149,7 @@ class RayCollector(PoolCollectorBase):
         self._weights_ref: Any = None
         self._actor_version = [0] * self.num_workers
         self._in_flight: dict[Any, int] = {}  # object ref of a batch -> actor index
+        self._asked: dict[Any, float] = {}  # object ref -> when it was asked for
         try:
             self._actors = [
                 actor_cls.remote(
@@ -173,8 +185,44 @@ class RayCollector(PoolCollectorBase):
                 f"and create a new collector."
             ) from err
 
+    def _wait(self, refs: dict[Any, int], num_returns: int, what: str) -> list[Any]:
+        """``ray.wait`` for ``num_returns`` of ``refs`` (object ref -> actor index), oldest
+        request first among those ready; raises naming an actor silent for :attr:`timeout`
+        seconds since it was asked (even while others answer: in the async collector a
+        fast actor would otherwise keep hiding a stuck one)."""
+        ray, timeout, asked = self._ray, self.timeout, self._asked
+        pending = sorted(refs, key=asked.__getitem__)
+        if timeout is None:
+            ready, _ = ray.wait(pending, num_returns=num_returns)
+            return ready
+        deadline = asked[pending[0]] + timeout
+        remaining = max(0.0, deadline - time.monotonic())
+        ready, _ = ray.wait(pending, num_returns=num_returns, timeout=remaining)
+        now = time.monotonic()
+        for ref in pending:
+            if ref not in ready and now - asked[ref] >= timeout:
+                waited = now - asked[ref]
+                self.shutdown()
+                raise CollectorWorkerError(
+                    f"RayCollector: actor {refs[ref]} sent nothing for {waited:.1f} s while "
+                    f"{what} (timeout={timeout:g} s; is it stuck? Pass a larger timeout if "
+                    f"it is only slow). All actors were killed; fix the cause and create a "
+                    f"new collector."
+                )
+        if len(ready) < num_returns:  # not all silent for the timeout yet: wait again
+            return ready + self._wait(
+                {r: refs[r] for r in pending if r not in ready}, num_returns - len(ready), what
+            )
+        return ready
+
     def _call(self, index: int, method: str, *args: Any) -> Any:
-        return self._get(getattr(self._actors[index], method).remote(*args))
+        ref = getattr(self._actors[index], method).remote(*args)
+        self._asked[ref] = time.monotonic()
+        try:
+            self._wait({ref: index}, 1, f"running {method}()")
+        finally:
+            self._asked.pop(ref, None)
+        return self._get(ref)
 
     def _publish(self, weights: TensorDictBase) -> None:
         self._weights_ref = self._ray.put(weights)
@@ -186,23 +234,31 @@ class RayCollector(PoolCollectorBase):
             self._actor_version[index] = self._version
         ref = self._actors[index].collect.remote(random, weights)
         self._in_flight[ref] = index
+        self._asked[ref] = time.monotonic()
         return ref
+
+    def _take(self, ref: Any) -> None:
+        """Forget a batch request that was answered."""
+        self._in_flight.pop(ref, None)
+        self._asked.pop(ref, None)
 
     # ------------------------------------------------------------------ collection
     def _collect(self) -> TensorDictBase:
         random = self._random_phase()
         if self.sync:
             refs = [self._request(i, random) for i in range(self.num_workers)]
+            self._wait(dict(self._in_flight), len(refs), "collecting a batch")
             batches = self._get(refs)
-            self._in_flight.clear()
+            for ref in refs:
+                self._take(ref)
             return self._output(self._stack(batches))
         busy = set(self._in_flight.values())
         for index in range(self.num_workers):
             if index not in busy:
                 self._request(index, random)
         # The oldest request first among those ready, so no actor waits forever.
-        (ready,), _ = self._ray.wait(list(self._in_flight), num_returns=1)
-        self._in_flight.pop(ready)
+        ready = self._wait(dict(self._in_flight), 1, "collecting a batch")[0]
+        self._take(ready)
         return self._output(self._get(ready))
 
     # ------------------------------------------------------------------ lifecycle
@@ -213,6 +269,7 @@ class RayCollector(PoolCollectorBase):
 
     def _shutdown(self) -> None:
         self._in_flight.clear()
+        self._asked.clear()
         for actor in self._actors:
             with contextlib.suppress(Exception):  # an actor already gone is fine
                 self._ray.kill(actor)
