@@ -5,15 +5,17 @@
     python benchmarks/buffers.py --quick           # small sizes, for a smoke run
 
 Storage of CartPole-like transitions (observation f32[4], action i64[1], done/terminated/
-truncated, and under "next" observation, reward and the three flags), batch 256, one torch
-thread. Each figure is the median, over ``--repeats`` blocks, of the mean time per call in a
-block. The candidates of one comparison are timed block after block in turn, so that a change
-in machine load hits them alike, and ratios are medians of per-block ratios.
+truncated, and under "next" observation, reward and the three flags), batch 256, at torch's
+default thread count and at one thread. Each figure is the median, over ``--repeats``
+blocks, of the mean time per call in a block. The candidates of one comparison are timed
+block after block in turn, so that a change in machine load hits them alike, and ratios are
+medians of per-block ratios.
 
-Targets and reference figures (TorchRL 0.14, cpprb) are the issue's, measured on the
-reference machine (2 cores, CPU). If ``cpprb`` is importable (``pip install cpprb``) it is
-measured in this run on the same data, and every figure is also shown scaled to the reference
-machine (ours / cpprb's here * cpprb's there): the fair reading on a slower or busier machine.
+References are measured in this run, on the same data, or not shown: ``cpprb`` when it is
+importable (``pip install cpprb``; ``nox -s bench`` installs it) and TorchRL when it is
+importable (its buffers take the same constructor calls as ours, so one function builds
+both). Each comparison prints our figure, theirs, and the median of the per-block ratios;
+a missing library prints "not installed", never a figure from another machine or run.
 The large-capacity figure writes ``--large`` rows (56 bytes each: 0.6 GB for 10M) to a
 memory-mapped file under ``--scratch-dir``, read back through the page cache.
 """
@@ -34,22 +36,16 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+import rlblocks.buffers
 import rlblocks.core as rc
-from rlblocks.buffers import (
-    LazyMemmapStorage,
-    LazyTensorStorage,
-    TensorDictPrioritizedReplayBuffer,
-    TensorDictReplayBuffer,
-)
+from rlblocks.buffers import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 
 BATCH = 256
-# Issue targets, and cpprb's figures on the reference machine (to scale ours by).
+# Issue targets.
 TARGET_UNIFORM_US = 40.0
 TARGET_PRIORITIZED_US = {"kernel": 150.0, "numpy": 600.0}
 TARGET_EXTEND_PER_S = 5e6
 TARGET_CAPACITY_RATIO = 2.0
-CPPRB_THERE_US = {"uniform": 46.0, "prioritized": 293.0}
-OTHERS = {"uniform": "TorchRL 287 us, cpprb 46 us", "prioritized": "TorchRL 683 us, cpprb 293 us"}
 
 
 def transitions(n: int) -> TensorDict:
@@ -102,7 +98,12 @@ def paired_ratio(ours: list[float], theirs: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(ours, theirs))
 
 
+MISSED: list[bool] = []  # one entry per missed target: the exit status reports them
+
+
 def verdict(ok: bool) -> str:
+    if not ok:
+        MISSED.append(True)
     return "met" if ok else "MISSED"
 
 
@@ -141,65 +142,87 @@ def cpprb_candidates(capacity: int, calls: int) -> dict[str, tuple[Callable[[], 
     }
 
 
-def prioritized_step(provider: str, capacity: int) -> Callable[[], None]:
-    rb = TensorDictPrioritizedReplayBuffer(
-        alpha=0.6, beta=0.4, storage=LazyTensorStorage(capacity), batch_size=BATCH,
-        segment_tree=provider,
+def library_candidates(
+    module: Any, label: str, capacity: int, calls: int, **prioritized_kwargs: Any
+) -> dict[str, tuple[Callable[[], Any], int]]:
+    """Uniform sample and prioritized sample + priority update, built from ``module``'s
+    ``TensorDictReplayBuffer``, ``TensorDictPrioritizedReplayBuffer`` and
+    ``LazyTensorStorage`` (rlblocks.buffers, or torchrl.data: the same calls)."""
+    uniform = module.TensorDictReplayBuffer(
+        storage=module.LazyTensorStorage(capacity), batch_size=BATCH
+    )
+    fill(uniform, capacity)
+    prioritized = module.TensorDictPrioritizedReplayBuffer(
+        alpha=0.6, beta=0.4, storage=module.LazyTensorStorage(capacity), batch_size=BATCH,
+        **prioritized_kwargs,
     )  # fmt: skip
-    fill(rb, capacity)
+    fill(prioritized, capacity)
     priorities = torch.rand(BATCH) * 10
 
-    def step() -> None:
-        batch = rb.sample()
-        rb.update_priority(batch["index"], priorities)
+    def prioritized_step() -> None:
+        batch = prioritized.sample()
+        prioritized.update_priority(batch["index"], priorities)
 
-    return step
+    return {
+        f"{label} uniform": (uniform.sample, calls),
+        f"{label} prioritized": (prioritized_step, calls // 2),
+    }
+
+
+def torchrl_candidates(capacity: int, calls: int) -> dict[str, tuple[Callable[[], Any], int]]:
+    """TorchRL's buffers on the same data, if TorchRL is installed."""
+    try:
+        import torchrl.data
+    except ImportError:
+        return {}
+    return library_candidates(torchrl.data, "TorchRL", capacity, calls)
 
 
 def sampling(args: argparse.Namespace, calls: int) -> None:
-    """Uniform and prioritized figures, cpprb (if installed) timed alongside."""
-    uniform = TensorDictReplayBuffer(storage=LazyTensorStorage(args.capacity), batch_size=BATCH)
-    fill(uniform, args.capacity)
-    candidates = {"uniform": (uniform.sample, calls)}
+    """Uniform and prioritized figures, cpprb and TorchRL (if installed) timed alongside."""
     providers = [p for p in ("kernel", "numpy") if p in rc.list_segment_tree_providers()]
+    candidates = {}
     for provider in providers:
-        candidates[provider] = (prioritized_step(provider, args.capacity), calls // 2)
-    candidates.update(cpprb_candidates(args.capacity, calls))
-    blocks = timed(candidates, args.repeats)
-    has_cpprb = "cpprb uniform" in blocks
-    if has_cpprb:
-        print(
-            f"cpprb, this run: uniform {median_us(blocks['cpprb uniform']):.1f} us, prioritized "
-            f"sample+update {median_us(blocks['cpprb prioritized']):.1f} us (reference machine: "
-            f"{CPPRB_THERE_US['uniform']:.0f} us, {CPPRB_THERE_US['prioritized']:.0f} us)"
+        candidates.update(
+            library_candidates(
+                rlblocks.buffers, provider, args.capacity, calls, segment_tree=provider
+            )
         )
-    else:
-        print("cpprb: not installed, no in-run reference (pip install cpprb)")
+    references = {"cpprb": cpprb_candidates, "TorchRL": torchrl_candidates}
+    for build in references.values():
+        candidates.update(build(args.capacity, calls))
+    blocks = timed(candidates, args.repeats)
+    ours = providers[0]  # the active provider's uniform sample does not depend on the tree
 
-    def scaled(name: str, kind: str) -> str:
-        if not has_cpprb:
-            return ""
-        ratio = paired_ratio(blocks[name], blocks[f"cpprb {kind}"])
-        return f"; {ratio:.2f} x cpprb here -> ~{ratio * CPPRB_THERE_US[kind]:.0f} us there"
+    def against(name: str, kind: str) -> str:
+        parts = []
+        for ref in references:
+            if f"{ref} {kind}" not in blocks:
+                parts.append(f"{ref}: not installed")
+                continue
+            theirs = median_us(blocks[f"{ref} {kind}"])
+            ratio = paired_ratio(blocks[name], blocks[f"{ref} {kind}"])
+            parts.append(f"{ref} {theirs:.1f} us, ours/{ref} {ratio:.2f}x")
+        return "; ".join(parts)
 
-    value = median_us(blocks["uniform"])
+    value = median_us(blocks[f"{ours} uniform"])
     print(
         f"uniform sample():                     {value:7.1f} us  target <= {TARGET_UNIFORM_US:.0f}"
-        f" us ({OTHERS['uniform']}){scaled('uniform', 'uniform')}"
+        f" us: {verdict(value <= TARGET_UNIFORM_US)} ({against(f'{ours} uniform', 'uniform')})"
     )
     for provider in ("kernel", "numpy"):
         if provider not in providers:
             print(f"prioritized sample+update ({provider}): not installed")
             continue
-        value = median_us(blocks[provider])
+        value = median_us(blocks[f"{provider} prioritized"])
+        target = TARGET_PRIORITIZED_US[provider]
         print(
-            f"prioritized sample+update ({provider:6}): {value:7.1f} us  target <= "
-            f"{TARGET_PRIORITIZED_US[provider]:.0f} us"
-            + (f" ({OTHERS['prioritized']})" if provider == "kernel" else "")
-            + scaled(provider, "prioritized")
+            f"prioritized sample+update ({provider:6}): {value:7.1f} us  target <= {target:.0f} "
+            f"us: {verdict(value <= target)} "
+            f"({against(f'{provider} prioritized', 'prioritized')})"
         )
     if len(providers) == 2:
-        ratio = paired_ratio(blocks["numpy"], blocks["kernel"])
+        ratio = paired_ratio(blocks["numpy prioritized"], blocks["kernel prioritized"])
         print(f"numpy fallback / kernel:              {ratio:7.2f} x")
 
 
@@ -243,23 +266,24 @@ def main() -> int:
     if args.quick:
         args.capacity, args.small, args.large, args.repeats = 100_000, 10_000, 200_000, 3
     calls = 200 if args.quick else 1000
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     started = time.perf_counter()
     print(
         f"segment-tree providers: {rc.list_segment_tree_providers()}, active: "
-        f"{rc.active_segment_tree_provider()}; capacity {args.capacity:,}, batch {BATCH}, "
-        f"1 torch thread\n"
+        f"{rc.active_segment_tree_provider()}; capacity {args.capacity:,}, batch {BATCH}"
     )
-    sampling(args, calls)
-    extending(args, calls)
-    scratch = Path(tempfile.mkdtemp(prefix="rlblocks-bench-", dir=args.scratch_dir))
-    try:
-        capacity_cost(args, calls, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
+        torch.set_num_threads(threads)
+        print(f"\n{threads} torch thread{'s' if threads > 1 else ''}")
+        sampling(args, calls)
+        extending(args, calls)
+        scratch = Path(tempfile.mkdtemp(prefix="rlblocks-bench-", dir=args.scratch_dir))
+        try:
+            capacity_cost(args, calls, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
-    return 0
+    return 1 if MISSED else 0
 
 
 if __name__ == "__main__":

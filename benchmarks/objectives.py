@@ -6,8 +6,7 @@ Value estimators: inputs are ``[batch, steps, 1]`` float32 with terminations and
 truncations in the middle of the time axis, on the CPU with one torch thread (the reference
 setting of DESIGN.md). The naive reference is the textbook reverse loop over time,
 vectorized over the batch. Each figure is the median over ``--repeat`` calls after a
-warm-up. Target: GAE on [64, 1000] <= 2 ms (TorchRL 0.14's vectorized GAE measures ~55 ms
-on this kind of machine).
+warm-up. Target: GAE on [64, 1000] <= 2 ms.
 
 PPO gradient step: what examples/ppo.py does per minibatch (index a 256-frame minibatch,
 ``ClipPPOLoss`` with a ``ProbabilisticActor`` and a ``ValueOperator``, backward, gradient
