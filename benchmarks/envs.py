@@ -31,6 +31,16 @@ side resets first, in b both continue their episodes across batches of 128 steps
   ``SleepEnv``, an rlblocks env without steppers (every step through TensorDicts), is
   printed for information (benchmarks/_workloads.py has both).
 
+The third section (issue 13) compares with the physical limit: the bare
+``gymnasium.make("CartPole-v1").step`` called with pre-drawn random actions and nothing else
+in the loop (a reset when an episode ends). Both sides get the same pre-drawn actions where
+the rlblocks side takes actions from outside; at each thread count:
+
+* ``GymEnv.rollout(N, break_when_any_done=False)`` (which draws its own actions, in one
+  call) <= 1.2x the limit;
+* a loop of ``td.set("action", a); td = step_mdp(env.step(td))`` with a reset when done
+  <= 3x the limit.
+
 The dm_control figure of issue 14 is in benchmarks/dmcontrol.py.
 """
 
@@ -103,6 +113,21 @@ def raw_vector(steps: int, mode: str) -> Callable[[], None]:
     return run
 
 
+def limit_single(actions: np.ndarray) -> Callable[[], None]:
+    """The physical limit: the bare ``env.step`` on pre-drawn actions, a reset when done."""
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    step, reset = env.step, env.reset
+
+    def run() -> None:
+        for action in actions:
+            _, _, terminated, truncated, _ = step(action)
+            if terminated or truncated:
+                reset()
+
+    return run
+
+
 # -- rlblocks loops ----------------------------------------------------------------------
 
 
@@ -123,6 +148,20 @@ def step_loop(env, steps: int) -> Callable[[], None]:
         td = env.reset()
         for _ in range(steps):
             td = step_mdp(env.step(env.rand_action(td)))
+            if td["done"].any():
+                td = env.reset()
+
+    return run
+
+
+def fed_step_loop(env: EnvBase, actions: torch.Tensor) -> Callable[[], None]:
+    """``env.step`` + ``step_mdp`` on pre-drawn ``actions`` ([steps, *action shape])."""
+
+    def run() -> None:
+        td = env.reset()
+        for action in actions:
+            td.set(ACTION, action)
+            td = step_mdp(env.step(td))
             if td["done"].any():
                 td = env.reset()
 
@@ -352,6 +391,34 @@ def main() -> int:
         f"c: speed-up, SerialEnv time / ParallelEnv time (higher is better)\n"
     )
     results.update(backend_protocol(lockstep, r))
+
+    print(
+        f"\nissue 13, against the physical limit: bare gymnasium env.step on pre-drawn "
+        f"actions, {n} steps per loop;\ntime ratio, rlblocks / limit (lower is better)\n"
+    )
+    env = GymEnv(ENV_ID)
+    env.set_seed(0)
+    actions = env.action_spec.rand((n,))
+    limit = limit_single(actions.numpy())
+    compare_at_thread_counts(
+        results,
+        "limit_rollout",
+        "GymEnv.rollout(N, break_when_any_done=False) / limit",
+        rollout(env, n),
+        limit,
+        r,
+        Target(1.2),
+    )
+    compare_at_thread_counts(
+        results,
+        "limit_step",
+        "loop of env.step(td) + step_mdp, same actions / limit",
+        fed_step_loop(env, actions),
+        limit,
+        r,
+        Target(3.0),
+    )
+    env.close()
     print(f"\n{missed_targets(results)}")
     return 0
 
