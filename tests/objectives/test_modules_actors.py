@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import (
+    NormalParamExtractor,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+)
 from torch import nn
 
 from rlblocks.core import ExplorationType, set_exploration_type
@@ -75,6 +79,55 @@ def test_probabilistic_actor_respects_exploration_type():
             torch.testing.assert_close(actor(observations())["action"], expected)
     with set_exploration_type(ExplorationType.RANDOM):
         assert not torch.equal(actor(observations())["action"], expected)
+
+
+def gaussian_actor(**kwargs):
+    net = TensorDictModule(
+        nn.Sequential(nn.Linear(3, 4), NormalParamExtractor()), ["observation"], ["loc", "scale"]
+    )
+    return ProbabilisticActor(net, ["loc", "scale"], spec=Bounded(-1.0, 1.0, shape=(2,)), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "exploration", [e for e in ExplorationType if e is not ExplorationType.MEDIAN]
+)  # neither distribution here has a median
+@pytest.mark.parametrize("return_log_prob", [False, True])
+def test_the_direct_call_equals_the_sequence(exploration, return_log_prob):
+    """A plain call runs the stages in turn, skipping tensordict's sequence machinery: it
+    must write exactly what ProbabilisticTensorDictSequential.forward writes."""
+    actor = gaussian_actor(return_log_prob=return_log_prob)
+    categorical = ProbabilisticActor(
+        TensorDictModule(nn.Linear(3, 4), ["observation"], ["logits"]),
+        ["logits"],
+        distribution_class=torch.distributions.Categorical,
+        spec=Categorical(4),
+        return_log_prob=return_log_prob,
+    )
+    # A categorical has no mean action (torch gives NaN, cast to garbage ints).
+    has_mean = exploration is not ExplorationType.MEAN
+    for policy in (actor, categorical) if has_mean else (actor,):
+        assert policy._direct_stages() is not None
+        with set_exploration_type(exploration):
+            torch.manual_seed(3)
+            direct = policy(observations())
+            torch.manual_seed(3)
+            generic = ProbabilisticTensorDictSequential.forward(policy, observations())
+        assert set(direct.keys(True, True)) == set(generic.keys(True, True))
+        for key in generic.keys(True, True):
+            torch.testing.assert_close(direct[key], generic[key], rtol=0, atol=0)
+
+
+class _WritesAction(nn.Module):
+    def forward(self, obs):
+        return obs[..., :2], obs[..., :2].abs() + 0.1, torch.zeros(obs.shape[0], 2)
+
+
+def test_an_earlier_stage_writing_the_action_keeps_the_sequence_path():
+    """The sequence keeps an action an earlier stage wrote instead of sampling one."""
+    net = TensorDictModule(_WritesAction(), ["observation"], ["loc", "scale", "action"])
+    actor = ProbabilisticActor(net, ["loc", "scale"], distribution_class=TanhNormal)
+    assert actor._direct_stages() is None
+    assert torch.equal(actor(observations())["action"], torch.zeros(5, 2))
 
 
 def test_probabilistic_actor_validates_distribution_arguments_only_on_request():

@@ -194,9 +194,42 @@ class _ProjectingSequential(ProbabilisticTensorDictSequential):
     @dispatch(auto_batch_size=False)
     def forward(self, tensordict: TensorDictBase, *args: Any, **kwargs: Any) -> TensorDictBase:
         """Compute the parameters, sample (or act deterministically), project if ``safe``."""
-        out = super().forward(tensordict, *args, **kwargs)
+        stages = None if args or kwargs else self._direct_stages()
+        if stages is None:
+            out = super().forward(tensordict, *args, **kwargs)
+        else:
+            # The plain call of a policy, once per env step: each stage in turn (the sampler
+            # draws as it does inside the sequence) without the sequence's generic
+            # machinery, which costs about a third of a small MLP policy's call.
+            out = tensordict
+            for stage in stages:
+                out = stage(out)
         project_outputs(out, self._specs)
         return out
+
+    def _direct_stages(self) -> tuple[nn.Module, ...] | None:
+        """The stages, when calling them in turn is exactly what the sequence would do: the
+        outputs written in place, no selection or composite output, a sampler last that
+        samples, and no earlier stage writing what it samples (the sequence would keep that
+        value instead of sampling)."""
+        if (
+            self.inplace not in (None, True)
+            or self._select_before_return
+            or self.return_composite
+            or not self._requires_sample
+        ):
+            return None
+        current = tuple(self.module)
+        cached = self.__dict__.get("_stages")  # (the stages it was checked for, verdict)
+        if cached is None or cached[0] != current:  # modules compare by identity
+            sampler = current[-1]
+            written = {key for stage in current[:-1] for key in getattr(stage, "out_keys", ())}
+            direct = isinstance(sampler, ProbabilisticTensorDictModule) and not (
+                written & set(sampler.out_keys)
+            )
+            cached = (current, current if direct else None)
+            self.__dict__["_stages"] = cached
+        return cached[1]
 
     def build_dist_from_params(self, tensordict: TensorDictBase) -> D.Distribution:
         """The distribution of the last stage, from the parameters in ``tensordict``."""
