@@ -5,7 +5,9 @@
   distributions and exploration modules.
 - :mod:`rlblocks.objectives.value`: returns and advantages (``GAE``, TD(lambda), TD(0)).
 - Here: the losses (``ClipPPOLoss``, ``SACLoss``, ``DQNLoss``...), each a
-  :class:`LossModule`, and the target-network updaters ``SoftUpdate``/``HardUpdate``.
+  :class:`LossModule`, the target-network updaters ``SoftUpdate``/``HardUpdate``, and
+  :func:`make_update_step` (zero_grad, loss, backward, clip, step in one call, optionally
+  under ``torch.compile``).
 
 Every loss is also registered with the plugin system: ``rlblocks.core.make_loss("sac",
 actor_network=..., qvalue_network=...)``.
@@ -32,6 +34,7 @@ from rlblocks.objectives._losses.dqn import DQNLoss
 from rlblocks.objectives._losses.offline import BCLoss, IQLLoss
 from rlblocks.objectives._losses.ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
 from rlblocks.objectives._losses.sac import DiscreteSACLoss, SACLoss
+from rlblocks.objectives._update import UpdateStep, make_update_step
 from rlblocks.objectives._version import __version__
 from rlblocks.objectives.errors import (
     MissingInputError,
@@ -63,6 +66,9 @@ __all__ = [
     # target networks
     "SoftUpdate",
     "HardUpdate",
+    # the update step
+    "make_update_step",
+    "UpdateStep",
     # keys
     "TensorKeys",
     "SAMPLE_LOG_PROB",

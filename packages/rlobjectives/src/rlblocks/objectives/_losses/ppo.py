@@ -138,6 +138,12 @@ class KLPENPPOLoss(PPOLoss):
     ``increment`` when the KL exceeds ``1.5 * dtarg`` and by ``decrement`` when it is below
     ``dtarg / 1.5``.
 
+    Under ``torch.compile``: dynamo can trace torch's ``kl_divergence`` for a pair of
+    distribution types only once torch has looked that pair up in eager mode (it traces the
+    memo, not the lookup). Call the loss once eagerly (or ``kl_divergence`` on two
+    distributions of the actor's type) before compiling it; a compiled first call fails and
+    ``make_update_step`` falls back to eager with a warning.
+
     Args:
         actor_network: See :class:`PPOLoss`.
         critic_network: See :class:`PPOLoss`.
