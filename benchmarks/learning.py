@@ -1,22 +1,40 @@
-"""Learning results: each example trained with fixed seeds on CPU, against its target.
+"""Learning results: the examples trained with fixed seeds on CPU, against their targets.
 
-    python benchmarks/learning.py                       # every algorithm, seeds 1 2 3
-    python benchmarks/learning.py --jobs 1              # one run at a time
-    python benchmarks/learning.py --algos ppo --seeds 1 2 3
-    python benchmarks/learning.py --algos ppo dqn --seeds 1 --no-sb3
+    python benchmarks/learning.py                        # every setting and algorithm, seeds 1 2 3
+    python benchmarks/learning.py --settings ppo-zoo --seeds 1
+    python benchmarks/learning.py --settings ppo-zoo ppo-example --threads default --no-sb3
+    python benchmarks/learning.py --algos td3 a2c --jobs 1
+    python benchmarks/learning.py --settings dqn-zoo --seeds 1 --total-frames-override 4000
 
-Each run is ``examples/<algo>.py`` in a subprocess (a fresh interpreter, as a user starts
-it); its final evaluation return and wall-clock are read from its output. For PPO the
-wall-clock is compared with Stable-Baselines3 PPO with the rl-zoo CartPole-v1
-hyper-parameters for the same frames, measured in the same run when stable-baselines3 is
-installed; those timed runs go alone at the end, each seed next to SB3's, while the other
-runs share the cores (``--jobs``: their returns do not depend on load, their wall-clock
-does). The last line is a JSON summary (``LEARNING_SUMMARY {...}``) for run_all.py.
+Every run is a script in a fresh interpreter, as a user starts it; its final evaluation
+return is read from its output and its wall-clock is the whole process, start to exit.
+
+Settings (``--settings``, see ``SETTINGS``) compare the same work on three sides:
+``examples/<algo>.py`` (rlblocks), ``benchmarks/floors/<algo>.py`` (the same algorithm in
+plain PyTorch: the floor) and Stable-Baselines3 (``benchmarks/floors/sb3.py``, which builds
+SB3's arguments from the same flags and refuses flags SB3 cannot honour). Every side gets
+the same hyper-parameter flags, frames, seed, torch thread count (``--threads``) and
+evaluation protocol. These runs are timed, so they go one at a time, after the untimed
+runs, a seed's three runs next to each other. Per setting the figures are the median
+over seeds of the per-seed wall-clock ratios rlblocks/SB3 (target <= 0.7x) and
+rlblocks/floor (target <= 1.15x), and rlblocks' return on every seed (target: 475 on
+CartPole-v1, -200 on Pendulum-v1).
+
+Algorithms (``--algos``; by default those no setting covers: td3, ddpg, a2c) train at the
+example's defaults and are checked for their return only. They run first and share the
+cores (``--jobs``): their returns do not depend on load, their wall-clock does.
+
+``--total-frames-override N`` is a smoke-test aid: every run trains N frames, and the
+output says that its figures are not comparable to the targets (no verdicts). The last line
+is a JSON summary (``LEARNING_SUMMARY {...}``) for run_all.py: one row per algorithm and,
+under ``"settings"``, one row per setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.util
 import json
 import re
 import statistics
@@ -25,11 +43,17 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent / "examples"
+FLOORS = HERE / "floors"
+EVAL_EPISODES = 10  # the examples' default, given to every side
+SB3_TARGET = 0.7  # rlblocks wall-clock / SB3's, at most
+FLOOR_TARGET = 1.15  # rlblocks wall-clock / the plain-PyTorch floor's, at most
 
-# algo -> (script, env, frames, target evaluation return)
+# algo -> (script, env, frames, target evaluation return), at the example's defaults
 TARGETS = {
     "ppo": ("ppo.py", "CartPole-v1", 100_000, 475.0),
     "dqn": ("dqn.py", "CartPole-v1", 100_000, 475.0),
@@ -40,44 +64,193 @@ TARGETS = {
 }
 
 
-def run_example(algo: str, seed: int, runs_dir: str) -> tuple[float, float]:
-    """Train ``algo`` with ``seed``; return (final evaluation return, wall-clock seconds)."""
-    script, env_id, frames, _ = TARGETS[algo]
-    command = [sys.executable, str(EXAMPLES / script), "--env-id", env_id, "--seed", str(seed)]
-    command += ["--total-frames", str(frames), "--runs-dir", runs_dir, "--no-progress"]
+@dataclass(frozen=True)
+class Setting:
+    """One comparison: the flags every side runs, its budget and its return target."""
+
+    algo: str
+    env_id: str
+    frames: int
+    target: float
+    flags: str  # hyper-parameter flags of examples/<algo>.py, given to every side
+    source: str
+
+
+SETTINGS = {
+    "ppo-zoo": Setting(
+        algo="ppo",
+        env_id="CartPole-v1",
+        frames=100_000,
+        target=475.0,
+        flags="--num-envs 8 --num-steps 32 --update-epochs 20 --minibatch-size 256 --lr 1e-3 "
+        "--anneal-clip --clip-coef 0.2 --gamma 0.98 --gae-lambda 0.8 --ent-coef 0.0 "
+        "--vf-coef 0.5 --max-grad-norm 0.5 --hidden 64",
+        source="rl-baselines3-zoo hyperparams/ppo.yml CartPole-v1 (n_timesteps 1e5; lr and "
+        "clip range linear to 0; SB3's defaults otherwise)",
+    ),
+    "ppo-example": Setting(
+        algo="ppo",
+        env_id="CartPole-v1",
+        frames=100_000,
+        target=475.0,
+        flags="--num-envs 64 --num-steps 16 --update-epochs 20 --minibatch-size 1024 --lr 2e-3 "
+        "--clip-coef 0.2 --gamma 0.98 --gae-lambda 0.8 --ent-coef 0.0 --vf-coef 0.5 "
+        "--max-grad-norm 0.5 --hidden 64",
+        source="examples/ppo.py's defaults (lr linear to 0, constant clip range)",
+    ),
+    "dqn-zoo": Setting(
+        algo="dqn",
+        env_id="CartPole-v1",
+        frames=100_000,
+        target=475.0,
+        flags="--num-envs 1 --frames-per-batch 256 --gradient-steps 128 --batch-size 64 "
+        "--buffer-size 100000 --learning-starts 1000 --lr 2.3e-3 --gamma 0.99 "
+        "--target-update-frames 10 --exploration-fraction 0.16 --eps-end 0.04 --hidden 256 "
+        "--loss-function smooth_l1 --max-grad-norm 10",
+        source="rl-baselines3-zoo hyperparams/dqn.yml CartPole-v1 (the zoo trains 5e4 frames, "
+        "here the 1e5 of the DQN target; SB3's fixed Huber loss and default max_grad_norm 10)",
+    ),
+    "sac-zoo": Setting(
+        algo="sac",
+        env_id="Pendulum-v1",
+        frames=20_000,
+        target=-200.0,
+        flags="--num-envs 1 --frames-per-batch 1 --utd 1 --batch-size 256 --buffer-size 1000000 "
+        "--learning-starts 100 --lr 1e-3 --gamma 0.99 --tau 0.005 --hidden 256 "
+        "--loss-function l2",
+        source="rl-baselines3-zoo hyperparams/sac.yml Pendulum-v1 (n_timesteps 2e4, lr 1e-3; "
+        "SB3's defaults otherwise, its critic loss the squared error)",
+    ),
+}
+SIDES = ("rlblocks", "floor", "sb3")
+SIDE_NAMES = {"rlblocks": "rlblocks", "floor": "floor", "sb3": "SB3"}
+# What each side imports before it starts: a fixed cost inside each of its wall-clocks.
+STARTUP_IMPORTS = {
+    "rlblocks": f"import sys; sys.path.insert(0, {str(EXAMPLES)!r}); import _common, "
+    "rlblocks.collectors, rlblocks.objectives",
+    "floor": "import gymnasium, numpy, torch",
+    "sb3": "import gymnasium, numpy, torch, stable_baselines3",
+}
+
+
+@dataclass
+class Run:
+    """What one run printed and how long its process took."""
+
+    eval_return: float
+    seconds: float
+    frames: int | None
+    sb3_call: str | None = None
+
+
+def run_script(command: list[str], label: str) -> tuple[str, float]:
+    """Run ``command``; return its stdout and its wall-clock seconds."""
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
-    match = re.search(r"final evaluation return: (-?[\d.]+)", result.stdout)
-    if result.returncode or not match:
-        raise RuntimeError(f"{script} seed {seed} failed:\n{result.stderr[-2000:]}")
-    return float(match.group(1)), elapsed
+    if result.returncode or "final evaluation return:" not in result.stdout:
+        raise RuntimeError(f"{label} failed:\n{result.stdout[-1000:]}\n{result.stderr[-2000:]}")
+    return result.stdout, elapsed
 
 
-def run_sb3_ppo(seed: int, frames: int) -> float | None:
-    """Wall-clock of SB3 PPO, rl-zoo CartPole-v1 hyper-parameters; None if SB3 is missing."""
-    code = f"""
-import time, torch
-torch.set_num_threads(1)
-from stable_baselines3 import PPO
-from stable_baselines3.common.env_util import make_vec_env
-start = time.perf_counter()
-env = make_vec_env("CartPole-v1", n_envs=8, seed={seed})
-model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
-            n_epochs=20, ent_coef=0.0, learning_rate=lambda f: 1e-3 * f,
-            clip_range=lambda f: 0.2 * f, seed={seed}, device="cpu", verbose=0)
-model.learn(total_timesteps={frames})
-print("SB3_SECONDS", time.perf_counter() - start)
-"""
-    try:
-        import stable_baselines3  # noqa: F401
-    except ImportError:
+def final_return(stdout: str) -> float:
+    return float(re.search(r"final evaluation return: (-?[\d.]+)", stdout).group(1))
+
+
+def example_frames(stdout: str) -> int | None:
+    """The frames an example trained: the step of ``eval/return`` in its run folder's log."""
+    match = re.search(r"run folder: (.+)", stdout)
+    if not match:
         return None
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(f"SB3 PPO failed:\n{result.stderr[-2000:]}")
-    return time.perf_counter() - start  # whole process, like the rlblocks figure
+    with open(Path(match.group(1).strip()) / "scalars.csv", newline="", encoding="utf-8") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row["name"] == "eval/return"]
+    return steps[-1] if steps else None
+
+
+def run_example(algo: str, seed: int, runs_dir: str, frames: int) -> tuple[float, float]:
+    """Train ``algo`` at its defaults with ``seed``; return (final return, wall-clock)."""
+    script, env_id, _, _ = TARGETS[algo]
+    command = [sys.executable, str(EXAMPLES / script), "--env-id", env_id, "--seed", str(seed)]
+    command += ["--total-frames", str(frames), "--runs-dir", runs_dir, "--no-progress"]
+    stdout, seconds = run_script(command, f"{script} seed {seed}")
+    return final_return(stdout), seconds
+
+
+def run_side(
+    side: str, setting: Setting, seed: int, frames: int, threads: int, runs_dir: str
+) -> Run:
+    """One side of ``setting`` for ``seed``: the same flags, frames, threads and evaluation."""
+    common = ["--env-id", setting.env_id, "--seed", str(seed), "--total-frames", str(frames)]
+    common += ["--eval-episodes", str(EVAL_EPISODES), "--threads", str(threads)]
+    common += setting.flags.split()
+    script = f"{setting.algo}.py"
+    if side == "rlblocks":
+        command = [sys.executable, str(EXAMPLES / script), *common]
+        command += ["--runs-dir", runs_dir, "--no-progress"]
+    elif side == "floor":
+        command = [sys.executable, str(FLOORS / script), *common]
+    else:
+        command = [sys.executable, str(FLOORS / "sb3.py"), setting.algo, *common]
+    stdout, seconds = run_script(command, f"{side} {script} seed {seed}")
+    if side == "rlblocks":
+        trained = example_frames(stdout)
+    else:
+        trained = int(re.search(r"^frames: (\d+)", stdout, re.MULTILINE).group(1))
+    call = re.search(r"^SB3 call: (.+)$", stdout, re.MULTILINE)
+    return Run(final_return(stdout), seconds, trained, call.group(1) if call else None)
+
+
+def startup_seconds(side: str, repeats: int = 3) -> float:
+    """Median wall-clock of a fresh interpreter that only imports what ``side`` imports."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", STARTUP_IMPORTS[side]], capture_output=True, check=True
+        )
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def threads_arg(value: str) -> int | str:
+    """``--threads``: a positive number or ``default``."""
+    if value == "default" or (value.isdigit() and int(value) > 0):
+        return value if value == "default" else int(value)
+    raise argparse.ArgumentTypeError(f"expected a positive number or 'default', got {value!r}")
+
+
+def torch_default_threads() -> int:
+    """Torch's default intra-op thread count in a fresh interpreter here."""
+    code = "import torch; print(torch.get_num_threads())"
+    return int(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+
+
+def run_untimed(
+    algos: list[str], seeds: list[int], jobs: int, runs_dir: str, frames_override: int | None
+) -> dict[tuple[str, int], tuple[float, float]]:
+    """Train each of ``algos`` at its defaults with each seed, ``jobs`` runs at once."""
+    results = {}
+    if algos:
+        print(f"Untimed runs (examples at their defaults, {max(1, jobs)} at once):")
+    # Returns do not depend on load: these runs share the cores (their wall-clock does).
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        futures = {
+            pool.submit(run_example, a, s, runs_dir, frames_override or TARGETS[a][2]): (a, s)
+            for a in algos
+            for s in seeds
+        }
+        for future in as_completed(futures):
+            algo, seed = futures[future]
+            results[(algo, seed)] = ret, sec = future.result()
+            print(
+                f"{algo} {TARGETS[algo][1]} seed {seed}: eval return {ret:.1f} in {sec:.1f} s",
+                flush=True,
+            )
+    return results
 
 
 def spread(values: list[float]) -> str:
@@ -86,68 +259,232 @@ def spread(values: list[float]) -> str:
     return f"{mean:.1f} +- {std:.1f} (min {min(values):.1f})"
 
 
-def report(algo: str, runs: list[tuple[int, float, float]], sb3: list[float | None]) -> dict:
-    """Print ``algo``'s figures against its target; return its summary row."""
-    _, env_id, frames, target = TARGETS[algo]
+def report_algo(algo: str, runs: list[tuple[int, float, float]], frames: int, smoke: bool) -> dict:
+    """Print an untimed algorithm's figures against its target; return its summary row."""
+    _, env_id, _, target = TARGETS[algo]
     returns = [ret for _, ret, _ in runs]
     seconds = [sec for _, _, sec in runs]
     met = min(returns) >= target
-    row = {"env": env_id, "frames": frames, "target": target, "returns": returns,
-           "seconds": seconds, "met_all_seeds": met}  # fmt: skip
-    verdict = "met on every seed" if met else "MISSED on at least one seed"
-    print(f"{algo}: eval return {spread(returns)}, target >= {target} within {frames} "
-          f"frames: {verdict}; wall-clock {spread(seconds)} s")  # fmt: skip
-    if algo == "ppo" and sb3:
-        if None in sb3:
-            print("ppo: stable-baselines3 not installed, no SB3 comparison")
-            return row
-        ratio = statistics.fmean(seconds) / statistics.fmean(sb3)
-        row.update(sb3_seconds=sb3, time_ratio_vs_sb3=ratio)
-        verdict = "met" if ratio <= 0.5 else "MISSED"
-        print(f"ppo: SB3 PPO (rl-zoo) wall-clock {spread(sb3)} s; rlblocks/SB3 = "
-              f"{ratio:.2f}x (target <= 0.5x): {verdict}")  # fmt: skip
+    row = {
+        "env": env_id,
+        "frames": frames,
+        "target": target,
+        "returns": returns,
+        "seconds": seconds,
+        "met_all_seeds": met,
+    }
+    verdict = (
+        "(smoke test: no verdict)"
+        if smoke
+        else ("met on every seed" if met else "MISSED on at least one seed")
+    )
+    print(
+        f"{algo}: eval return {spread(returns)}, target >= {target} within {frames} "
+        f"frames: {verdict}; wall-clock {spread(seconds)} s (shared cores)"
+    )
+    return row
+
+
+def ratio_line(name: str, ratios: list[float], target: float, smoke: bool) -> bool:
+    """Print the median ratio against ``target``; return whether it is met."""
+    median = statistics.median(ratios)
+    per_seed = ", ".join(f"{r:.2f}" for r in ratios)
+    met = median <= target
+    verdict = "(smoke test: no verdict)" if smoke else ("met" if met else "MISSED")
+    print(
+        f"  {name} wall-clock = {median:.2f}x, median over seeds ({per_seed}) "
+        f"(target <= {target}x): {verdict}"
+    )
+    return met
+
+
+def print_setting_header(name: str, setting: Setting, frames: int, sb3_status: str) -> None:
+    print(f"\n== {name}: {setting.algo.upper()} {setting.env_id}, {frames} frames requested")
+    print(f"  source: {setting.source}")
+    print(f"  flags, the same on every side: {setting.flags}")
+    print(
+        f"  rlblocks: examples/{setting.algo}.py (also writes its run folder: CSV log, "
+        f"checkpoint, learning-curve plot)"
+    )
+    print(f"  floor: benchmarks/floors/{setting.algo}.py (plain PyTorch, no logging)")
+    if sb3_status:
+        print(f"  {sb3_status}")
+
+
+def report_setting(
+    setting: Setting, runs: dict[int, dict[str, Run]], sb3_status: str, smoke: bool
+) -> dict:
+    """Print a setting's medians, ratios and verdicts; return its summary row."""
+    seeds = sorted(runs)
+    sides = [s for s in SIDES if all(s in runs[seed] for seed in seeds)]
+    if "sb3" in sides:
+        print(f"  SB3: {runs[seeds[0]]['sb3'].sb3_call}")
+    frames = {s: [runs[seed][s].frames for seed in seeds] for s in sides}
+    same = len({f for values in frames.values() for f in values}) == 1
+    print(
+        f"  frames trained: {'; '.join(f'{SIDE_NAMES[s]} {frames[s]}' for s in sides)}"
+        f" ({'the same on every side' if same else 'NOT the same on every side'})"
+    )
+    medians = {s: statistics.median(runs[seed][s].seconds for seed in seeds) for s in sides}
+    print("  wall-clock median: " + ", ".join(f"{SIDE_NAMES[s]} {medians[s]:.1f} s" for s in sides))
+    row: dict = {
+        "algo": setting.algo,
+        "env": setting.env_id,
+        "target": setting.target,
+        "flags": setting.flags,
+        "same_frames": same,
+        "smoke_test": smoke,
+    }
+    for side in sides:
+        row[side] = {
+            "returns": [runs[seed][side].eval_return for seed in seeds],
+            "seconds": [runs[seed][side].seconds for seed in seeds],
+            "frames": frames[side],
+        }
+    returns = row["rlblocks"]["returns"]
+    row["met_return"] = min(returns) >= setting.target
+    verdict = "(smoke test: no verdict)" if smoke else ("met" if row["met_return"] else "MISSED")
+    print(
+        f"  rlblocks return >= {setting.target} on every seed ({', '.join(map(str, returns))})"
+        f": {verdict}"
+    )
+    for side in ("floor", "sb3"):
+        if side in sides:
+            print(
+                f"  {SIDE_NAMES[side]} returns, for reference: "
+                f"{', '.join(map(str, row[side]['returns']))}"
+            )
+    if "sb3" in sides:
+        ratios = [runs[seed]["rlblocks"].seconds / runs[seed]["sb3"].seconds for seed in seeds]
+        row["ratio_vs_sb3"] = statistics.median(ratios)
+        row["met_vs_sb3"] = ratio_line("rlblocks/SB3", ratios, SB3_TARGET, smoke)
+    else:
+        row["sb3"] = {"status": sb3_status}
+        print(f"  rlblocks/SB3: not measured; {sb3_status}")
+    ratios = [runs[seed]["rlblocks"].seconds / runs[seed]["floor"].seconds for seed in seeds]
+    row["ratio_vs_floor"] = statistics.median(ratios)
+    row["met_vs_floor"] = ratio_line("rlblocks/floor", ratios, FLOOR_TARGET, smoke)
     return row
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algos", nargs="+", default=list(TARGETS), choices=list(TARGETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--no-sb3", action="store_true", help="skip the SB3 PPO timing")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "--jobs", type=int, default=2,
-        help="runs at once, except PPO and its SB3 reference, which run alone at the end",
-    )  # fmt: skip
+        "--settings",
+        nargs="+",
+        choices=list(SETTINGS),
+        help="timed comparisons (default: all, unless only --algos is given)",
+    )
+    parser.add_argument(
+        "--algos",
+        nargs="+",
+        choices=list(TARGETS),
+        help="untimed runs at the example's defaults (default: td3 ddpg a2c, "
+        "unless only --settings is given)",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument(
+        "--threads",
+        type=threads_arg,
+        default="1",
+        help="torch threads on every side of a setting: a number, or 'default' "
+        "(torch's default count here)",
+    )
+    parser.add_argument("--no-sb3", action="store_true", help="skip the SB3 side")
+    parser.add_argument("--jobs", type=int, default=2, help="untimed runs at once")
+    parser.add_argument(
+        "--total-frames-override",
+        type=int,
+        default=None,
+        metavar="N",
+        help="smoke test: every run trains N frames; the figures are then not "
+        "comparable to the targets and no verdicts are given",
+    )
     args = parser.parse_args()
-    timed = "ppo" in args.algos and not args.no_sb3
-    pooled = [(a, s) for a in args.algos for s in args.seeds if not (timed and a == "ppo")]
-    results: dict[tuple[str, int], tuple[float, float]] = {}
-    sb3: list[float | None] = []
+    if args.settings is None and args.algos is None:
+        args.settings, args.algos = list(SETTINGS), ["td3", "ddpg", "a2c"]
+    settings, algos = args.settings or [], args.algos or []
+    threads = torch_default_threads() if args.threads == "default" else args.threads
+    smoke = args.total_frames_override is not None
+    if args.no_sb3:
+        sb3_status = "SB3: skipped (--no-sb3)"
+    elif importlib.util.find_spec("stable_baselines3") is None:
+        sb3_status = "SB3: not installed"
+    else:
+        sb3_status = ""
+    sides = [s for s in SIDES if s != "sb3" or not sb3_status]
 
-    def record(algo: str, seed: int, ret: float, sec: float) -> None:
-        results[(algo, seed)] = (ret, sec)
-        print(f"{algo} {TARGETS[algo][1]} seed {seed}: eval return {ret:.1f} in {sec:.1f} s",
-              flush=True)  # fmt: skip
-
+    if smoke:
+        print(
+            f"SMOKE TEST (--total-frames-override {args.total_frames_override}): every run "
+            f"trains {args.total_frames_override} frames, not its target's budget; the "
+            f"figures below are NOT comparable to the targets and carry no verdicts."
+        )
+    missed: list[str] = []
+    setting_rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as runs_dir:
-        # Returns do not depend on load: these runs share the cores (their wall-clock does).
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            futures = {pool.submit(run_example, a, s, runs_dir): (a, s) for a, s in pooled}
-            for future in as_completed(futures):
-                record(*futures[future], *future.result())
-        if timed:  # alone, each seed next to SB3's run of the same seed
+        results = run_untimed(algos, args.seeds, args.jobs, runs_dir, args.total_frames_override)
+        algo_rows = {}
+        for algo in algos:
+            algo_runs = [(s, *results[(algo, s)]) for s in args.seeds]
+            frames = args.total_frames_override or TARGETS[algo][2]
+            algo_rows[algo] = report_algo(algo, algo_runs, frames, smoke)
+            missed += [] if algo_rows[algo]["met_all_seeds"] else [algo]
+        if settings:
+            threads_note = " (torch's default here)" if args.threads == "default" else ""
+            seeds = " ".join(map(str, args.seeds))
+            print(
+                f"\nSettings, timed: one run at a time, no other run of this script beside "
+                f"it, a seed's runs next to each other. Every side: the same flags and "
+                f"frames, seeds {seeds}, {threads} torch thread(s){threads_note}; "
+                f"final evaluation: mean return of {EVAL_EPISODES} deterministic "
+                f"episodes, the first of each of {EVAL_EPISODES} envs seeded from seed + "
+                f"10000; wall-clock: the whole process, start to exit."
+            )
+            startup = {side: startup_seconds(side) for side in sides}
+            print(
+                "Start-up, imports only (median of 3 fresh interpreters), inside every "
+                "wall-clock below: "
+                + ", ".join(f"{SIDE_NAMES[s]} {sec:.2f} s" for s, sec in startup.items())
+            )
+        for name in settings:
+            setting = SETTINGS[name]
+            frames = args.total_frames_override or setting.frames
+            print_setting_header(name, setting, frames, sb3_status)
+            runs = {}
             for seed in args.seeds:
-                record("ppo", seed, *run_example("ppo", seed, runs_dir))
-                sb3.append(run_sb3_ppo(seed, TARGETS["ppo"][2]))
-    summary = {}
-    for algo in args.algos:
-        runs = [(s, *results[(algo, s)]) for s in args.seeds]
-        summary[algo] = report(algo, runs, sb3 if algo == "ppo" else [])
+                runs[seed] = {
+                    s: run_side(s, setting, seed, frames, threads, runs_dir) for s in sides
+                }
+                print(
+                    f"  seed {seed}: "
+                    + " | ".join(
+                        f"{SIDE_NAMES[s]} return {r.eval_return:.1f} in {r.seconds:.1f} s"
+                        for s, r in runs[seed].items()
+                    ),
+                    flush=True,
+                )
+            row = report_setting(setting, runs, sb3_status, smoke)
+            setting_rows[name] = {
+                **row,
+                "threads": threads,
+                "seeds": args.seeds,
+                "eval_episodes": EVAL_EPISODES,
+                "startup_seconds": startup,
+            }
+            missed += [f"{name} return"] if not row["met_return"] else []
+            missed += [f"{name} vs SB3"] if row.get("met_vs_sb3") is False else []
+            missed += [f"{name} vs floor"] if not row["met_vs_floor"] else []
+
+    summary: dict = {**algo_rows, "settings": setting_rows} if settings else algo_rows
+    if smoke:
+        print("\nSMOKE TEST: not comparable to the targets, no verdict")
+    else:
+        print("\nBELOW TARGET: " + ", ".join(missed) if missed else "\nPASS")
     print("LEARNING_SUMMARY " + json.dumps(summary))
-    missed = [a for a, row in summary.items() if not row["met_all_seeds"]]
-    missed += ["ppo time"] if summary.get("ppo", {}).get("time_ratio_vs_sb3", 0) > 0.5 else []
-    print("\nBELOW TARGET: " + ", ".join(missed) if missed else "\nPASS")
-    return 1 if missed else 0
+    return 1 if missed and not smoke else 0
 
 
 if __name__ == "__main__":

@@ -39,10 +39,19 @@ parser.add_argument("--learning-starts", type=int, default=1000, help="random fr
 parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
 parser.add_argument("--gamma", type=float, default=0.99, help="discount")
 parser.add_argument("--target-update", type=int, default=100, help="updates between copies")
+parser.add_argument(
+    "--target-update-frames",
+    type=int,
+    default=None,
+    help="copy every N frames instead (SB3's target_update_interval): the copies then fall "
+    "between two rounds of updates",
+)
 parser.add_argument("--eps-end", type=float, default=0.04, help="final epsilon")
 parser.add_argument("--exploration-fraction", type=float, default=0.16, help="of the frames")
 parser.add_argument("--hidden", type=int, default=256, help="cells per hidden layer")
 parser.add_argument("--double-dqn", action="store_true", help="double-DQN target")
+parser.add_argument("--loss-function", default="l2", choices=["l2", "smooth_l1"], help="TD loss")
+parser.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping")
 args = parser.parse_args()
 logger = setup(args, "dqn")
 env = make_train_env(args.env_id, args.num_envs, args.seed)
@@ -59,10 +68,15 @@ explore = EGreedyModule(
 )
 policy = TensorDictSequential(qvalue, explore)
 loss_module = DQNLoss(
-    qvalue, loss_function="l2", delay_value=True, gamma=args.gamma, double_dqn=args.double_dqn
+    qvalue,
+    loss_function=args.loss_function,
+    delay_value=True,
+    gamma=args.gamma,
+    double_dqn=args.double_dqn,
 )
 target_updater = HardUpdate(loss_module, period=args.target_update)
-optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
+params = list(loss_module.parameters())
+optimizer = torch.optim.Adam(params, lr=args.lr)
 replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)
 
 # -- the loop: collect, store, then a few gradient steps on replayed transitions ------------
@@ -78,13 +92,19 @@ for batch in collector:
     frames += batch.numel()
     replay_buffer.extend(batch.reshape(-1))
     explore.step(batch.numel())
+    every = args.target_update_frames
+    if every and frames // every > (frames - batch.numel()) // every:
+        target_updater.copy_()  # no update since the last round: a copy of its result
     if frames >= args.learning_starts:
         for _ in range(args.gradient_steps):
             out = loss_module(replay_buffer.sample())
             optimizer.zero_grad()
             out["loss_qvalue"].backward()
+            if args.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
             optimizer.step()
-            target_updater.step()
+            if not every:
+                target_updater.step()
         metrics.add(td_loss=out["loss_qvalue"], epsilon=explore.eps)
         metrics.flush(logger, frames)
     log_episodes(logger, bar, batch, frames)

@@ -36,6 +36,9 @@ from rlblocks.objectives.modules import MLP, NormalParamExtractor, Probabilistic
 parser = base_parser(__doc__.splitlines()[0], env_id="Pendulum-v1", total_frames=20_000)
 parser.add_argument("--utd", type=float, default=1.0, help="updates per collected frame")
 parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (all terms)")
+parser.add_argument(
+    "--loss-function", default="smooth_l1", choices=["l2", "smooth_l1"], help="critic loss"
+)
 add_off_policy_args(parser)  # buffer, batch, gamma, tau, ... (see --help)
 args = parser.parse_args()
 logger = setup(args, "sac")
@@ -54,7 +57,12 @@ actor = ProbabilisticActor(
     distribution_class=TanhNormal,
     spec=action_spec,
 )
-loss_module = SACLoss(actor, make_qvalue(obs_dim, action_dim, args.hidden), gamma=args.gamma)
+loss_module = SACLoss(
+    actor,
+    make_qvalue(obs_dim, action_dim, args.hidden),
+    loss_function=args.loss_function,
+    gamma=args.gamma,
+)
 target_updater = SoftUpdate(loss_module, tau=args.tau)
 optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
 replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)

@@ -6,6 +6,7 @@ outputs" is checked, in a subprocess, exactly as a user would start it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,17 @@ SHORT = {
     "td3.py": "--total-frames 300 --learning-starts 200",
     "ddpg.py": "--total-frames 300 --learning-starts 200",
     "iql_offline.py": "--total-frames 512 --dataset-frames 400",
+}
+
+# Flags that change an example only when given (benchmarks/learning.py's settings use them),
+# with the hyper-parameter each sets in hparams.json.
+OPT_IN = {
+    "ppo.py": ("--anneal-clip", {"anneal_clip": True}),
+    "dqn.py": (
+        "--target-update-frames 10 --loss-function smooth_l1 --max-grad-norm 10",
+        {"target_update_frames": 10, "loss_function": "smooth_l1", "max_grad_norm": 10.0},
+    ),
+    "sac.py": ("--loss-function l2", {"loss_function": "l2"}),
 }
 
 
@@ -49,6 +61,17 @@ def test_example_runs_and_writes_its_run_folder(script: str, tmp_path: Path) -> 
     assert "eval/return" in (run_dir / "scalars.csv").read_text()
     assert "final evaluation return:" in result.stdout
     assert f"run folder: {run_dir}" in result.stdout
+
+
+@pytest.mark.parametrize("script", sorted(OPT_IN))
+def test_example_runs_with_its_opt_in_flags(script: str, tmp_path: Path) -> None:
+    flags, hparams = OPT_IN[script]
+    result = _run(script, tmp_path / "runs", *flags.split())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "final evaluation return:" in result.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    recorded = json.loads((run_dir / "hparams.json").read_text())
+    assert {key: recorded[key] for key in hparams} == hparams
 
 
 def test_iql_reuses_the_dataset_it_collected(tmp_path: Path) -> None:
