@@ -25,6 +25,7 @@ from rlblocks.buffers import LazyTensorStorage, TensorDictReplayBuffer
 from rlblocks.core import ExplorationType, TensorSpec, set_exploration_type
 from rlblocks.core.loggers import CSVLogger
 from rlblocks.envs import GymEnv, RewardSum, TransformedEnv
+from rlblocks.objectives import UpdateStep, make_update_step
 from rlblocks.objectives.modules import MLP, ProbabilisticActor, TanhDelta, ValueOperator
 
 Policy = Callable[[TensorDictBase], TensorDictBase]
@@ -42,6 +43,12 @@ def base_parser(description: str, env_id: str, total_frames: int) -> argparse.Ar
     parser.add_argument("--runs-dir", default="runs", help="parent of the run folder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each gradient update with torch.compile (eager after a warning if "
+        "compiling fails)",
+    )
     return parser
 
 
@@ -212,20 +219,36 @@ def make_deterministic_actor(obs_dim: int, action_spec: TensorSpec, hidden: int)
     )
 
 
-def off_policy_update(
+def update_step(
     loss_module: nn.Module,
-    batch: TensorDictBase,
     optimizer: torch.optim.Optimizer,
-    terms: tuple[str, ...],
-) -> TensorDictBase:
-    """One gradient step on the sum of the loss ``terms`` (e.g. ``("loss_qvalue",)``).
+    args: argparse.Namespace,
+    *,
+    terms: tuple[str, ...] | None = None,
+    max_grad_norm: float | None = None,
+) -> UpdateStep:
+    """One gradient step on the sum of the loss ``terms`` (default: every term), compiled
+    with ``--compile``.
 
     The losses freeze the networks a term must not train (the critics in the actor term),
     so one optimizer over every parameter is enough; parameters a step leaves without a
     gradient (the actor on a critic-only step) are skipped by the optimizer.
     """
-    out = loss_module(batch)
-    optimizer.zero_grad()
-    sum(out[key] for key in terms).backward()
-    optimizer.step()
-    return out
+    return make_update_step(
+        loss_module, optimizer, max_grad_norm=max_grad_norm, compile=args.compile, terms=terms
+    )
+
+
+def schedulable(value: float, args: argparse.Namespace) -> float | torch.Tensor:
+    """A learning rate (or clip range) that a schedule changes: a tensor when compiled, so
+    that the compiled step reads it instead of recompiling at every change."""
+    return torch.tensor(value) if args.compile else value
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Set the learning rate of every param group, in place when it is a tensor."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value

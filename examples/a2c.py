@@ -18,13 +18,15 @@ from _common import (
     log_episodes,
     make_train_env,
     progress,
+    schedulable,
+    set_learning_rate,
     setup,
+    update_step,
 )
 from tensordict.nn import TensorDictModule
-from torch import nn
 
 from rlblocks.collectors import SyncDataCollector
-from rlblocks.objectives import A2CLoss, total_loss
+from rlblocks.objectives import A2CLoss
 from rlblocks.objectives.modules import MLP, ProbabilisticActor, ValueOperator
 
 # -- hyper-parameters ----------------------------------------------------------------------
@@ -64,7 +66,8 @@ loss_module = A2CLoss(
     gamma=args.gamma,
     lmbda=args.gae_lambda,
 )
-optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
+optimizer = torch.optim.Adam(loss_module.parameters(), lr=schedulable(args.lr, args))
+update = update_step(loss_module, optimizer, args, max_grad_norm=args.max_grad_norm)
 
 # -- the loop: one gradient step per (short) batch, advantages from GAE --------------------
 frames_per_batch = args.num_envs * args.num_steps
@@ -73,16 +76,12 @@ collector = SyncDataCollector(
     env, actor, frames_per_batch=frames_per_batch, total_frames=n_updates * frames_per_batch
 )
 metrics, bar, frames = Metrics(), progress(args), 0
-for update, batch in enumerate(collector):
+for iteration, batch in enumerate(collector):
     frames += batch.numel()
-    optimizer.param_groups[0]["lr"] = args.lr * (1.0 - update / n_updates)
-    out = loss_module(batch)  # computes GAE over [num_envs, num_steps] itself
-    optimizer.zero_grad()
-    total_loss(out).backward()
-    nn.utils.clip_grad_norm_(loss_module.parameters(), args.max_grad_norm)
-    optimizer.step()
+    set_learning_rate(optimizer, args.lr * (1.0 - iteration / n_updates))
+    out = update(batch)  # the loss computes GAE over [num_envs, num_steps] itself
     metrics.add(pg_loss=out["loss_objective"], v_loss=out["loss_critic"])
-    if update % 20 == 0:
+    if iteration % 20 == 0:
         metrics.flush(logger, frames)
     log_episodes(logger, bar, batch, frames)
 bar.close()

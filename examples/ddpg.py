@@ -21,9 +21,9 @@ from _common import (
     make_qvalue,
     make_replay_buffer,
     make_train_env,
-    off_policy_update,
     progress,
     setup,
+    update_step,
 )
 from tensordict.nn import TensorDictSequential
 
@@ -49,6 +49,7 @@ qvalue = make_qvalue(obs_dim, action_spec.shape[-1], args.hidden)
 loss_module = DDPGLoss(actor, qvalue, gamma=args.gamma)
 target_updater = SoftUpdate(loss_module, tau=args.tau)
 optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
+update = update_step(loss_module, optimizer, args)  # actor and critic at once
 replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)
 
 # -- the loop: collect, store, one actor and critic step per frame --------------------------
@@ -65,8 +66,7 @@ for batch in collector:
     replay_buffer.extend(batch.reshape(-1))
     if frames >= args.learning_starts:
         for _ in range(batch.numel()):
-            terms = ("loss_actor", "loss_value")
-            out = off_policy_update(loss_module, replay_buffer.sample(), optimizer, terms)
+            out = update(replay_buffer.sample())
             target_updater.step()
         metrics.add(loss_actor=out["loss_actor"], loss_value=out["loss_value"])
         if frames % 1000 < batch.numel():

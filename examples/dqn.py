@@ -20,6 +20,7 @@ from _common import (
     make_train_env,
     progress,
     setup,
+    update_step,
 )
 from tensordict.nn import TensorDictSequential
 from torch import nn
@@ -77,6 +78,7 @@ loss_module = DQNLoss(
 target_updater = HardUpdate(loss_module, period=args.target_update)
 params = list(loss_module.parameters())
 optimizer = torch.optim.Adam(params, lr=args.lr)
+update = update_step(loss_module, optimizer, args, max_grad_norm=args.max_grad_norm)
 replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)
 
 # -- the loop: collect, store, then a few gradient steps on replayed transitions ------------
@@ -97,12 +99,7 @@ for batch in collector:
         target_updater.copy_()  # no update since the last round: a copy of its result
     if frames >= args.learning_starts:
         for _ in range(args.gradient_steps):
-            out = loss_module(replay_buffer.sample())
-            optimizer.zero_grad()
-            out["loss_qvalue"].backward()
-            if args.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
-            optimizer.step()
+            out = update(replay_buffer.sample())
             if not every:
                 target_updater.step()
         metrics.add(td_loss=out["loss_qvalue"], epsilon=explore.eps)

@@ -23,9 +23,9 @@ from _common import (
     finish,
     make_qvalue,
     make_train_env,
-    off_policy_update,
     progress,
     setup,
+    update_step,
 )
 from tensordict.nn import TensorDictModule
 from torch import nn
@@ -104,17 +104,18 @@ loss_module = IQLLoss(
 )
 target_updater = SoftUpdate(loss_module, tau=args.tau)
 optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
+update = update_step(loss_module, optimizer, args)  # actor, Q and V at once
 
 # -- the loop: gradient steps on dataset batches; "frames" counts the rows trained on -------
 metrics, bar = Metrics(), progress(args)
 n_updates = max(1, args.total_frames // args.batch_size)
 terms = ("loss_actor", "loss_qvalue", "loss_value")
-for update in range(1, n_updates + 1):
-    out = off_policy_update(loss_module, replay_buffer.sample(), optimizer, terms)
+for step in range(1, n_updates + 1):
+    out = update(replay_buffer.sample())
     target_updater.step()
     metrics.add(**{key: out[key] for key in terms})
-    if update % 20 == 0 or update == n_updates:
-        metrics.flush(logger, update * args.batch_size)
+    if step % 20 == 0 or step == n_updates:
+        metrics.flush(logger, step * args.batch_size)
     bar.update(args.batch_size)
 bar.close()
 finish(logger, args, actor, n_updates * args.batch_size, {"actor": actor, "iql": loss_module})

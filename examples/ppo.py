@@ -30,13 +30,15 @@ from _common import (
     make_train_env,
     minibatches,
     progress,
+    schedulable,
+    set_learning_rate,
     setup,
+    update_step,
 )
 from tensordict.nn import TensorDictModule
-from torch import nn
 
 from rlblocks.collectors import SyncDataCollector
-from rlblocks.objectives import ClipPPOLoss, total_loss
+from rlblocks.objectives import ClipPPOLoss
 from rlblocks.objectives.modules import MLP, ProbabilisticActor, ValueOperator
 
 # -- hyper-parameters ----------------------------------------------------------------------
@@ -88,7 +90,10 @@ loss_module = ClipPPOLoss(
 )
 params = list(loss_module.parameters())
 # fused: one kernel updates every parameter (on CPU too), instead of one op per tensor.
-optimizer = torch.optim.Adam(params, lr=args.lr, eps=1e-5, fused=True)
+optimizer = torch.optim.Adam(params, lr=schedulable(args.lr, args), eps=1e-5, fused=True)
+update_minibatch = update_step(loss_module, optimizer, args, max_grad_norm=args.max_grad_norm)
+if args.anneal_clip:
+    loss_module.clip_epsilon = schedulable(args.clip_coef, args)
 
 # -- the loop: collect a batch, estimate advantages once, several epochs of minibatches -----
 frames_per_batch = args.num_envs * args.num_steps
@@ -102,20 +107,20 @@ metrics, bar, frames = Metrics(), progress(args), 0
 for update, batch in enumerate(collector):
     frames += batch.numel()
     progress_left = 1.0 - update / n_updates
-    optimizer.param_groups[0]["lr"] = args.lr * progress_left
+    set_learning_rate(optimizer, args.lr * progress_left)
     if args.anneal_clip:
-        loss_module.clip_epsilon = args.clip_coef * progress_left
+        clip = args.clip_coef * progress_left
+        if isinstance(loss_module.clip_epsilon, torch.Tensor):
+            loss_module.clip_epsilon.fill_(clip)
+        else:
+            loss_module.clip_epsilon = clip
     with torch.no_grad():
         loss_module.value_estimator(batch)  # GAE over [num_envs, num_steps], vectorized
     # Only those keys: each minibatch gathers every entry it carries.
     data = batch.reshape(-1).select(*loss_keys)
     for _epoch in range(args.update_epochs):
         for minibatch in minibatches(data, args.minibatch_size):
-            out = loss_module(minibatch)
-            optimizer.zero_grad()
-            total_loss(out).backward()
-            nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
-            optimizer.step()
+            out = update_minibatch(minibatch)
     # The last minibatch's terms, as CleanRL logs them.
     metrics.add(
         pg_loss=out["loss_objective"],

@@ -21,9 +21,9 @@ from _common import (
     make_qvalue,
     make_replay_buffer,
     make_train_env,
-    off_policy_update,
     progress,
     setup,
+    update_step,
 )
 from tensordict.nn import TensorDictModule
 from torch import nn
@@ -65,6 +65,7 @@ loss_module = SACLoss(
 )
 target_updater = SoftUpdate(loss_module, tau=args.tau)
 optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
+update = update_step(loss_module, optimizer, args)  # actor, critics and temperature at once
 replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)
 
 # -- the loop: collect, store, then gradient steps on replayed transitions ------------------
@@ -81,9 +82,9 @@ for batch in collector:
     replay_buffer.extend(batch.reshape(-1))
     if frames >= args.learning_starts:
         for _ in range(max(1, int(args.utd * batch.numel()))):
-            terms = ("loss_actor", "loss_qvalue", "loss_alpha")
-            out = off_policy_update(loss_module, replay_buffer.sample(), optimizer, terms)
+            out = update(replay_buffer.sample())
             target_updater.step()
+        terms = ("loss_actor", "loss_qvalue", "loss_alpha")
         metrics.add(**{key: out[key] for key in terms}, alpha=out["alpha"])
         if frames % 1000 < batch.numel():
             metrics.flush(logger, frames)

@@ -22,9 +22,9 @@ from _common import (
     make_qvalue,
     make_replay_buffer,
     make_train_env,
-    off_policy_update,
     progress,
     setup,
+    update_step,
 )
 from tensordict.nn import TensorDictSequential
 
@@ -63,6 +63,9 @@ loss_module = TD3Loss(
 )
 target_updater = SoftUpdate(loss_module, tau=args.tau)
 optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
+# The critics every step, the actor too every policy_delay steps (TD3's delayed updates).
+critic_update = update_step(loss_module, optimizer, args, terms=("loss_qvalue",))
+full_update = update_step(loss_module, optimizer, args)
 replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)
 
 # -- the loop: the critics learn every step, the actor and the targets every policy-delay --
@@ -83,8 +86,7 @@ for batch in collector:
     for _ in range(batch.numel()):
         updates += 1
         actor_step = updates % args.policy_delay == 0
-        terms = ("loss_qvalue", "loss_actor") if actor_step else ("loss_qvalue",)
-        out = off_policy_update(loss_module, replay_buffer.sample(), optimizer, terms)
+        out = (full_update if actor_step else critic_update)(replay_buffer.sample())
         if actor_step:
             target_updater.step()
     metrics.add(loss_actor=out["loss_actor"], loss_qvalue=out["loss_qvalue"])

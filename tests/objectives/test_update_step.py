@@ -98,6 +98,20 @@ def test_off_policy_update_writes_priorities_into_the_batch(build):
     assert batch["td_error"].shape == (6,)
 
 
+def test_terms_minimize_only_those_terms(build):
+    """TD3's critic-only steps: the actor gets no gradient and is not stepped."""
+    loss = SACLoss(build.gaussian_actor(TanhNormal), build.qvalue())
+    actor_before = [p.clone() for p in loss.actor_network.parameters()]
+    update = make_update_step(loss, adam(loss), terms=("loss_qvalue",))
+    out = update(build.batch())
+    assert {"loss_actor", "loss_qvalue"} <= set(out.keys())  # every term is reported
+    assert all(p.grad is None for p in loss.actor_network.parameters())
+    assert_same_list(list(loss.actor_network.parameters()), actor_before)
+    missing = make_update_step(loss, adam(loss), terms=("loss_value",))
+    with pytest.raises(ObjectiveConfigError, match=r"\['loss_value'\] are not in .*loss_qvalue"):
+        missing(build.batch())
+
+
 def test_clipping_equals_a_manual_clip(build):
     loss, reference = ppo_loss(build), ppo_loss(build)
     update = make_update_step(loss, adam(loss), max_grad_norm=0.05)
@@ -203,6 +217,8 @@ def test_optimizer_over_part_of_the_loss_steps_that_part(build):
         ({"compile": None}, r"compile must be True, False or a dict .*got NoneType None"),
         ({"compile": {"fullgraf": True}}, r"keys torch.compile does not take: \['fullgraf'\]"),
         ({"compile": {"backend": "no_such_backend"}}, r"torch.compile rejected .*no_such_backend"),
+        ({"terms": ()}, r"terms must be a non-empty sequence .*got \(\)"),
+        ({"terms": ["qvalue"]}, r"terms must be a non-empty sequence .*got \('qvalue',\)"),
     ],
 )
 def test_bad_arguments_are_named(build, kwargs, match):

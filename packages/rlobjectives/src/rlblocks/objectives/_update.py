@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -60,8 +60,10 @@ class UpdateStep:
         optimizer: torch.optim.Optimizer,
         max_grad_norm: float | None,
         compile_kwargs: dict[str, Any] | None,
+        terms: tuple[str, ...] | None = None,
     ) -> None:
         self.loss_module = loss_module
+        self.terms = terms
         self.optimizer = optimizer
         self.max_grad_norm = max_grad_norm
         # "forward", "clip", "step" -> the compiled part; empty when running eager.
@@ -113,7 +115,16 @@ class UpdateStep:
 
     def _forward(self, batch: TensorDictBase) -> tuple[TensorDictBase, Tensor]:
         out = self.loss_module(batch)
-        return out, total_loss(out)
+        if self.terms is None:
+            return out, total_loss(out)
+        missing = [t for t in self.terms if t not in out.keys()]
+        if missing:
+            have = sorted(k for k in out.keys() if k.startswith("loss_"))
+            raise ObjectiveConfigError(
+                f"UpdateStep({type(self.loss_module).__name__}): terms {missing} are not in "
+                f"the loss's output, which has {have}"
+            )
+        return out, sum(out.get(t) for t in self.terms)
 
     def _forward_backward(self, batch: TensorDictBase) -> TensorDictBase:
         out, total = self._forward(batch)
@@ -206,6 +217,7 @@ def make_update_step(
     *,
     max_grad_norm: float | None = None,
     compile: bool | Mapping[str, Any] = False,
+    terms: Sequence[str] | None = None,
 ) -> UpdateStep:
     """Bundle a loss and its optimizer into one callable gradient update.
 
@@ -233,6 +245,8 @@ def make_update_step(
         compile: ``True`` to compile with the defaults (inductor), or a dict of
             ``torch.compile`` keyword arguments (``{"backend": "aot_eager"}``,
             ``{"mode": "max-autotune"}``...).
+        terms: The loss terms to minimize (e.g. ``("loss_qvalue",)`` for TD3's critic-only
+            steps); ``None`` sums every ``loss_*`` term (:func:`total_loss`).
 
     Returns:
         The :class:`UpdateStep`; ``update.compiled`` says whether it runs compiled.
@@ -240,8 +254,9 @@ def make_update_step(
     Raises:
         ObjectiveConfigError: ``loss_module`` is not an ``nn.Module``, ``optimizer`` is not a
             ``torch.optim.Optimizer`` or steps parameters the loss does not have,
-            ``max_grad_norm`` is not a number > 0, or ``compile`` is neither a bool nor a
-            dict of ``torch.compile`` arguments.
+            ``max_grad_norm`` is not a number > 0, ``compile`` is neither a bool nor a
+            dict of ``torch.compile`` arguments, or ``terms`` is not a non-empty sequence
+            of ``loss_*`` names; at the first call, a term the loss does not output.
 
     Example:
         >>> loss = ClipPPOLoss(actor, critic)
@@ -272,11 +287,19 @@ def make_update_step(
             f"make_update_step: max_grad_norm must be a number > 0 (or None for no clipping), "
             f"got {max_grad_norm!r}"
         )
+    if terms is not None:
+        terms = tuple(terms) if not isinstance(terms, str) else (terms,)
+        if not terms or not all(isinstance(t, str) and t.startswith("loss_") for t in terms):
+            raise ObjectiveConfigError(
+                f"make_update_step: terms must be a non-empty sequence of loss term names "
+                f"such as ('loss_qvalue',), or None for every term; got {terms!r}"
+            )
     return UpdateStep(
         loss_module,
         optimizer,
         None if max_grad_norm is None else float(max_grad_norm),
         _compile_kwargs(compile),
+        terms,
     )
 
 
