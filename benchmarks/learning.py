@@ -10,7 +10,8 @@ Every run is a script in a fresh interpreter, as a user starts it; its final eva
 return is read from its output and its wall-clock is the whole process, start to exit.
 
 Settings (``--settings``, see ``SETTINGS``) compare the same work on three sides:
-``examples/<algo>.py`` (rlblocks), ``benchmarks/floors/<algo>.py`` (the same algorithm in
+``examples/<algo>.py`` (rlblocks; run eager and with ``--compile``, its figure per seed the
+faster of the two, unless ``--no-compile``), ``benchmarks/floors/<algo>.py`` (the same algorithm in
 plain PyTorch: the floor) and Stable-Baselines3 (``benchmarks/floors/sb3.py``, which builds
 SB3's arguments from the same flags and refuses flags SB3 cannot honour). Every side gets
 the same hyper-parameter flags, frames, seed, torch thread count (``--threads``) and
@@ -122,11 +123,16 @@ SETTINGS = {
         "SB3's defaults otherwise, its critic loss the squared error)",
     ),
 }
-SIDES = ("rlblocks", "floor", "sb3")
-SIDE_NAMES = {"rlblocks": "rlblocks", "floor": "floor", "sb3": "SB3"}
+# "compiled" is the rlblocks example with --compile; rlblocks' figure per seed is the
+# faster of its eager and compiled runs (its targets say "best of eager and --compile").
+SIDES = ("rlblocks", "compiled", "floor", "sb3")
+SIDE_NAMES = {"rlblocks": "rlblocks", "compiled": "rlblocks --compile", "floor": "floor",
+              "sb3": "SB3"}  # fmt: skip
 # What each side imports before it starts: a fixed cost inside each of its wall-clocks.
 STARTUP_IMPORTS = {
     "rlblocks": f"import sys; sys.path.insert(0, {str(EXAMPLES)!r}); import _common, "
+    "rlblocks.collectors, rlblocks.objectives",
+    "compiled": f"import sys; sys.path.insert(0, {str(EXAMPLES)!r}); import _common, "
     "rlblocks.collectors, rlblocks.objectives",
     "floor": "import gymnasium, numpy, torch",
     "sb3": "import gymnasium, numpy, torch, stable_baselines3",
@@ -184,15 +190,16 @@ def run_side(
     common += ["--eval-episodes", str(EVAL_EPISODES), "--threads", str(threads)]
     common += setting.flags.split()
     script = f"{setting.algo}.py"
-    if side == "rlblocks":
+    if side in ("rlblocks", "compiled"):
         command = [sys.executable, str(EXAMPLES / script), *common]
         command += ["--runs-dir", runs_dir, "--no-progress"]
+        command += ["--compile"] if side == "compiled" else []
     elif side == "floor":
         command = [sys.executable, str(FLOORS / script), *common]
     else:
         command = [sys.executable, str(FLOORS / "sb3.py"), setting.algo, *common]
     stdout, seconds = run_script(command, f"{side} {script} seed {seed}")
-    if side == "rlblocks":
+    if side in ("rlblocks", "compiled"):
         trained = example_frames(stdout)
     else:
         trained = int(re.search(r"^frames: (\d+)", stdout, re.MULTILINE).group(1))
@@ -348,20 +355,26 @@ def report_setting(
         f"  rlblocks return >= {setting.target} on every seed ({', '.join(map(str, returns))})"
         f": {verdict}"
     )
-    for side in ("floor", "sb3"):
+    for side in ("compiled", "floor", "sb3"):
         if side in sides:
             print(
                 f"  {SIDE_NAMES[side]} returns, for reference: "
                 f"{', '.join(map(str, row[side]['returns']))}"
             )
+    ours = {seed: min(runs[seed][s].seconds for s in ("rlblocks", "compiled") if s in sides)
+            for seed in seeds}  # fmt: skip
+    if "compiled" in sides:
+        faster = [runs[seed]["compiled"].seconds / runs[seed]["rlblocks"].seconds for seed in seeds]
+        print(f"  rlblocks --compile / eager wall-clock: median {statistics.median(faster):.2f}x; "
+              f"rlblocks below = the faster of the two per seed")  # fmt: skip
     if "sb3" in sides:
-        ratios = [runs[seed]["rlblocks"].seconds / runs[seed]["sb3"].seconds for seed in seeds]
+        ratios = [ours[seed] / runs[seed]["sb3"].seconds for seed in seeds]
         row["ratio_vs_sb3"] = statistics.median(ratios)
         row["met_vs_sb3"] = ratio_line("rlblocks/SB3", ratios, SB3_TARGET, smoke)
     else:
         row["sb3"] = {"status": sb3_status}
         print(f"  rlblocks/SB3: not measured; {sb3_status}")
-    ratios = [runs[seed]["rlblocks"].seconds / runs[seed]["floor"].seconds for seed in seeds]
+    ratios = [ours[seed] / runs[seed]["floor"].seconds for seed in seeds]
     row["ratio_vs_floor"] = statistics.median(ratios)
     row["met_vs_floor"] = ratio_line("rlblocks/floor", ratios, FLOOR_TARGET, smoke)
     return row
@@ -393,6 +406,9 @@ def main() -> int:
         "(torch's default count here)",
     )
     parser.add_argument("--no-sb3", action="store_true", help="skip the SB3 side")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the rlblocks --compile side"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="untimed runs at once")
     parser.add_argument(
         "--total-frames-override",
@@ -415,6 +431,7 @@ def main() -> int:
     else:
         sb3_status = ""
     sides = [s for s in SIDES if s != "sb3" or not sb3_status]
+    sides = [s for s in sides if s != "compiled" or not args.no_compile]
 
     if smoke:
         print(
