@@ -2,6 +2,7 @@
 
     python benchmarks/run_all.py                    # all of them
     python benchmarks/run_all.py learning.py envs.py   # re-run these, keep the others
+    python benchmarks/run_all.py "learning.py --settings ppo-zoo --seeds 1"   # with arguments
 
 Each script runs in its own interpreter (``_*.py`` files are helpers they import, not
 scripts); its printed lines are captured as they are (they print each figure next to its
@@ -84,16 +85,21 @@ def main() -> int:
     all_names = sorted(
         p.name for p in HERE.glob("*.py") if p.name != Path(__file__).name and p.name[0] != "_"
     )
-    names = sys.argv[1:] or all_names
+    # An entry may carry the script's arguments: "learning.py --settings ppo-zoo --seeds 1".
+    commands = [entry.split() for entry in sys.argv[1:]] or [[n] for n in all_names]
     results = HERE / "RESULTS.md"
-    sections = kept_sections(results, set(names)) if sys.argv[1:] else {}
+    sections = kept_sections(results, {c[0] for c in commands}) if sys.argv[1:] else {}
     failed = []
-    for name in names:
-        print(f"== {name}", flush=True)
+    for name, *script_args in commands:
+        shown = " ".join([name, *script_args])
+        print(f"== {shown}", flush=True)
         when, load = time.strftime("%Y-%m-%d %H:%M"), load_average()
         start = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, str(HERE / name)], capture_output=True, text=True, check=False
+            [sys.executable, str(HERE / name), *script_args],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         elapsed = time.perf_counter() - start
         output = result.stdout.strip()
@@ -104,7 +110,8 @@ def main() -> int:
             output += "\n" + result.stderr.strip()[-3000:]
         sections[name] = (
             f"{SECTION}{name}: {status}, {elapsed:.0f} s (started {when}, load average {load})"
-            f"\n\n```\n{output}\n```\n"
+            + (f"\n\ncommand: `python benchmarks/{shown}`" if script_args else "")
+            + f"\n\n```\n{output}\n```\n"
         )
     marked = [n for n, text in sections.items() if ": exit 0," not in text.splitlines()[0]]
     header = [
