@@ -3,14 +3,18 @@
     python benchmarks/envs.py [--steps 10000] [--lockstep-steps 500] [--repeat 5]
 
 Every figure compares an rlblocks loop with the raw gymnasium loop doing the same work
-(CartPole-v1, uniformly random actions), timed alternately so that drifts in machine load
-hit both alike; the printed ratio is the median over ``--repeat`` rounds. Targets (issue 3):
+(CartPole-v1, uniformly random actions from the same source on both sides: drawn per step
+on both, or drawn before the loop on both), timed alternately so that drifts in machine
+load hit both alike; the printed ratio is the median over ``--repeat`` rounds. Targets
+(issue 3):
 
-* ``GymEnv("CartPole-v1").rollout(N, break_when_any_done=False)`` per step <= 1.3x a raw
-  ``env.step(env.action_space.sample())`` loop;
-* a Python loop of ``env.step(td)`` + ``step_mdp`` <= 4x the raw loop;
+* a Python loop of ``env.step(env.rand_action(td))`` + ``step_mdp`` <= 4x a raw
+  ``env.step(env.action_space.sample())`` loop (the rollout without a policy, which draws
+  its actions in one call, is compared with the bare ``env.step`` on pre-drawn actions in
+  the third section);
 * ``GymEnv(num_envs=8)`` and ``SerialEnv(8, ...)`` frames/s >= 0.9x a raw ``SyncVectorEnv``
-  of 8, ``ParallelEnv(2, ...)`` of 4-env workers >= 0.9x a raw ``AsyncVectorEnv`` of 8;
+  of 8, ``ParallelEnv(2, ...)`` of 4-env workers >= 0.9x a raw ``AsyncVectorEnv`` of 8,
+  the raw loops stepping actions drawn before the loop, as the rollouts do;
 * ``StepCounter`` + ``RewardSum`` + ``DoubleToFloat`` add <= 20% to a rollout.
 
 These run with one torch thread. The second section (issue 14, the env backend protocol)
@@ -102,13 +106,14 @@ def raw_single(steps: int) -> Callable[[], None]:
     return run
 
 
-def raw_vector(steps: int, mode: str) -> Callable[[], None]:
+def raw_vector(actions: np.ndarray, mode: str) -> Callable[[], None]:
+    """A raw vector env of 8 stepping pre-drawn ``actions`` ([steps, 8])."""
     env = gym.make_vec(ENV_ID, 8, vectorization_mode=mode)
     env.reset(seed=0)
 
     def run() -> None:
-        for _ in range(steps):
-            env.step(env.action_space.sample())
+        for action in actions:
+            env.step(action)
 
     return run
 
@@ -298,13 +303,6 @@ def main() -> int:
         print("time ratio, rlblocks / raw gymnasium (lower is better; frames/s ratio = 1 / this)")
         print("1 torch thread\n")
         single_raw = raw_single(n)
-        record(
-            "rollout",
-            "GymEnv.rollout(N, break_when_any_done=False) / raw step loop",
-            rollout(GymEnv(ENV_ID), n),
-            single_raw,
-            Target(1.3),
-        )
         compare(
             "GymEnv.rollout(N, policy=env.rand_action) / raw step loop",
             policy_rollout(GymEnv(ENV_ID), n),
@@ -337,12 +335,14 @@ def main() -> int:
             rollout(plain, n),
             Target(1.2),
         )
-        sync_raw = raw_vector(vec_steps, "sync")
+        vector = GymEnv(ENV_ID, num_envs=NUM_ENVS)
+        vec_actions = vector.action_spec.rand((vec_steps,))  # [steps, 8], both sides
+        sync_raw = raw_vector(vec_actions.numpy(), "sync")
         frames = Target(1 / 0.9, note=">= 0.9x frames/s")
         record(
             "vector",
             "GymEnv(num_envs=8).rollout / raw SyncVectorEnv(8) loop",
-            rollout(GymEnv(ENV_ID, num_envs=NUM_ENVS), vec_steps),
+            rollout(vector, vec_steps),
             sync_raw,
             frames,
         )
@@ -354,7 +354,7 @@ def main() -> int:
             sync_raw,
             frames,
         )
-        async_raw = raw_vector(vec_steps, "async")
+        async_raw = raw_vector(vec_actions.numpy(), "async")
         parallel = ParallelEnv(2, lambda: GymEnv(ENV_ID, num_envs=4))
         try:
             record(
@@ -366,14 +366,14 @@ def main() -> int:
             )
             compare(
                 "ParallelEnv(2 x 4) step_and_maybe_reset loop / raw AsyncVectorEnv(8)",
-                step_and_maybe_reset_loop(parallel, vec_steps),
+                lockstep_loop(parallel, vec_actions.reshape(vec_steps, 2, 4)),
                 async_raw,
                 r,
                 "(info: lockstep, one round trip per step)",
             )
             compare(
                 "SerialEnv(8) step_and_maybe_reset loop / raw SyncVectorEnv(8)",
-                step_and_maybe_reset_loop(serial, vec_steps),
+                lockstep_loop(serial, vec_actions),
                 sync_raw,
                 r,
                 "(info: TensorDict per step)",

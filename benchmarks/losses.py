@@ -173,7 +173,8 @@ def build_dqn() -> Built:
     return Built(loss, HardUpdate(loss, period=100), {"qvalue": net}, plain)
 
 
-def build_ddpg() -> Built:
+def deterministic_actor() -> tuple[nn.Module, ProbabilisticActor]:
+    """``mu(s)`` as examples/ddpg.py and td3.py build it: the MLP and the actor around it."""
     net = pendulum_mlp(PENDULUM_OBS, PENDULUM_ACT)
     actor = ProbabilisticActor(
         TensorDictModule(net, ["observation"], ["param"]),
@@ -181,6 +182,11 @@ def build_ddpg() -> Built:
         distribution_class=TanhDelta,
         spec=PENDULUM_SPEC,
     )
+    return net, actor
+
+
+def build_ddpg() -> Built:
+    net, actor = deterministic_actor()
     loss = DDPGLoss(actor, qvalue(), gamma=GAMMA)
     nets = {"actor": net, "qvalue0": loss.value_network.module}
     plain = PlainDDPG(*state(nets, "actor", "qvalue0"), **pendulum_kwargs())
@@ -188,13 +194,7 @@ def build_ddpg() -> Built:
 
 
 def build_td3() -> Built:
-    net = pendulum_mlp(PENDULUM_OBS, PENDULUM_ACT)
-    actor = ProbabilisticActor(
-        TensorDictModule(net, ["observation"], ["param"]),
-        in_keys=["param"],
-        distribution_class=TanhDelta,
-        spec=PENDULUM_SPEC,
-    )
+    net, actor = deterministic_actor()
     # examples/td3.py: noise in units of the action range.
     noise = {"policy_noise": 0.2 * HIGH, "noise_clip": 0.5 * HIGH}
     loss = TD3Loss(actor, qvalue(), action_spec=PENDULUM_SPEC, gamma=GAMMA, **noise)

@@ -84,12 +84,48 @@ def report(frames: int, eval_return: float, episodes: int) -> None:
     print(f"final evaluation return: {eval_return:.1f} ({episodes} episodes)")
 
 
-def mlp(in_features: int, out_features: int, hidden: int) -> nn.Sequential:
-    """Two ReLU hidden layers."""
+def mlp(
+    in_features: int, out_features: int, hidden: int, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """Two hidden layers of ``hidden`` cells (ReLU unless told otherwise)."""
     return nn.Sequential(
         nn.Linear(in_features, hidden),
-        nn.ReLU(),
+        activation(),
         nn.Linear(hidden, hidden),
-        nn.ReLU(),
+        activation(),
         nn.Linear(hidden, out_features),
     )
+
+
+class Replay:
+    """A ring buffer of transitions in preallocated tensors (CleanRL style)."""
+
+    def __init__(self, capacity: int, obs_dim: int, action: torch.Tensor) -> None:
+        """``action``: one action, giving the shape and dtype of the stored ones."""
+        self.capacity, self.pos, self.size = capacity, 0, 0
+        self.obs = torch.zeros(capacity, obs_dim)
+        self.next_obs = torch.zeros(capacity, obs_dim)
+        self.actions = torch.zeros(capacity, *action.shape, dtype=action.dtype)
+        self.rewards = torch.zeros(capacity)
+        self.terminated = torch.zeros(capacity)
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        next_obs: np.ndarray,
+    ) -> None:
+        """Store one transition of each of ``len(obs)`` envs."""
+        n = len(obs)
+        rows = torch.arange(self.pos, self.pos + n) % self.capacity
+        self.obs[rows] = obs
+        self.actions[rows] = action
+        self.rewards[rows] = torch.as_tensor(reward, dtype=torch.float32)
+        self.terminated[rows] = torch.as_tensor(terminated, dtype=torch.float32)
+        self.next_obs[rows] = torch.as_tensor(next_obs)
+        self.pos, self.size = (self.pos + n) % self.capacity, min(self.size + n, self.capacity)
+
+    def sample_indices(self, batch_size: int) -> torch.Tensor:
+        return torch.randint(self.size, (batch_size,))

@@ -22,6 +22,7 @@ import math
 
 import torch
 from _shared import (
+    Replay,
     base_parser,
     evaluate,
     final_observations,
@@ -66,13 +67,8 @@ def main() -> None:
     optimizer = torch.optim.Adam(params, lr=args.lr)
     td_loss = nn.functional.mse_loss if args.loss_function == "l2" else nn.functional.smooth_l1_loss
 
-    capacity, n = args.buffer_size, args.num_envs
-    rb_obs = torch.zeros(capacity, obs_dim)
-    rb_next_obs = torch.zeros(capacity, obs_dim)
-    rb_actions = torch.zeros(capacity, dtype=torch.long)
-    rb_rewards = torch.zeros(capacity)
-    rb_terminated = torch.zeros(capacity)
-    rb_pos, rb_size = 0, 0
+    n = args.num_envs
+    rb = Replay(args.buffer_size, obs_dim, torch.zeros((), dtype=torch.long))
 
     steps = args.frames_per_batch // n
     n_batches = math.ceil(args.total_frames / args.frames_per_batch)  # as the collector
@@ -91,15 +87,8 @@ def main() -> None:
                     greedy = q_network(obs).argmax(-1)
                 action = torch.where(torch.rand(n) < epsilon, random_action, greedy)
             next_np, reward, terminated, truncated, info = envs.step(action.numpy())
-            rows = torch.arange(rb_pos, rb_pos + n) % capacity
-            rb_obs[rows] = obs
-            rb_actions[rows] = action
-            rb_rewards[rows] = torch.as_tensor(reward, dtype=torch.float32)
-            rb_terminated[rows] = torch.as_tensor(terminated, dtype=torch.float32)
-            rb_next_obs[rows] = torch.as_tensor(
-                final_observations(next_np, terminated | truncated, info)
-            )
-            rb_pos, rb_size = (rb_pos + n) % capacity, min(rb_size + n, capacity)
+            final = final_observations(next_np, terminated | truncated, info)
+            rb.add(obs, action, reward, terminated, final)
             obs = torch.as_tensor(next_np)
         frames += steps * n
         epsilon = max(args.eps_end, epsilon - (1.0 - args.eps_end) * steps * n / anneal_frames)
@@ -109,8 +98,8 @@ def main() -> None:
         if frames < args.learning_starts:
             continue
         for _ in range(args.gradient_steps):
-            idx = torch.randint(rb_size, (args.batch_size,))
-            next_obs = rb_next_obs[idx]
+            idx = rb.sample_indices(args.batch_size)
+            next_obs = rb.next_obs[idx]
             with torch.no_grad():
                 next_q = target_network(next_obs)
                 if args.double_dqn:
@@ -118,8 +107,8 @@ def main() -> None:
                 else:
                     best = next_q.argmax(-1, keepdim=True)
                 next_value = next_q.gather(-1, best).squeeze(-1)
-                target = rb_rewards[idx] + args.gamma * (1.0 - rb_terminated[idx]) * next_value
-            q_value = q_network(rb_obs[idx]).gather(-1, rb_actions[idx, None]).squeeze(-1)
+                target = rb.rewards[idx] + args.gamma * (1.0 - rb.terminated[idx]) * next_value
+            q_value = q_network(rb.obs[idx]).gather(-1, rb.actions[idx, None]).squeeze(-1)
             loss = td_loss(q_value, target)
             optimizer.zero_grad()
             loss.backward()

@@ -19,7 +19,15 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _shared import base_parser, evaluate, final_observations, make_vector_env, report, setup
+from _shared import (
+    base_parser,
+    evaluate,
+    final_observations,
+    make_vector_env,
+    mlp,
+    report,
+    setup,
+)
 from torch import nn
 from torch.distributions import Categorical
 
@@ -43,24 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def mlp(in_features: int, out_features: int, hidden: int) -> nn.Sequential:
-    """Two tanh hidden layers (rlblocks' ``MLP`` default activation)."""
-    return nn.Sequential(
-        nn.Linear(in_features, hidden),
-        nn.Tanh(),
-        nn.Linear(hidden, hidden),
-        nn.Tanh(),
-        nn.Linear(hidden, out_features),
-    )
-
-
 def main() -> None:
     args = parse_args()
     setup(args)
     envs = make_vector_env(args.env_id, args.num_envs)
     obs_dim = envs.single_observation_space.shape[0]
-    actor = mlp(obs_dim, envs.single_action_space.n, args.hidden)
-    critic = mlp(obs_dim, 1, args.hidden)
+    # rlblocks' MLP default activation is tanh.
+    actor = mlp(obs_dim, envs.single_action_space.n, args.hidden, nn.Tanh)
+    critic = mlp(obs_dim, 1, args.hidden, nn.Tanh)
     params = [*actor.parameters(), *critic.parameters()]
     optimizer = torch.optim.Adam(params, lr=args.lr, eps=1e-5, fused=True)
 

@@ -24,6 +24,7 @@ import math
 
 import torch
 from _shared import (
+    Replay,
     base_parser,
     evaluate,
     final_observations,
@@ -91,13 +92,8 @@ def main() -> None:
         obs_action = torch.cat([obs, action], -1)
         return torch.minimum(networks[0](obs_action), networks[1](obs_action)).squeeze(-1)
 
-    capacity, n = args.buffer_size, args.num_envs
-    rb_obs = torch.zeros(capacity, obs_dim)
-    rb_next_obs = torch.zeros(capacity, obs_dim)
-    rb_actions = torch.zeros(capacity, action_dim)
-    rb_rewards = torch.zeros(capacity)
-    rb_terminated = torch.zeros(capacity)
-    rb_pos, rb_size = 0, 0
+    n = args.num_envs
+    rb = Replay(args.buffer_size, obs_dim, torch.zeros(action_dim))
 
     steps = args.frames_per_batch // n
     n_batches = math.ceil(args.total_frames / args.frames_per_batch)  # as the collector
@@ -113,30 +109,23 @@ def main() -> None:
                 with torch.no_grad():
                     action, _ = policy(obs)
             next_np, reward, terminated, truncated, info = envs.step(action.numpy())
-            rows = torch.arange(rb_pos, rb_pos + n) % capacity
-            rb_obs[rows] = obs
-            rb_actions[rows] = action
-            rb_rewards[rows] = torch.as_tensor(reward, dtype=torch.float32)
-            rb_terminated[rows] = torch.as_tensor(terminated, dtype=torch.float32)
-            rb_next_obs[rows] = torch.as_tensor(
-                final_observations(next_np, terminated | truncated, info)
-            )
-            rb_pos, rb_size = (rb_pos + n) % capacity, min(rb_size + n, capacity)
+            final = final_observations(next_np, terminated | truncated, info)
+            rb.add(obs, action, reward, terminated, final)
             obs = torch.as_tensor(next_np)
         frames += steps * n
         if frames < args.learning_starts:
             continue
         for _ in range(max(1, int(args.utd * steps * n))):
-            idx = torch.randint(rb_size, (args.batch_size,))
-            b_obs, b_actions = rb_obs[idx], rb_actions[idx]
+            idx = rb.sample_indices(args.batch_size)
+            b_obs, b_actions = rb.obs[idx], rb.actions[idx]
             alpha = log_alpha.detach().exp()
             with torch.no_grad():
-                next_action, next_log_prob = policy(rb_next_obs[idx])
+                next_action, next_log_prob = policy(rb.next_obs[idx])
                 next_value = (
-                    min_q((qf1_target, qf2_target), rb_next_obs[idx], next_action)
+                    min_q((qf1_target, qf2_target), rb.next_obs[idx], next_action)
                     - alpha * next_log_prob
                 )
-                target = rb_rewards[idx] + args.gamma * (1.0 - rb_terminated[idx]) * next_value
+                target = rb.rewards[idx] + args.gamma * (1.0 - rb.terminated[idx]) * next_value
             obs_action = torch.cat([b_obs, b_actions], -1)
             qf_loss = sum(critic_loss(qf(obs_action).squeeze(-1), target) for qf in (qf1, qf2))
             action, log_prob = policy(b_obs)
