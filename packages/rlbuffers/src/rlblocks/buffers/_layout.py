@@ -17,7 +17,7 @@ import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -104,18 +104,25 @@ class Layout:
     row_bytes: int
     element_batch: tuple[int, ...] = ()  # batch dims of one TensorDict element
     treespec: Any = None  # pytree structure of one element (PYTREE only)
+    # Sub-TensorDicts with batch dims of their own after the element's (a multi-agent
+    # group's agent dim): key -> those dims.
+    nested_batch: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = ()
     _positions: dict[tuple[str, ...], int] = field(default_factory=dict, compare=False)
 
-    _plan: dict[str, Any] = field(default_factory=dict, compare=False)
+    _plan: _Plan = field(default_factory=lambda: _Plan({}, ()), compare=False)
 
     def __post_init__(self) -> None:
         self._positions.update({f.key: i for i, f in enumerate(self.fields)})
         # The nesting of the keys, for assemble(): name -> field position, or a sub-plan.
+        extra = dict(self.nested_batch)
         for i, f in enumerate(self.fields):
             node = self._plan
-            for part in f.key[:-1]:
-                node = node.setdefault(part, {})
-            node[f.key[-1]] = i
+            for depth, part in enumerate(f.key[:-1], start=1):
+                child = node.entries.get(part)
+                if child is None:
+                    child = node.entries[part] = _Plan({}, extra.get(f.key[:depth], ()))
+                node = child
+            node.entries[f.key[-1]] = i
 
     def position(self, key: str | tuple[str, ...]) -> int:
         """Index in :attr:`fields` of the field ``key``.
@@ -237,7 +244,7 @@ class Layout:
         if self.kind == PYTREE:
             return pytree.tree_unflatten(leaves, self.treespec)
         batch_size = torch.Size((batch, *self.element_batch))
-        root = _fill_plan(self._plan, leaves, batch_size, device)
+        root = _fill_plan(self._plan.entries, leaves, batch_size, device)
         for key, value in extras.items():
             if self.element_batch:
                 value = value.reshape(batch, *(1,) * len(self.element_batch)).expand(batch_size)
@@ -263,6 +270,7 @@ class Layout:
             "kind": self.kind,
             "row_bytes": self.row_bytes,
             "element_batch": list(self.element_batch),
+            "nested_batch": [[list(k), list(d)] for k, d in self.nested_batch],
             "treespec": spec,
             "fields": [
                 {
@@ -312,6 +320,10 @@ class Layout:
                 int(spec["row_bytes"]),
                 tuple(int(s) for s in spec["element_batch"]),
                 treespec,
+                tuple(
+                    (tuple(str(k) for k in key), tuple(int(d) for d in dims))
+                    for key, dims in spec.get("nested_batch", ())
+                ),
             )
         except (KeyError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
             raise ValueError(f"malformed storage layout: {type(exc).__name__}: {exc}") from exc
@@ -335,16 +347,41 @@ _TD_NEW = (
 )
 
 
+class _Plan(NamedTuple):
+    """A sub-TensorDict to assemble: its entries (name -> field position or sub-plan) and
+    the batch dims it has after its parent's."""
+
+    entries: dict[str, Any]
+    extra_batch: tuple[int, ...]
+
+
 def _fill_plan(
-    plan: dict[str, Any], leaves: list[Any], batch_size: torch.Size, device: torch.device | None
+    entries: dict[str, Any], leaves: list[Any], batch_size: torch.Size, device: torch.device | None
 ) -> dict[str, Any]:
-    """The root's entries: ``plan``'s names mapped to their leaves or sub-TensorDicts."""
-    return {
-        name: leaves[pos]
-        if type(pos) is int
-        else _TD_NEW(_fill_plan(pos, leaves, batch_size, device), batch_size, device)
-        for name, pos in plan.items()
-    }
+    """A TensorDict's entries: names mapped to their leaves or sub-TensorDicts."""
+    out = {}
+    for name, pos in entries.items():
+        if type(pos) is int:
+            out[name] = leaves[pos]
+        else:
+            sub_batch = batch_size + pos.extra_batch if pos.extra_batch else batch_size
+            out[name] = _TD_NEW(
+                _fill_plan(pos.entries, leaves, sub_batch, device), sub_batch, device
+            )
+    return out
+
+
+def _nested_batch(data: Any) -> tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]:
+    """The sub-TensorDicts of ``data`` with batch dims beyond their parent's, and those dims."""
+    out = []
+    for key, value in data.items(include_nested=True):
+        if not is_tensor_collection(value):
+            continue
+        key = (key,) if isinstance(key, str) else tuple(key)
+        parent = data.get(key[:-1]) if len(key) > 1 else data
+        if value.ndim > parent.ndim:
+            out.append((key, tuple(value.batch_size[parent.ndim :])))
+    return tuple(out)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -401,6 +438,7 @@ def infer_layout(data: Any, batched: bool, ignore: frozenset, who: str) -> Layou
     """
     if is_tensor_collection(data):
         n, element_batch = _split_batch(data, batched, who)
+        nested_batch = _nested_batch(data)
         entries = []
         for key, value in data.items(include_nested=True, leaves_only=True):
             key = (key,) if isinstance(key, str) else tuple(key)
@@ -428,7 +466,7 @@ def infer_layout(data: Any, batched: bool, ignore: frozenset, who: str) -> Layou
                     f"{n}. Fix: every leaf of a batch needs the same first dimension."
                 )
             n = len(value) if batched else 1
-        kind, element_batch = PYTREE, ()
+        kind, element_batch, nested_batch = PYTREE, (), ()
     if not entries:
         raise StorageLayoutError(f"{who}: the data holds no tensor to store.")
     for key, shape, _, _ in entries:
@@ -448,4 +486,4 @@ def infer_layout(data: Any, batched: bool, ignore: frozenset, who: str) -> Layou
         offset += nbytes
     align = max(e[2].itemsize for e in entries)
     row_bytes = -(-offset // align) * align
-    return Layout(kind, tuple(fields), row_bytes, element_batch, treespec)
+    return Layout(kind, tuple(fields), row_bytes, element_batch, treespec, nested_batch)

@@ -13,7 +13,14 @@ from rlblocks.envs._checks import check_env_specs
 from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs._export import to_gymnasium
 from rlblocks.envs._gym import GymEnv, GymWrapper
+from rlblocks.envs._multiagent import (
+    MarlGroupMapType,
+    all_agents_done,
+    check_group_map,
+    make_group_map,
+)
 from rlblocks.envs._native import CartPoleEnv, PendulumEnv
+from rlblocks.envs._native_marl import MultiAgentLineEnv
 from rlblocks.envs._parallel import ParallelEnv
 from rlblocks.envs._stepper import Stepper, repeat_action
 from rlblocks.envs._version import __version__
@@ -41,6 +48,12 @@ __all__ = [
     "GymWrapper",
     "PendulumEnv",
     "CartPoleEnv",
+    "MultiAgentLineEnv",
+    # multi-agent: agent groups
+    "MarlGroupMapType",
+    "make_group_map",
+    "check_group_map",
+    "all_agents_done",
     # batched envs
     "SerialEnv",
     "ParallelEnv",

@@ -101,6 +101,7 @@ def env_meta(env: EnvBase) -> dict[str, Any]:
         "specs": {name: getattr(env, f"full_{name}_spec").clone() for name in _SPEC_NAMES},
         "num_seeds": env._num_seeds(),
         "type": type(env).__name__,
+        "group_map": env.group_map,
     }
 
 
@@ -147,6 +148,11 @@ def _check_same_meta(metas: list[dict[str, Any]], owner: str) -> dict[str, Any]:
                 f"{owner}: sub-env {i} has batch size {list(meta['batch_size'])}, sub-env 0 "
                 f"has {list(first['batch_size'])}; all sub-envs must be alike"
             )
+        if meta["group_map"] != first["group_map"]:
+            raise EnvError(
+                f"{owner}: sub-env {i} has group_map {meta['group_map']}, sub-env 0 has "
+                f"{first['group_map']}; all sub-envs must group their agents alike"
+            )
         for name in _SPEC_NAMES:
             if meta["specs"][name] != first["specs"][name]:
                 raise EnvError(
@@ -182,6 +188,7 @@ class BatchedEnvBase(EnvBase):
             spec: Composite = meta["specs"][name]
             setattr(self, f"full_{name}_spec", spec.expand(batch).to(self.device))
         self._seeds_per_worker = [m["num_seeds"] for m in metas]
+        self._group_map = meta["group_map"]
 
     def _num_seeds(self) -> int:
         return sum(self._seeds_per_worker)

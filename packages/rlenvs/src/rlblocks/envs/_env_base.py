@@ -8,7 +8,7 @@ Specs describe every entry, with the env's batch dims included in their shapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -20,6 +20,7 @@ from rlblocks.core.fast_td import fast_get, fast_set, new_tensordict, top_items
 from rlblocks.core.specs import Binary, Composite, Unbounded
 from rlblocks.core.utils import as_device, check_int
 from rlblocks.envs._env_specs import EnvSpecs, Keys
+from rlblocks.envs._multiagent import check_group_map
 from rlblocks.envs._numpy_rollout import stepper_rollout
 from rlblocks.envs._rollout import run_rollout
 from rlblocks.envs._stepper import Stepper
@@ -109,6 +110,7 @@ class EnvBase(EnvSpecs):
         )
         self.check_actions = check_actions
         self._closed = False
+        self._group_map: dict[str, list[str]] = {}  # multi-agent envs: see group_map
         shape = (*self._batch_size, 1)
         self._specs: dict[str, Composite] = {
             "observation": Composite(shape=self._batch_size, device=self._device),
@@ -140,6 +142,23 @@ class EnvBase(EnvSpecs):
     def device(self) -> torch.device:
         """Device of the tensors the env reads and writes."""
         return self._device
+
+    @property
+    def group_map(self) -> dict[str, list[str]]:
+        """Multi-agent envs: which agents each group holds, ``{group: [agent names]}``.
+
+        A group is a top-level key: its per-agent entries (``(group, "observation")``,
+        ``(group, "action")``, ``("next", group, "reward")``...) have an agent dim, in the
+        order of this list, right after the env's batch dims. Empty for single-agent envs.
+        Backends resolve it with :func:`rlblocks.envs.make_group_map`.
+        """
+        return {group: list(agents) for group, agents in self._group_map.items()}
+
+    @group_map.setter
+    def group_map(self, group_map: Mapping[str, Sequence[str]]) -> None:
+        # Backends set it once in __init__, next to the specs that follow it.
+        agents = [a for members in group_map.values() for a in members]
+        self._group_map = check_group_map(group_map, agents, type(self).__name__)
 
     @property
     def is_closed(self) -> bool:
@@ -277,13 +296,10 @@ class EnvBase(EnvSpecs):
         out = self._reset(tensordict, **kwargs)
         self._fill_done(out, reset=True)
         if tensordict is not None:
-            # Carry the input's other top-level entries; never write into the input (its
-            # nested TensorDicts must not receive the new values).
-            skip = {RESET, NEXT, *self._keys().action_top}
-            present = set(out.keys())
-            for key, value in tensordict.items():
-                if key not in present and key not in skip:
-                    out.set(key, value)
+            # Carry the input's other entries (also inside agent groups, e.g. a sum that
+            # RewardSum keeps per agent); never write into the input's TensorDicts.
+            drop = set(map(_as_tuple, (RESET, NEXT, *self._keys().action)))
+            _carry(tensordict, out, drop, ())
         return out
 
     def step(self, tensordict: TensorDictBase, *, check: bool | None = None) -> TensorDictBase:
@@ -554,12 +570,11 @@ class EnvBase(EnvSpecs):
         """
         next_td = fast_get(tensordict, NEXT)
         keys = self._keys()
-        if not keys.reward_flat:
+        if not keys.flat:
+            # Nested keys (agent groups): a group of the root merges into the same group of
+            # "next", so that what a policy wrote there (a recurrent state) is carried.
             out = next_td.exclude(*keys.reward)
-            skip = {NEXT, *keys.action, *keys.reward}
-            for key in tensordict.keys():
-                if key not in skip and key not in out.keys():
-                    out.set(key, tensordict.get(key))
+            _carry(tensordict, out, set(map(_as_tuple, (NEXT, *keys.action, *keys.reward))), ())
             return out
         data = {
             k: v.copy() if isinstance(v, TensorDictBase) else v
@@ -588,3 +603,29 @@ class EnvBase(EnvSpecs):
             return self.reset(tensordict.exclude(*self._keys().done))
         tensordict.set(RESET, done.reshape(*self._batch_size, 1))
         return self.reset(tensordict)
+
+
+def _as_tuple(key: Any) -> tuple[str, ...]:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def _carry(
+    source: TensorDictBase, target: TensorDictBase, drop: set[Any], prefix: tuple[str, ...]
+) -> None:
+    """Copy the entries of ``source`` missing from ``target`` into it, recursing into
+    sub-TensorDicts both hold, except the keys in ``drop`` (full key tuples from the root)."""
+    for key in list(source.keys()):
+        path = (*prefix, key)
+        if path in drop:
+            continue
+        value = source.get(key)
+        present = target.get(key, None)
+        if present is None:
+            if isinstance(value, TensorDictBase):
+                inner = [
+                    k[len(path) :] for k in drop if len(k) > len(path) and k[: len(path)] == path
+                ]
+                value = value.exclude(*inner) if inner else value.copy()
+            target.set(key, value)
+        elif isinstance(present, TensorDictBase) and isinstance(value, TensorDictBase):
+            _carry(value, present, drop, path)

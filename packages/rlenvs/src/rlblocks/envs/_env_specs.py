@@ -59,9 +59,9 @@ class Keys:
         "action_samplers",
         "action_top",
         "done",
+        "flat",
         "observation",
         "reward",
-        "reward_flat",
         "state",
     )
 
@@ -77,7 +77,8 @@ class Keys:
         self.action_samplers = [
             (key, _sampler(spec)) for key, spec in specs["action"].items(True, True)
         ]
-        self.reward_flat = all(isinstance(k, str) for k in self.reward)
+        # Rewards and actions at the root only (no agent groups): step_mdp's fast path.
+        self.flat = all(isinstance(k, str) for k in (*self.reward, *self.action))
         # Top-level root entries holding actions, dropped when the next step is prepared.
         self.action_top = {k if isinstance(k, str) else k[0] for k in self.action}
 

@@ -39,6 +39,7 @@ __all__ = [
     "FeatureTransform",
     "as_dim",
     "as_float_buffer",
+    "broadcast_flag",
     "cast_spec",
     "feature_dim",
     "hull_spec",
@@ -261,6 +262,16 @@ def reset_mask(tensordict: TensorDictBase | None) -> torch.Tensor | None:
     return tensordict.get(RESET, None)
 
 
+def broadcast_flag(flag: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """An env-level ``[*batch, 1]`` tensor viewed with ``like``'s agent dims as singletons.
+
+    Per-agent entries of a multi-agent env are ``[*batch, *agents, *feature]``; the view is
+    ``[*batch, 1, ..., 1]`` with ``like.ndim`` dims, ready to broadcast against ``like``.
+    """
+    extra = like.ndim - flag.ndim
+    return flag if extra <= 0 else flag.reshape(*flag.shape[:-1], *([1] * (extra + 1)))
+
+
 def where_reset(
     mask: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor | None
 ) -> torch.Tensor:
@@ -271,9 +282,7 @@ def where_reset(
     """
     if mask is None or old is None or old.shape != new.shape:
         return new
-    batch = mask.shape[:-1]
-    mask = mask.reshape(*batch, *([1] * (new.ndim - len(batch))))
-    return torch.where(mask, new, old)
+    return torch.where(broadcast_flag(mask, new), new, old)
 
 
 def trajectory_starts(tensordict: TensorDictBase, done_key: NestedKey) -> torch.Tensor:

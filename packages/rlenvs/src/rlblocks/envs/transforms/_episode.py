@@ -12,7 +12,7 @@ from rlblocks.core import DONE, NEXT, REWARD, TRUNCATED
 from rlblocks.core.specs import Bounded, Composite, TensorSpec, Unbounded
 from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform, as_key_list
-from rlblocks.envs.transforms._common import reset_mask, where_reset
+from rlblocks.envs.transforms._common import broadcast_flag, reset_mask, where_reset
 
 __all__ = ["StepCounter", "RewardSum"]
 
@@ -77,6 +77,7 @@ class StepCounter(_EpisodeTransform):
         self.max_steps = max_steps
         self.step_count_key = step_count_key
         self.truncated_key = truncated_key
+        self._flag_groups: list[tuple[str, ...]] = []
 
     def _zeros(self, reference: TensorDictBase) -> torch.Tensor:
         return torch.zeros((*reference.batch_size, 1), dtype=torch.int64, device=reference.device)
@@ -95,15 +96,23 @@ class StepCounter(_EpisodeTransform):
         count = self._zeros(next_tensordict) + 1 if count is None else count + 1
         next_tensordict.set(self.step_count_key, count)
         if self.max_steps is not None:
-            limit = count >= self.max_steps
-            truncated = next_tensordict.get(self.truncated_key, None)
-            next_tensordict.set(
-                self.truncated_key, limit if truncated is None else truncated | limit
-            )
-            done = next_tensordict.get(DONE, None)
-            if done is not None:
-                next_tensordict.set(DONE, done | limit)
+            self._truncate(next_tensordict, count >= self.max_steps)
         return next_tensordict
+
+    def _truncate(self, next_tensordict: TensorDictBase, limit: torch.Tensor) -> None:
+        """Set ``truncated`` and ``done`` where ``limit`` is, at the root and in every agent
+        group with its own flags (a loss reading a group's flags must see the cut too)."""
+        truncated = next_tensordict.get(self.truncated_key, None)
+        next_tensordict.set(self.truncated_key, limit if truncated is None else truncated | limit)
+        done = next_tensordict.get(DONE, None)
+        if done is not None:
+            next_tensordict.set(DONE, done | limit)
+        for group in self._flag_groups:
+            for flag in (TRUNCATED, DONE):
+                key = (*group, flag)
+                value = next_tensordict.get(key, None)
+                if value is not None:
+                    next_tensordict.set(key, value | broadcast_flag(limit, value))
 
     def _episode_limit(self) -> int | None:
         return self.max_steps
@@ -126,11 +135,18 @@ class StepCounter(_EpisodeTransform):
         next_td.set(self.step_count_key, count)
         if self.max_steps is not None:
             # The env's loop already ended these episodes; record why, as _step does.
-            limit = count >= self.max_steps
-            truncated = next_td.get(self.truncated_key, None)
-            next_td.set(self.truncated_key, limit if truncated is None else truncated | limit)
-            next_td.set(DONE, next_td.get(DONE) | limit)
+            self._truncate(next_td, count >= self.max_steps)
         return trajectory
+
+    def transform_done_spec(self, done_spec: Composite) -> Composite:
+        # The agent groups with their own flags (multi-agent envs), found once per spec change.
+        keys = done_spec.keys(True, True)
+        self._flag_groups = [
+            k[:-1]
+            for k in keys
+            if isinstance(k, tuple) and k[-1] == DONE and (*k[:-1], TRUNCATED) in keys
+        ]
+        return done_spec
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         high = self.max_steps if self.max_steps is not None else torch.iinfo(torch.int64).max
@@ -219,18 +235,20 @@ class RewardSum(_EpisodeTransform):
     ) -> TensorDictBase:
         _, first = _episode_steps(trajectory)
         next_td = trajectory.get(NEXT)
+        time = trajectory.batch_dims - 1  # agent dims (multi-agent rewards) come after it
         for in_key, out_key in zip(self.in_keys, self.out_keys):
             reward = next_td.get(in_key, None)
             if reward is None:
                 continue
             # Segmented cumulative sums: total so far minus the total before the episode
             # began, in float64 so that long rollouts keep the per-episode precision.
-            total = reward.to(torch.float64).cumsum(dim=-2)
+            total = reward.to(torch.float64).cumsum(dim=time)
             before = total - reward.to(torch.float64)
-            offset = before.gather(-2, first.expand_as(before))
+            starts = broadcast_flag(first, before).expand_as(before)
+            offset = before.gather(time, starts)
             if start is not None:  # the first episode began before the rollout
-                carried = start.get(out_key).to(torch.float64).unsqueeze(-2)
-                offset = offset - torch.where(first == 0, carried, torch.zeros_like(carried))
+                carried = start.get(out_key).to(torch.float64).unsqueeze(time)
+                offset = offset - torch.where(starts == 0, carried, torch.zeros_like(carried))
             next_td.set(out_key, (total - offset).to(reward.dtype))
             trajectory.set(out_key, (before - offset).to(reward.dtype))
         return trajectory

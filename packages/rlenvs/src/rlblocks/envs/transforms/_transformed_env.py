@@ -89,6 +89,11 @@ class TransformedEnv(EnvBase):
         return self._base_env
 
     @property
+    def group_map(self) -> dict[str, list[str]]:  # type: ignore[override]
+        """The base env's agent groups (transforms do not regroup agents)."""
+        return self._base_env.group_map
+
+    @property
     def transform(self) -> Compose:
         """The transforms applied, as one ``Compose``."""
         return self._transform
