@@ -5,21 +5,28 @@ from __future__ import annotations
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import distributions as D
 from torch import nn
+from torch.nn import functional as F
 
-from rlblocks.core.specs import Bounded
+from rlblocks.core.specs import Bounded, Categorical, OneHot
 from rlblocks.objectives.modules import (
     MLP,
     Actor,
+    MultiAgentMLP,
     OneHotCategorical,
     ProbabilisticActor,
+    QMixer,
+    QValueModule,
     TanhNormal,
     ValueOperator,
 )
 
 OBS, ACT = 3, 2
+# A group of discrete agents (QMIX/VDN): agents, actions per agent, global state size.
+N_AGENTS, N_ACTIONS, STATE = 2, 3, 4
+GROUP = "agents"
 
 
 class Build:
@@ -102,6 +109,67 @@ class Build:
         )
 
     @staticmethod
+    def agents_qvalue(
+        n_agents=N_AGENTS, share_params=False, seed=3, action_mask=False, one_hot=False
+    ):
+        """Per-agent ``Q(o_i, .)`` under the group, then greedy actions (TorchRL's layout)."""
+        torch.manual_seed(seed)
+        net = MultiAgentMLP(
+            OBS, N_ACTIONS, n_agents, centralized=False, share_params=share_params, num_cells=[8]
+        )
+        values = TensorDictModule(
+            net, in_keys=[(GROUP, "observation")], out_keys=[(GROUP, "action_value")]
+        )
+        greedy = QValueModule(
+            spec=OneHot(N_ACTIONS) if one_hot else Categorical(N_ACTIONS),
+            action_value_key=(GROUP, "action_value"),
+            out_keys=[(GROUP, "action"), (GROUP, "action_value"), (GROUP, "chosen_action_value")],
+            action_mask_key=(GROUP, "action_mask") if action_mask else None,
+        )
+        return TensorDictSequential(values, greedy)
+
+    @staticmethod
+    def qmixer(n_agents=N_AGENTS, seed=4):
+        """A small QMIX mixer. QMIX multiplies the state through two hypernetworks, which
+        amplifies float rounding: test_compile's compiled update step (whose optimizer step
+        rounds a few ulps differently from eager) keeps a margin with a narrow mixer and
+        the small states of :meth:`agents_batch`."""
+        torch.manual_seed(seed)
+        return QMixer(state_shape=(STATE,), mixing_embed_dim=2, n_agents=n_agents)
+
+    @staticmethod
+    def agents_batch(shape=(6,), n_agents=N_AGENTS, one_hot=False, seed=0):
+        """Grouped transitions: per-agent observations and actions under ``"agents"``, a
+        global ``state``, a team reward and env-level flags at the root (one termination, one
+        truncation)."""
+        g = torch.Generator().manual_seed(seed)
+        shape = tuple(shape)
+        index = torch.randint(N_ACTIONS, (*shape, n_agents), generator=g)
+        action = F.one_hot(index, N_ACTIONS) if one_hot else index
+        terminated = torch.zeros(*shape, 1, dtype=torch.bool)
+        truncated = torch.zeros(*shape, 1, dtype=torch.bool)
+        terminated.view(-1)[1] = True
+        truncated.view(-1)[2] = True
+        return TensorDict(
+            {
+                GROUP: {
+                    "observation": torch.randn(*shape, n_agents, OBS, generator=g),
+                    "action": action,
+                },
+                "state": 0.3 * torch.randn(*shape, STATE, generator=g),
+                "next": {
+                    GROUP: {"observation": torch.randn(*shape, n_agents, OBS, generator=g)},
+                    "state": 0.3 * torch.randn(*shape, STATE, generator=g),
+                    "reward": torch.randn(*shape, 1, generator=g),
+                    "done": terminated | truncated,
+                    "terminated": terminated,
+                    "truncated": truncated,
+                },
+            },
+            batch_size=shape,
+        )
+
+    @staticmethod
     def tensors(td):
         """The plain-tensor keyword arguments of ``td`` (``next_reward=...``)."""
         return {
@@ -134,3 +202,142 @@ class Build:
 @pytest.fixture
 def build():
     return Build
+
+
+class Grouped:
+    """Networks and batches over a group of agents (TorchRL's layout) for the multi-agent
+    losses, built from plain layers over the last dim.
+
+    Each network is its :class:`Build` twin (same layers, same seed, so the same weights)
+    with the group's keys: applied to every agent's row, it computes what the twin computes
+    on that agent's single-agent batch (:meth:`agent`).
+    """
+
+    group = "agents"
+
+    @staticmethod
+    def gaussian_actor(distribution=D.Normal, seed=0, group="agents", **kwargs):
+        torch.manual_seed(seed)
+        net = TensorDictModule(
+            nn.Sequential(nn.Linear(OBS, 2 * ACT), NormalParamExtractor()),
+            in_keys=[(group, "observation")],
+            out_keys=[(group, "loc"), (group, "scale")],
+        )
+        if distribution is TanhNormal:
+            kwargs.setdefault("spec", Build.spec)
+        return ProbabilisticActor(
+            net,
+            {"loc": (group, "loc"), "scale": (group, "scale")},
+            [(group, "action")],
+            distribution_class=distribution,
+            return_log_prob=True,
+            log_prob_key=(group, "sample_log_prob"),
+            **kwargs,
+        )
+
+    @staticmethod
+    def categorical_actor(n=3, seed=0, group="agents"):
+        torch.manual_seed(seed)
+        net = TensorDictModule(
+            nn.Linear(OBS, n), in_keys=[(group, "observation")], out_keys=[(group, "logits")]
+        )
+        return ProbabilisticActor(
+            net,
+            {"logits": (group, "logits")},
+            [(group, "action")],
+            distribution_class=OneHotCategorical,
+            return_log_prob=True,
+            log_prob_key=(group, "sample_log_prob"),
+        )
+
+    @staticmethod
+    def deterministic_actor(seed=0, group="agents"):
+        torch.manual_seed(seed)
+        return Actor(
+            nn.Sequential(nn.Linear(OBS, ACT), nn.Tanh()),
+            in_keys=[(group, "observation")],
+            out_keys=[(group, "action")],
+        )
+
+    @staticmethod
+    def critic(seed=1, group="agents"):
+        torch.manual_seed(seed)
+        return ValueOperator(
+            nn.Linear(OBS, 1),
+            in_keys=[(group, "observation")],
+            out_keys=[(group, "state_value")],
+        )
+
+    @staticmethod
+    def qvalue(seed=2, group="agents"):
+        torch.manual_seed(seed)
+        return ValueOperator(
+            MLP(OBS + ACT, 1, num_cells=[8]),
+            in_keys=[(group, "observation"), (group, "action")],
+            out_keys=[(group, "state_action_value")],
+        )
+
+    @staticmethod
+    def action_values(n=3, seed=2, group="agents"):
+        torch.manual_seed(seed)
+        return TensorDictModule(
+            nn.Linear(OBS, n), in_keys=[(group, "observation")], out_keys=[(group, "action_value")]
+        )
+
+    @staticmethod
+    def batch(shape=(6,), n_agents=3, action=None, seed=0, group="agents"):
+        """Grouped transitions: per-agent observations, actions and rewards under ``group``,
+        env-level flags at the root (a termination and a truncation, as in Build.batch)."""
+        g = torch.Generator().manual_seed(seed)
+        shape = tuple(shape)
+        agents = (*shape, n_agents)
+        if action is None:
+            action = torch.rand(*agents, ACT, generator=g) * 1.8 - 0.9
+        terminated = torch.zeros(*shape, 1, dtype=torch.bool)
+        truncated = torch.zeros(*shape, 1, dtype=torch.bool)
+        terminated.view(-1)[1] = True
+        truncated.view(-1)[2] = True
+        return TensorDict(
+            {
+                group: TensorDict(
+                    {"observation": torch.randn(*agents, OBS, generator=g), "action": action},
+                    batch_size=agents,
+                ),
+                "next": {
+                    group: TensorDict(
+                        {
+                            "observation": torch.randn(*agents, OBS, generator=g),
+                            "reward": torch.randn(*agents, 1, generator=g),
+                        },
+                        batch_size=agents,
+                    ),
+                    "done": terminated | truncated,
+                    "terminated": terminated,
+                    "truncated": truncated,
+                },
+            },
+            batch_size=shape,
+        )
+
+    @staticmethod
+    def agent(td, i, group="agents"):
+        """Agent ``i``'s single-agent batch: its rows of the group's entries at the root
+        (its own flags, if the group has some, in place of the env-level ones)."""
+        out = td.exclude(group, ("next", group))
+        for prefix in ((), ("next",)):
+            sub = td.get((*prefix, group), None)
+            if sub is None:
+                continue
+            for key, value in sub.items(include_nested=True, leaves_only=True):
+                key = key if isinstance(key, tuple) else (key,)
+                out.set((*prefix, *key), value.select(td.batch_dims, i))
+        return out
+
+
+# Reachable from the build fixture too, for tables of cases built from it (test_compile).
+Build.grouped = Grouped
+
+
+@pytest.fixture
+def grouped():
+    return Grouped

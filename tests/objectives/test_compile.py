@@ -30,9 +30,14 @@ from rlblocks.objectives import (
     DDPGLoss,
     DiscreteSACLoss,
     DQNLoss,
+    IndependentQLoss,
     IQLLoss,
     KLPENPPOLoss,
+    MADDPGLoss,
+    MAPPOLoss,
+    MASACLoss,
     PPOLoss,
+    QMixerLoss,
     ReinforceLoss,
     SACLoss,
     TD3Loss,
@@ -69,6 +74,19 @@ def on_policy_batch(build):
 def discrete_batch(build, one_hot=False):
     index = torch.tensor([0, 1, 2, 2, 1, 0])
     return build.batch(action=F.one_hot(index, 3) if one_hot else index)
+
+
+def grouped_on_policy_batch(build):
+    """``[2, 5]`` trajectories of 3 agents without advantages: GAE runs in the graph."""
+    td = build.grouped.batch(shape=(2, 5))
+    td["agents", "sample_log_prob"] = torch.randn(
+        2, 5, 3, generator=torch.Generator().manual_seed(1)
+    )
+    return td
+
+
+def grouped_discrete_batch(build):
+    return build.grouped.batch(action=torch.arange(18).reshape(6, 3) % 3)
 
 
 def q_actor():
@@ -118,6 +136,33 @@ CASES = {
         AOT_EAGER,
     ),
     "BCLoss": (lambda b: BCLoss(b.gaussian_actor()), plain_batch, AOT_EAGER),
+    # Over a group of 3 agents, env-level flags broadcast over them.
+    "MAPPOLoss": (
+        lambda b: MAPPOLoss(b.grouped.gaussian_actor(), b.grouped.critic()),
+        grouped_on_policy_batch,
+        AOT_EAGER,
+    ),
+    "MADDPGLoss": (
+        lambda b: MADDPGLoss(b.grouped.deterministic_actor(), b.grouped.qvalue()),
+        lambda b: b.grouped.batch(),
+        AOT_EAGER,
+    ),
+    "MASACLoss": (
+        lambda b: MASACLoss(b.grouped.gaussian_actor(TanhNormal), b.grouped.qvalue()),
+        lambda b: b.grouped.batch(),
+        AOT_EAGER,
+    ),
+    "IndependentQLoss": (
+        lambda b: IndependentQLoss(b.grouped.action_values()),
+        grouped_discrete_batch,
+        AOT_EAGER,
+    ),
+    # Multi-agent: per-agent Q-networks (MultiAgentMLP) mixed by QMIX's hypernetworks.
+    "QMixerLoss": (
+        lambda b: QMixerLoss(b.agents_qvalue(), b.qmixer()),
+        lambda b: b.agents_batch(),
+        AOT_EAGER,
+    ),
 }
 
 

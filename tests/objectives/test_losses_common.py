@@ -19,11 +19,18 @@ from rlblocks.objectives import (
     DiscreteSACLoss,
     DQNLoss,
     HardUpdate,
+    IDDPGLoss,
+    IndependentQLoss,
+    IPPOLoss,
     IQLLoss,
     KLPENPPOLoss,
+    MADDPGLoss,
+    MAPPOLoss,
+    MASACLoss,
     MissingInputError,
     ObjectiveConfigError,
     PPOLoss,
+    QMixerLoss,
     ReinforceLoss,
     SACLoss,
     ShapeMismatchError,
@@ -31,6 +38,7 @@ from rlblocks.objectives import (
     TD3Loss,
     total_loss,
 )
+from rlblocks.objectives._checks import fmt_key
 from rlblocks.objectives._plugin import LOSS_NAMES
 from rlblocks.objectives.modules import MLP, QValueActor, TanhNormal, ValueOperator
 from rlblocks.objectives.value import GAE, TD0Estimator, TDLambdaEstimator
@@ -87,6 +95,36 @@ def plain_batch(b):
     return b.batch()
 
 
+# Over a group of 3 agents (keys under "agents"), env-level flags at the root only.
+def grouped_actor_critic(b):
+    return {"actor_network": b.grouped.gaussian_actor(), "critic_network": b.grouped.critic()}
+
+
+def grouped_deterministic_with_q(b, q_name):
+    return {"actor_network": b.grouped.deterministic_actor(), q_name: b.grouped.qvalue()}
+
+
+def grouped_squashed_with_q(b):
+    return {
+        "actor_network": b.grouped.gaussian_actor(TanhNormal),
+        "qvalue_network": b.grouped.qvalue(),
+    }
+
+
+def grouped_batch(b):
+    return b.grouped.batch()
+
+
+def grouped_on_policy_batch(b):
+    td = b.grouped.batch()  # no advantage: GAE reads the flags
+    td["agents", "sample_log_prob"] = torch.randn(6, 3)
+    return td
+
+
+def grouped_discrete(b):
+    return b.grouped.batch(action=torch.arange(18).reshape(6, 3) % 3)
+
+
 # name -> (keyword arguments of make_loss, batch)
 CASES = {
     "ppo": (actor_critic, on_policy_batch),
@@ -103,6 +141,18 @@ CASES = {
     "discrete_sac": (discrete_sac, lambda b: discrete_batch(b, one_hot=True)),
     "iql": (iql, plain_batch),
     "bc": (lambda b: {"actor_network": b.gaussian_actor()}, plain_batch),
+    "mappo": (grouped_actor_critic, grouped_on_policy_batch),
+    "ippo": (grouped_actor_critic, grouped_on_policy_batch),
+    "maddpg": (lambda b: grouped_deterministic_with_q(b, "value_network"), grouped_batch),
+    "iddpg": (lambda b: grouped_deterministic_with_q(b, "value_network"), grouped_batch),
+    "masac": (grouped_squashed_with_q, grouped_batch),
+    "independent_q": (lambda b: {"value_network": b.grouped.action_values()}, grouped_discrete),
+    "idqn": (lambda b: {"value_network": b.grouped.action_values()}, grouped_discrete),
+    # QMIX: per-agent Q-networks, a team reward, a global state.
+    "qmixer": (
+        lambda b: {"local_value_network": b.agents_qvalue(), "mixer_network": b.qmixer()},
+        lambda b: b.agents_batch(),
+    ),
 }
 
 EXPECTED_CLASSES = {
@@ -120,6 +170,14 @@ EXPECTED_CLASSES = {
     "discrete_sac": DiscreteSACLoss,
     "iql": IQLLoss,
     "bc": BCLoss,
+    "mappo": MAPPOLoss,
+    "ippo": IPPOLoss,
+    "maddpg": MADDPGLoss,
+    "iddpg": IDDPGLoss,
+    "masac": MASACLoss,
+    "independent_q": IndependentQLoss,
+    "idqn": IndependentQLoss,
+    "qmixer": QMixerLoss,
 }
 
 
@@ -177,14 +235,14 @@ def test_missing_key_error_names_need_missing_and_fix(build, name):
     kwargs, batch = CASES[name]
     loss = make_loss(name, **kwargs(build))
     td = batch(build)
-    del td["action"]
+    key = loss.tensor_keys.action  # ("agents", "action") for a group's loss
+    del td[key]
     with pytest.raises(MissingInputError) as info:
         loss(td)
     message = str(info.value)
-    assert "lacks ['action']" in message
+    assert f"lacks [{fmt_key(key)}]" in message
     assert "needs the keys [" in message and "set_keys(action=" in message
-    assert "action" in loss.tensor_keys.as_dict()
-    assert "action" in loss.in_keys
+    assert key in loss.in_keys
 
 
 def test_missing_network_key_names_the_network(build):

@@ -358,3 +358,124 @@ def test_make_value_estimator():
         make_value_estimator("tdlambda")
     with pytest.raises(ObjectiveConfigError, match="gamma"):
         TD0Estimator(gamma=2.0)
+
+
+# -- grouped (multi-agent) trajectories -----------------------------------------------
+
+
+def grouped_trajectories(batch=2, steps=40, n_agents=3, seed=0, agent_flags=False):
+    """``[batch, steps]`` trajectories of a group: per-agent rewards and values
+    ``[batch, steps, n_agents, 1]`` under ``"agents"``, env-level flags ``[batch, steps, 1]``
+    at the root and, with ``agent_flags``, each agent's own flags in the group."""
+    g = torch.Generator().manual_seed(seed)
+    agents = (batch, steps, n_agents)
+    terminated = torch.rand(batch, steps, 1, generator=g) < 0.08
+    truncated = torch.rand(batch, steps, 1, generator=g) < 0.08
+    group = {
+        "state_value": torch.randn(*agents, 1, generator=g),
+        "observation": torch.randn(*agents, 3, generator=g),
+    }
+    nxt = {
+        "reward": torch.randn(*agents, 1, generator=g),
+        "state_value": torch.randn(*agents, 1, generator=g),
+        "observation": torch.randn(*agents, 3, generator=g),
+    }
+    if agent_flags:
+        own = torch.rand(*agents, 1, generator=g) < 0.1
+        nxt["terminated"] = own | terminated.unsqueeze(-2)
+        nxt["done"] = nxt["terminated"] | (torch.rand(*agents, 1, generator=g) < 0.1)
+    return TensorDict(
+        {
+            "agents": TensorDict(group, batch_size=agents),
+            "next": {
+                "agents": TensorDict(nxt, batch_size=agents),
+                "done": terminated | truncated,
+                "terminated": terminated,
+            },
+        },
+        batch_size=[batch, steps],
+    )
+
+
+def agent_trajectories(td, i):
+    """Agent ``i``'s single-agent trajectories (its own flags, if the group has some)."""
+    out = td.exclude("agents", ("next", "agents"))
+    for prefix in ((), ("next",)):
+        for key, value in td[(*prefix, "agents")].items():
+            out[(*prefix, key)] = value[:, :, i]
+    return out
+
+
+GROUP_KEYS = {
+    "reward": ("agents", "reward"),
+    "done": ("agents", "done"),
+    "terminated": ("agents", "terminated"),
+    "value": ("agents", "state_value"),
+    "advantage": ("agents", "advantage"),
+    "value_target": ("agents", "value_target"),
+}
+
+ESTIMATORS = {
+    "td0": lambda: TD0Estimator(gamma=0.9),
+    "td1": lambda: TD1Estimator(gamma=0.9),
+    "td_lambda": lambda: TDLambdaEstimator(gamma=0.9, lmbda=0.7),
+    "gae": lambda: GAE(gamma=0.9, lmbda=0.7),
+}
+
+
+@pytest.mark.parametrize("agent_flags", [False, True])
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_grouped_estimator_equals_the_estimator_applied_per_agent(name, agent_flags):
+    td = grouped_trajectories(agent_flags=agent_flags)
+    ESTIMATORS[name]().set_keys(**GROUP_KEYS)(td)
+    assert td["agents", "advantage"].shape == (2, 40, 3, 1)
+    for i in range(3):
+        single = ESTIMATORS[name]()(agent_trajectories(td, i))
+        torch.testing.assert_close(td["agents", "advantage"][:, :, i], single["advantage"])
+        torch.testing.assert_close(td["agents", "value_target"][:, :, i], single["value_target"])
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_env_level_flags_are_broadcast_over_the_agents(name):
+    td = grouped_trajectories()
+    expanded = td.clone()
+    for flag in ("done", "terminated"):
+        expanded["next", "agents", flag] = td["next", flag].unsqueeze(-2).expand(2, 40, 3, 1)
+        expanded["next", flag] = torch.zeros_like(td["next", flag])  # the group's win
+    estimator = ESTIMATORS[name]().set_keys(**GROUP_KEYS)
+    estimator(td)
+    estimator(expanded)
+    torch.testing.assert_close(td["agents", "value_target"], expanded["agents", "value_target"])
+    # Flags read at the root with no terminated: done stands in, as for a single agent.
+    without = td.clone().exclude(("next", "terminated"))
+    estimator(without)
+    as_done = td.clone()
+    as_done["next", "terminated"] = td["next", "done"]
+    estimator(as_done)
+    torch.testing.assert_close(without["agents", "value_target"], as_done["agents", "value_target"])
+
+
+def test_grouped_value_estimate_with_a_network_and_named_shape_errors():
+    td = grouped_trajectories()
+    value_net = TensorDictModule(
+        nn.Linear(3, 1), in_keys=[("agents", "observation")], out_keys=[("agents", "state_value")]
+    )
+    gae = GAE(gamma=0.9, lmbda=0.9, value_network=value_net).set_keys(**GROUP_KEYS)
+    gae(td)
+    with torch.no_grad():
+        v = value_net.module(td["agents", "observation"])
+        nv = value_net.module(td["next", "agents", "observation"])
+    flags = [td["next", f].unsqueeze(-2).expand(2, 40, 3, 1) for f in ("done", "terminated")]
+    adv, _ = generalized_advantage_estimate(
+        0.9, 0.9, v, nv, td["next", "agents", "reward"], *flags, time_dim=1
+    )
+    torch.testing.assert_close(td["agents", "advantage"], adv)
+    # Another number of agents in the flags: both keys and shapes in the message.
+    bad = grouped_trajectories()
+    bad["next", "agents"].batch_size = [2, 40]
+    bad["next", "agents", "done"] = torch.zeros(2, 40, 4, 1, dtype=torch.bool)
+    with pytest.raises(ShapeMismatchError) as info:
+        gae(bad)
+    message = str(info.value)
+    assert "('next', 'agents', 'done') has shape [2, 40, 4, 1]" in message
+    assert "('next', 'agents', 'reward') has shape [2, 40, 3, 1]" in message

@@ -31,8 +31,17 @@ from rlblocks.objectives._losses.base import HardUpdate, LossModule, SoftUpdate,
 from rlblocks.objectives._losses.cql import CQLLoss
 from rlblocks.objectives._losses.ddpg import DDPGLoss, TD3Loss
 from rlblocks.objectives._losses.dqn import DQNLoss
+from rlblocks.objectives._losses.multiagent import (
+    IDDPGLoss,
+    IndependentQLoss,
+    IPPOLoss,
+    MADDPGLoss,
+    MAPPOLoss,
+    MASACLoss,
+)
 from rlblocks.objectives._losses.offline import BCLoss, IQLLoss
 from rlblocks.objectives._losses.ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
+from rlblocks.objectives._losses.qmixer import QMixerLoss
 from rlblocks.objectives._losses.sac import DiscreteSACLoss, SACLoss
 from rlblocks.objectives._update import UpdateStep, make_update_step
 from rlblocks.objectives._version import __version__
@@ -61,6 +70,14 @@ __all__ = [
     "IQLLoss",
     "CQLLoss",
     "BCLoss",
+    # multi-agent (over a group of agents)
+    "MAPPOLoss",
+    "IPPOLoss",
+    "MADDPGLoss",
+    "IDDPGLoss",
+    "MASACLoss",
+    "IndependentQLoss",
+    "QMixerLoss",
     "total_loss",
     "ValueEstimators",
     # target networks

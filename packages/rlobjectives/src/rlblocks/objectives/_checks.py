@@ -16,10 +16,13 @@ __all__ = [
     "fmt_key",
     "check_same_shape",
     "check_keys",
-    "read_terminated",
+    "env_level_key",
+    "broadcast_flag",
+    "read_flags",
     "tensordict_from_tensors",
     "flat_name",
     "FALLBACK_ROLES",
+    "FLAG_ROLES",
 ]
 
 FALLBACK_ROLES: dict[str, str] = {"terminated": "done"}
@@ -27,8 +30,12 @@ FALLBACK_ROLES: dict[str, str] = {"terminated": "done"}
 
 TorchRL's convention: a batch with ``("next", "done")`` but no ``("next", "terminated")``
 treats every end of episode as a termination. :func:`check_keys` does not ask for these keys
-and :func:`read_terminated` does the fallback.
+and :func:`read_flags` does the fallback.
 """
+
+FLAG_ROLES: tuple[str, ...] = ("done", "terminated")
+"""End-of-episode flags. Set to a group's key (``("agents", "done")``), they fall back to the
+env-level flags at the root when the group has none of its own (:func:`read_flags`)."""
 
 
 def fmt_key(key: NestedKey) -> str:
@@ -89,7 +96,13 @@ def check_keys(
         for name, key in loss_keys.items()
         if FALLBACK_ROLES.get(name) not in loss_keys or _norm(key) in present
     }
-    missing_loss = [(name, key) for name, key in required.items() if _norm(key) not in present]
+    missing_loss = [
+        (name, key)
+        for name, key in required.items()
+        if _norm(key) not in present
+        # A group without flags of its own reads the env-level ones (read_flags).
+        and not (name in FLAG_ROLES and _norm(env_level_key(key)) in present)
+    ]
     own = {_norm(k) for k in loss_keys.values()}
     missing_net = [
         (key, who)
@@ -122,19 +135,107 @@ def check_keys(
     )
 
 
-def read_terminated(tensordict: TensorDictBase, key: NestedKey, done: torch.Tensor) -> torch.Tensor:
-    """The terminal flags at ``key``, or ``done`` when the input has none (TorchRL's fallback).
+def env_level_key(key: NestedKey) -> NestedKey:
+    """The env-level flag that a group's flag falls back to.
+
+    ``(g, "done")`` -> ``"done"`` and ``("next", g, "done")`` -> ``("next", "done")``; a key
+    at the root (``"done"``, ``("next", "done")``) is returned as is.
+    """
+    if not isinstance(key, tuple):
+        return key
+    if key[0] == NEXT:
+        return key if len(key) <= 2 else (NEXT, key[-1])
+    return key[-1]
+
+
+def broadcast_flag(
+    owner: str,
+    key: NestedKey,
+    flag: torch.Tensor,
+    like_key: NestedKey,
+    like: torch.Tensor,
+    batch_dims: int,
+) -> torch.Tensor:
+    """``flag`` shaped like ``like``: env-level flags broadcast over a group's agent dims.
+
+    A flag shaped like ``like`` is returned as is (the single-agent case costs one shape
+    comparison). An env-level flag ``[*batch, 1]`` read for a grouped ``like``
+    ``[*batch, n_agents, 1]`` gets singleton dims inserted after the batch dims and is
+    expanded (a view, no copy): every agent's episode ends with the env's.
 
     Args:
-        tensordict: The input (or its ``"next"`` sub-TensorDict).
-        key: Where the terminal flags are, in ``tensordict``.
-        done: The done flags, used in their place when ``key`` is absent.
+        owner: The loss or estimator, for the error message.
+        key: Where ``flag`` was read.
+        flag: The flags.
+        like_key: Where ``like`` was read (the reward).
+        like: The tensor whose shape the flags take.
+        batch_dims: The number of batch dims of the input TensorDict.
 
     Returns:
-        The terminal flags.
+        The flags, shaped like ``like``.
+
+    Raises:
+        ShapeMismatchError: ``flag`` is neither shaped like ``like`` nor ``like`` without
+            its agent dims; the message names both keys and shapes.
     """
-    terminated = tensordict.get(key, None)
-    return done if terminated is None else terminated
+    if flag.shape == like.shape:
+        return flag
+    extra = like.ndim - flag.ndim
+    batch, features = flag.shape[:batch_dims], flag.shape[batch_dims:]
+    if (
+        extra > 0
+        and like.shape[:batch_dims] == batch
+        and like.shape[batch_dims + extra :] == features
+    ):
+        return flag.reshape(*batch, *(1,) * extra, *features).expand(like.shape)
+    raise ShapeMismatchError(
+        f"{owner}: {fmt_key(key)} has shape {list(flag.shape)} but {fmt_key(like_key)} has "
+        f"shape {list(like.shape)}; flags must have the reward's shape or, read at the root "
+        f"for a group, its shape without the agent dim. Rewards and flags carry a trailing "
+        f"singleton dim ([*batch, 1]; per agent [*batch, n_agents, 1]): fix the producer, "
+        f"and check that every key of a group has the same number of agents."
+    )
+
+
+def read_flags(
+    owner: str,
+    tensordict: TensorDictBase,
+    done_key: NestedKey,
+    terminated_key: NestedKey,
+    like_key: NestedKey,
+    like: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``done`` and ``terminated`` flags of a batch, shaped like ``like`` (the reward).
+
+    The two are read from one place: at ``done_key``/``terminated_key`` when ``done_key`` is
+    in ``tensordict``, else at their :func:`env_level_key` (a group whose env writes only
+    the env-level flags, e.g. VMAS). A missing ``terminated`` is ``done`` (TorchRL's
+    fallback). Env-level flags read for a group are broadcast over its agent dims with
+    :func:`broadcast_flag`.
+
+    Args:
+        owner: The loss or estimator, for error messages.
+        tensordict: The input (keys are looked up from its root).
+        done_key: Where the done flags are (e.g. ``("next", "agents", "done")``).
+        terminated_key: Where the terminal flags are.
+        like_key: Where ``like`` was read.
+        like: The reward the flags go with.
+
+    Returns:
+        ``(done, terminated)``, shaped like ``like``.
+    """
+    done = tensordict.get(done_key, None)
+    if done is None:
+        done_key, terminated_key = env_level_key(done_key), env_level_key(terminated_key)
+        done = tensordict.get(done_key)
+    terminated = tensordict.get(terminated_key, None)
+    if terminated is None:
+        terminated, terminated_key = done, done_key
+    batch_dims = tensordict.batch_dims
+    return (
+        broadcast_flag(owner, done_key, done, like_key, like, batch_dims),
+        broadcast_flag(owner, terminated_key, terminated, like_key, like, batch_dims),
+    )
 
 
 def _norm(key: NestedKey) -> NestedKey:
@@ -148,27 +249,39 @@ def _is_subtree(tensordict: TensorDictBase, key: NestedKey) -> bool:
 
 
 def tensordict_from_tensors(
-    tensors: Mapping[str, Any], feature_keys: Iterable[NestedKey] = ()
+    tensors: Mapping[str, Any],
+    feature_keys: Iterable[NestedKey] = (),
+    nested_keys: Mapping[str, NestedKey] | None = None,
 ) -> TensorDict:
     """Build the TensorDict of a plain-tensor call.
 
-    ``next_<name>`` arguments go to ``("next", <name>)``. The batch size is the shape of a
-    reward or done flag without its trailing singleton dim (the contract's layout); when
-    none is given, it is the longest shape prefix all tensors share.
+    An argument named like one of ``nested_keys`` (a loss's keys, flattened with ``_``)
+    goes to that key: ``agents_action`` to ``("agents", "action")``, ``next_agents_reward``
+    to ``("next", "agents", "reward")``. Other ``next_<name>`` arguments go to
+    ``("next", <name>)``, the rest to the root.
+
+    The batch size is the shape of a reward, done flag or feature key without its trailing
+    singleton dim (the contract's layout), read preferably from one at the root such as
+    ``next_done``; one under a group (``[*batch, n_agents, 1]``) also loses its agent dim.
+    When none is given, it is the longest shape prefix all tensors share.
 
     Args:
         tensors: Keyword arguments of the call.
         feature_keys: Further keys (besides reward and done flags) known to carry one
             trailing feature dim, e.g. a loss's renamed reward key.
+        nested_keys: ``{flattened name: key}`` for the nested keys the caller reads.
 
     Returns:
         The TensorDict, on the device of the tensors.
     """
+    nested_keys = nested_keys or {}
     entries: dict[NestedKey, torch.Tensor] = {}
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
-        key: NestedKey = (NEXT, name[len(NEXT) + 1 :]) if name.startswith(f"{NEXT}_") else name
+        key = nested_keys.get(name)
+        if key is None:
+            key = (NEXT, name[len(NEXT) + 1 :]) if name.startswith(f"{NEXT}_") else name
         entries[key] = value
     if not entries:
         raise MissingInputError(
@@ -181,9 +294,13 @@ def tensordict_from_tensors(
     batch: torch.Size | None = None
     for key, value in entries.items():
         leaf = key[-1] if isinstance(key, tuple) else key
-        if leaf in leaves and value.ndim >= 1:
+        if leaf not in leaves or value.ndim < 1:
+            continue
+        if _group_depth(key) == 0:
             batch = value.shape[:-1]
             break
+        if batch is None and value.ndim >= 2:
+            batch = value.shape[:-2]  # under a group: [*batch, n_agents, 1]
     if batch is None:
         shapes = [v.shape for v in entries.values()]
         prefix = []
@@ -203,3 +320,10 @@ def tensordict_from_tensors(
             )
         td.set(key, value)
     return td
+
+
+def _group_depth(key: NestedKey) -> int:
+    """How many groups ``key`` is nested under (``"next"`` aside)."""
+    if not isinstance(key, tuple):
+        return 0
+    return len(key) - 1 - (key[0] == NEXT)

@@ -19,6 +19,15 @@ name                loss
 ``iql``             :class:`IQLLoss`
 ``cql``             :class:`CQLLoss`
 ``bc``              :class:`BCLoss`
+``mappo``           :class:`MAPPOLoss` (clipped PPO over a group, centralised critic)
+``ippo``            :class:`IPPOLoss` (clipped PPO over a group, decentralised critic)
+``maddpg``          :class:`MADDPGLoss` (DDPG over a group, centralised critic)
+``iddpg``           :class:`IDDPGLoss` (DDPG over a group, decentralised critic)
+``masac``           :class:`MASACLoss` (SAC over a group)
+``independent_q``   :class:`IndependentQLoss` (DQN over a group; ``iql`` is Implicit
+                    Q-Learning)
+``idqn``            :class:`IndependentQLoss`
+``qmixer``          :class:`QMixerLoss` (QMIX or VDN, by the mixer given)
 ==================  ========================
 """
 
@@ -44,6 +53,14 @@ LOSS_NAMES: dict[str, str] = {
     "iql": "IQLLoss",
     "cql": "CQLLoss",
     "bc": "BCLoss",
+    "mappo": "MAPPOLoss",
+    "ippo": "IPPOLoss",
+    "maddpg": "MADDPGLoss",
+    "iddpg": "IDDPGLoss",
+    "masac": "MASACLoss",
+    "independent_q": "IndependentQLoss",
+    "idqn": "IndependentQLoss",
+    "qmixer": "QMixerLoss",
 }
 """``make_loss`` name -> class name in :mod:`rlblocks.objectives`."""
 

@@ -8,7 +8,8 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
-from rlblocks.objectives._checks import read_terminated
+from rlblocks.objectives._checks import read_flags
+from rlblocks.objectives._losses.base import next_key
 from rlblocks.objectives._losses.policy_gradient import PolicyGradientLoss
 from rlblocks.objectives.value import td1_return_estimate
 
@@ -96,15 +97,22 @@ class ReinforceLoss(PolicyGradientLoss):
         if self.critic_network is not None or self._keys.advantage in tensordict.keys(True):
             return super()._advantage(tensordict)
         # Monte-Carlo returns: nothing to bootstrap from without a critic.
-        nxt = tensordict.get("next")
-        reward = nxt.get(self._keys.reward)
-        done = nxt.get(self._keys.done)
+        keys = self._keys
+        reward = tensordict.get(next_key(keys.reward))
+        done, terminated = read_flags(
+            type(self).__name__,
+            tensordict,
+            next_key(keys.done),
+            next_key(keys.terminated),
+            next_key(keys.reward),
+            reward,
+        )
         returns = td1_return_estimate(
             self.gamma,
             reward.new_zeros(reward.shape),
             reward,
             done,
-            read_terminated(nxt, self._keys.terminated, done),
+            terminated,
             time_dim=tensordict.batch_dims - 1,
         )
         if self.normalize_advantage and returns.numel() > 1:

@@ -19,7 +19,12 @@ from torch import distributions as D
 from torch.nn.parameter import is_lazy
 
 from rlblocks.core import NEXT
-from rlblocks.objectives._checks import check_keys, check_same_shape, tensordict_from_tensors
+from rlblocks.objectives._checks import (
+    check_keys,
+    check_same_shape,
+    flat_name,
+    tensordict_from_tensors,
+)
 from rlblocks.objectives._keys import TensorKeys
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
 from rlblocks.objectives.value import (
@@ -40,6 +45,7 @@ __all__ = [
     "next_key",
     "frozen_call",
     "reduce_to_batch",
+    "per_sample_dims",
     "as_column",
     "entropy",
     "sample_with_log_prob",
@@ -112,10 +118,22 @@ def frozen_call(module: nn.Module, tensordict: TensorDictBase) -> TensorDictBase
 
 
 def reduce_to_batch(x: Tensor, batch_dims: int) -> Tensor:
-    """Sum the dims after the batch dims (e.g. per-dimension log-probabilities)."""
+    """Sum the dims after the first ``batch_dims`` (e.g. per-dimension log-probabilities)."""
     if x.ndim > batch_dims:
         return x.sum(tuple(range(batch_dims, x.ndim)))
     return x
+
+
+def per_sample_dims(batch_dims: int, like: Tensor) -> int:
+    """How many leading dims a per-sample quantity keeps: those of ``like`` but its last.
+
+    ``like`` is a per-sample value (an advantage, ``Q(s, a)``) shaped ``[*batch, 1]``, or
+    ``[*batch, n_agents, 1]`` for a group: log-probabilities and entropies are reduced to
+    ``[*batch]`` or ``[*batch, n_agents]`` accordingly (per agent, never summed over
+    agents). Never fewer than ``batch_dims``, so a ``like`` without its trailing singleton
+    dim keeps the single-agent reduction.
+    """
+    return max(batch_dims, like.ndim - 1)
 
 
 def as_column(owner: str, name: str, x: Tensor, like_name: str, like: Tensor) -> Tensor:
@@ -152,15 +170,17 @@ def entropy(dist: D.Distribution, batch_dims: int, samples: int) -> Tensor:
     return -reduce_to_batch(log_prob, batch_dims + 1).mean(0)
 
 
-def sample_with_log_prob(dist: D.Distribution, batch_dims: int) -> tuple[Tensor, Tensor]:
-    """A reparameterized action and its log-probability per sample."""
+def sample_with_log_prob(dist: D.Distribution) -> tuple[Tensor, Tensor]:
+    """A reparameterized action and its log-probability as ``dist`` gives it.
+
+    Reduce the log-probability with :func:`reduce_to_batch` (a plain ``Normal`` gives one
+    per action dim).
+    """
     joint = getattr(dist, "rsample_and_log_prob", None)
     if joint is not None:
-        action, log_prob = joint()
-    else:
-        action = dist.rsample()
-        log_prob = dist.log_prob(action)
-    return action, reduce_to_batch(log_prob, batch_dims)
+        return joint()
+    action = dist.rsample()
+    return action, dist.log_prob(action)
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -221,8 +241,16 @@ class LossModule(nn.Module):
     A loss reads a TensorDict batch and returns a TensorDict of scalar ``loss_*`` terms
     (sum them with :func:`total_loss` and call ``backward()``) plus detached diagnostics.
     It can also be called with plain tensors as keyword arguments, nested keys flattened with
-    a ``next_`` prefix (``loss(observation=..., next_reward=...)``); it then returns a
-    ``dict`` with the same values.
+    ``_`` (``loss(observation=..., next_reward=...)``; for a group's keys
+    ``agents_action=...``, ``next_agents_reward=...``); it then returns a ``dict`` with the
+    same values.
+
+    Losses work on grouped (multi-agent) batches too: set group keys with :meth:`set_keys`
+    (``action=("agents", "action")``...). Rewards, values and advantages then carry an agent
+    dim (``[*batch, n_agents, 1]``), log-probabilities and entropies are taken per agent,
+    and reductions average over agents as over samples. When the group has no done flags of
+    its own, the env-level ``("next", "done")``/``("next", "terminated")`` are read and
+    broadcast over the agents.
 
     The keys it reads are renamed by role with :meth:`set_keys`; :attr:`tensor_keys` lists
     the roles. As in TorchRL, ``("next", "terminated")`` may be absent: ``("next", "done")``
@@ -260,6 +288,8 @@ class LossModule(nn.Module):
         # the `_precomputed_roles` the input carries: worked out once per such case, not
         # at every call (it walks the networks' submodules).
         self._required_cache: dict[tuple[bool, ...], RequiredKeys] = {}
+        # {flattened name: nested key} of a plain-tensor call, worked out on its first use.
+        self._nested_names: dict[str, NestedKey] | None = None
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -282,6 +312,7 @@ class LossModule(nn.Module):
         """
         self._keys.update(**keys)
         self._required_cache.clear()
+        self._nested_names = None
         if self._value_estimator is not None:
             self._forward_keys(self._value_estimator)
         return self
@@ -392,7 +423,10 @@ class LossModule(nn.Module):
 
         Args:
             tensordict: The batch. Or leave it out and pass tensors as keyword arguments.
-            **tensors: The batch as tensors, nested keys flattened (``next_reward``).
+            **tensors: The batch as tensors, nested keys flattened with ``_``
+                (``next_reward``, ``agents_action`` for ``("agents", "action")``). The
+                batch shape is read from the reward or done flags (see
+                :func:`~rlblocks.objectives._checks.tensordict_from_tensors`).
 
         Returns:
             A TensorDict of scalars for a TensorDict call, a ``dict`` for a tensor call.
@@ -405,7 +439,7 @@ class LossModule(nn.Module):
             feature_keys = [
                 getattr(self._keys, r) for r in _VALUE_ROLES if r in self._keys.as_dict()
             ]
-            batch = tensordict_from_tensors(tensors, feature_keys)
+            batch = tensordict_from_tensors(tensors, feature_keys, self._nested_key_names())
             return dict(self._checked_loss(batch).items())
         if tensors:
             raise ObjectiveConfigError(
@@ -418,6 +452,15 @@ class LossModule(nn.Module):
                 f"{type(tensordict).__name__}"
             )
         return self._checked_loss(tensordict)
+
+    def _nested_key_names(self) -> dict[str, NestedKey]:
+        """``{flattened name: key}`` for the nested keys a plain-tensor call may pass."""
+        if self._nested_names is None:
+            loss_keys, network_keys = self._required_keys()
+            keys = [*loss_keys.values(), *network_keys, *self._keys.as_dict().values()]
+            keys += [next_key(k) for k in keys]
+            self._nested_names = {flat_name(k): k for k in keys if isinstance(k, tuple)}
+        return self._nested_names
 
     def _checked_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         case = tuple(

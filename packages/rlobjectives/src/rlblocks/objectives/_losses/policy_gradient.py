@@ -21,6 +21,7 @@ from rlblocks.objectives._losses.base import (
     distance_loss,
     entropy,
     merge_network_keys,
+    per_sample_dims,
     reduce_to_batch,
 )
 from rlblocks.objectives.errors import ObjectiveConfigError
@@ -131,16 +132,20 @@ class PolicyGradientLoss(LossModule):
             advantage = (advantage - mean) / std.clamp_min(1e-8)
         return advantage
 
-    def _log_prob(self, dist: D.Distribution, tensordict: TensorDictBase) -> Tensor:
+    def _log_prob(
+        self, dist: D.Distribution, tensordict: TensorDictBase, advantage: Tensor
+    ) -> Tensor:
+        """``log pi(a|s)`` per sample (and per agent for a group), like ``advantage``."""
         action = tensordict.get(self._keys.action)
-        return reduce_to_batch(dist.log_prob(action), tensordict.batch_dims)
+        dims = per_sample_dims(tensordict.batch_dims, advantage)
+        return reduce_to_batch(dist.log_prob(action), dims)
 
-    def _entropy_terms(self, dist: D.Distribution, batch_dims: int) -> dict[str, Tensor]:
+    def _entropy_terms(self, dist: D.Distribution, sample_dims: int) -> dict[str, Tensor]:
         if not self.entropy_bonus:
             return {}
         # A zero weight trains nothing: spare the term its graph and its backward pass.
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
-            ent = entropy(dist, batch_dims, self.samples_mc_entropy).mean()
+            ent = entropy(dist, sample_dims, self.samples_mc_entropy).mean()
         return {"loss_entropy": -self.entropy_coef * ent, "entropy": ent.detach()}
 
     def _critic_terms(self, tensordict: TensorDictBase) -> dict[str, Tensor]:
@@ -164,7 +169,7 @@ class PolicyGradientLoss(LossModule):
         advantage = self._advantage(tensordict)
         dist = self.actor_network.get_dist(tensordict.copy())
         terms = self._policy_terms(tensordict, dist, advantage)
-        terms.update(self._entropy_terms(dist, tensordict.batch_dims))
+        terms.update(self._entropy_terms(dist, per_sample_dims(tensordict.batch_dims, advantage)))
         terms.update(self._critic_terms(tensordict))
         return self._output(**terms)
 
@@ -177,6 +182,6 @@ class PolicyGradientLoss(LossModule):
         self, tensordict: TensorDictBase, dist: D.Distribution, advantage: Tensor
     ) -> Tensor:
         """``-mean(log pi(a|s) * A)`` with ``A`` detached (A2C, REINFORCE)."""
-        log_prob = self._log_prob(dist, tensordict)
+        log_prob = self._log_prob(dist, tensordict, advantage)
         log_prob = as_column(type(self).__name__, "log pi(a|s)", log_prob, "advantage", advantage)
         return -(log_prob * advantage.detach()).mean()

@@ -10,8 +10,8 @@ from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 from torch import distributions as D
 
-from rlblocks.objectives._checks import check_same_shape
-from rlblocks.objectives._losses.base import as_column, reduce_to_batch
+from rlblocks.objectives._checks import check_same_shape, fmt_key
+from rlblocks.objectives._losses.base import as_column, per_sample_dims, reduce_to_batch
 from rlblocks.objectives._losses.policy_gradient import PolicyGradientLoss
 from rlblocks.objectives.errors import ObjectiveConfigError
 
@@ -56,11 +56,15 @@ class PPOLoss(PolicyGradientLoss):
     ) -> Tensor:
         """``log pi(a|s) - log pi_old(a|s)``, shaped like the advantage."""
         owner = type(self).__name__
-        new = self._log_prob(dist, tensordict)
+        keys = self._keys
+        new = self._log_prob(dist, tensordict, advantage)
         old = reduce_to_batch(
-            tensordict.get(self._keys.sample_log_prob).detach(), tensordict.batch_dims
+            tensordict.get(keys.sample_log_prob).detach(),
+            per_sample_dims(tensordict.batch_dims, advantage),
         )
-        check_same_shape(owner, "log pi(a|s)", new, "sample_log_prob", old)
+        if new.shape != old.shape:  # the keys are formatted for the error only
+            name = f"log pi(a|s) of {fmt_key(keys.action)}"
+            check_same_shape(owner, name, new, fmt_key(keys.sample_log_prob), old)
         return as_column(owner, "the log-ratio", new - old, "advantage", advantage)
 
     @staticmethod
@@ -188,19 +192,19 @@ class KLPENPPOLoss(PPOLoss):
             network_keys.setdefault(key, "actor network, whose pi_old is rebuilt from them")
         return loss_keys, network_keys
 
-    def _kl(self, old: D.Distribution, new: D.Distribution, batch_dims: int) -> Tensor:
+    def _kl(self, old: D.Distribution, new: D.Distribution, sample_dims: int) -> Tensor:
         try:
-            return reduce_to_batch(D.kl_divergence(old, new), batch_dims)
+            return reduce_to_batch(D.kl_divergence(old, new), sample_dims)
         except NotImplementedError:
             draws = old.sample((self.samples_mc_kl,))
             diff = old.log_prob(draws) - new.log_prob(draws)
-            return reduce_to_batch(diff, batch_dims + 1).mean(0)
+            return reduce_to_batch(diff, sample_dims + 1).mean(0)
 
     def _policy_terms(self, tensordict, dist, advantage):
         log_weight = self._log_weight(tensordict, dist, advantage)
         with torch.no_grad():
             old = self.actor_network.build_dist_from_params(tensordict.copy())
-        kl = self._kl(old, dist, tensordict.batch_dims).mean()
+        kl = self._kl(old, dist, per_sample_dims(tensordict.batch_dims, advantage)).mean()
         ratio = log_weight.exp()
         gain = (ratio * advantage).mean()
         beta = self.beta.clone()

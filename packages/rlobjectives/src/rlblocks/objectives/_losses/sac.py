@@ -18,6 +18,8 @@ from rlblocks.objectives._losses.base import (
     distance_loss,
     ensemble,
     merge_network_keys,
+    per_sample_dims,
+    reduce_to_batch,
     sample_with_log_prob,
 )
 from rlblocks.objectives._losses.dqn import select_action_values
@@ -124,29 +126,38 @@ class SACLoss(_SoftActorCritic):
             self.actor_network, self.qvalue_networks[0], "qvalue network"
         )
 
-    def _resolve_target_entropy(self, tensordict: TensorDictBase) -> float:
+    def _resolve_target_entropy(self, tensordict: TensorDictBase, sample_dims: int) -> float:
         if self.target_entropy is None:
-            # "auto" without a spec: minus the number of action dims, read from the batch.
+            # "auto" without a spec: minus the number of action dims (per agent for a
+            # group), read from the batch.
             action = tensordict.get(self._keys.action)
-            self.target_entropy = -float(action.shape[tensordict.batch_dims :].numel())
+            self.target_entropy = -float(action.shape[sample_dims:].numel())
         return self.target_entropy
 
+    def _sample(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
+        """A reparameterized action at the root of ``tensordict`` and its raw log-probability.
+
+        Reduce the log-probability like the ``Q`` it goes with (per agent for a group).
+        """
+        return sample_with_log_prob(self.actor_network.get_dist(tensordict.copy()))
+
     def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
-        """A reparameterized action at the root of ``tensordict`` and its log-probability."""
-        dist = self.actor_network.get_dist(tensordict.copy())
-        return sample_with_log_prob(dist, tensordict.batch_dims)
+        """A reparameterized action and its log-probability per sample of ``tensordict``."""
+        action, log_prob = self._sample(tensordict)
+        return action, reduce_to_batch(log_prob, tensordict.batch_dims)
 
     def _next_value(self, tensordict: TensorDictBase, alpha: Tensor) -> Tensor:
         """``min_i Q'_i(s', a') - alpha * log pi(a'|s')`` (no gradient)."""
         key = self._keys.state_action_value
         with torch.no_grad():
             nxt = tensordict.get("next")
-            action, log_prob = self._policy(nxt)
+            action, log_prob = self._sample(nxt)
             targets = self._target("qvalue_networks", self.delay_qvalue)
             q = self._evaluate(
                 targets, self._with_action(tensordict, action, nested=True), key, False
             )
             min_q = torch.stack(q).amin(0)
+            log_prob = reduce_to_batch(log_prob, per_sample_dims(nxt.batch_dims, min_q))
             return min_q - alpha * as_column("SACLoss", "log pi", log_prob, "Q", min_q)
 
     def _qvalue_loss(
@@ -159,13 +170,15 @@ class SACLoss(_SoftActorCritic):
         return loss, preds
 
     def _actor_terms(self, tensordict: TensorDictBase, alpha: Tensor) -> dict[str, Tensor]:
-        action, log_prob = self._policy(tensordict)
+        action, log_prob = self._sample(tensordict)
         key = self._keys.state_action_value
         acting = self._with_action(tensordict, action)
         min_q = torch.stack(self._evaluate(self.qvalue_networks, acting, key, frozen=True)).amin(0)
+        dims = per_sample_dims(tensordict.batch_dims, min_q)
+        log_prob = reduce_to_batch(log_prob, dims)
         log_prob_col = as_column(type(self).__name__, "log pi", log_prob, "Q", min_q)
         # target_entropy - H, with the entropy estimated by -log pi(a|s).
-        gap = log_prob + self._resolve_target_entropy(tensordict)
+        gap = log_prob + self._resolve_target_entropy(tensordict, dims)
         return {
             "loss_actor": (alpha * log_prob_col - min_q).mean(),
             "loss_alpha": self._alpha_loss(gap),

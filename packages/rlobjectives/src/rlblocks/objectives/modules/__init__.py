@@ -25,6 +25,7 @@ from rlblocks.objectives.modules._exploration import (
     EGreedyModule,
     OrnsteinUhlenbeckProcessModule,
 )
+from rlblocks.objectives.modules._multiagent import MultiAgentMLP, QMixer, VDNMixer
 from rlblocks.objectives.modules._networks import MLP, ConvNet, SquashDims
 from rlblocks.objectives.modules._rnn import GRUModule, LSTMModule
 
@@ -35,6 +36,10 @@ __all__ = [
     "SquashDims",
     "LSTMModule",
     "GRUModule",
+    # multi-agent
+    "MultiAgentMLP",
+    "VDNMixer",
+    "QMixer",
     # policies and critics
     "SafeModule",
     "Actor",

@@ -14,7 +14,7 @@ from tensordict.utils import NestedKey
 from torch import Tensor, nn
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED
-from rlblocks.objectives._checks import check_keys, read_terminated
+from rlblocks.objectives._checks import check_keys, check_same_shape, fmt_key, read_flags
 from rlblocks.objectives._keys import ADVANTAGE, STATE_VALUE, VALUE_TARGET, TensorKeys
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
 from rlblocks.objectives.value.functional import (
@@ -164,16 +164,23 @@ class ValueEstimatorBase(nn.Module):
             else:
                 network_keys.update({_next(k) if nest else k: "value network" for k in in_keys})
         check_keys(type(self).__name__, tensordict, loss_keys, network_keys)
+        owner = type(self).__name__
+        reward_key = _next(keys.reward)
+        reward = tensordict.get(reward_key)
         with self._grad_context():
             if need_state_value:
                 state_value = self._values(tensordict, nested=False)
+                _check_value(owner, keys.value, state_value, reward_key, reward)
             if next_value is None:
                 next_value = self._values(tensordict, nested=True)
-        done = tensordict.get(_next(keys.done))
+                _check_value(owner, _next(keys.value), next_value, reward_key, reward)
+        done, terminated = read_flags(
+            owner, tensordict, _next(keys.done), _next(keys.terminated), reward_key, reward
+        )
         return {
-            "reward": tensordict.get(_next(keys.reward)),
+            "reward": reward,
             "done": done,
-            "terminated": read_terminated(tensordict, _next(keys.terminated), done),
+            "terminated": terminated,
             "state_value": state_value,
             "next_value": next_value,
             "time_dim": self._resolve_time_dim(tensordict),
@@ -242,6 +249,14 @@ class ValueEstimatorBase(nn.Module):
 
 def _next(key: NestedKey) -> tuple[str, ...]:
     return (NEXT, *key) if isinstance(key, tuple) else (NEXT, key)
+
+
+def _check_value(
+    owner: str, key: NestedKey, value: Tensor, reward_key: NestedKey, reward: Tensor
+) -> None:
+    """Raise, naming both keys, unless ``value`` is shaped like ``reward`` (per agent too)."""
+    if value.shape != reward.shape:  # the keys are formatted for the error only
+        check_same_shape(owner, fmt_key(key), value, fmt_key(reward_key), reward)
 
 
 def _check_unit(owner: str, name: str, value: float | Tensor) -> float | Tensor:
