@@ -30,6 +30,7 @@ def test_sync_collector_keeps_groups_and_counts_env_steps():
     for batch in collector:
         assert batch.batch_size == (2, 10)  # 20 frames = 2 envs x 10 steps, not x 3 agents
         assert batch["agents", "action"].shape == (2, 10, 3)
+        assert batch["next", "agents"].batch_size == (2, 10, 3)
         assert (batch["agents", "action"] == 2).all()
         assert batch["next", "agents", "reward"].shape == (2, 10, 3, 1)
         assert batch["next", "agents", "done"].shape == (2, 10, 3, 1)

@@ -71,6 +71,8 @@ def test_line_env_layout_and_specs():
     check_env_specs(env, steps=20, seed=0)
     td = env.rollout(12, break_when_any_done=False)
     assert td.batch_size == (4, 12)
+    assert td["agents"].batch_size == (4, 12, 3)  # the group keeps its agent dim
+    assert td["next", "agents"].batch_size == (4, 12, 3)
     assert td["agents", "observation"].shape == (4, 12, 3, 3)
     assert td["agents", "action"].shape == (4, 12, 3)
     assert td["next", "agents", "reward"].shape == (4, 12, 3, 1)

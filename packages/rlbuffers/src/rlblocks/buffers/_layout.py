@@ -25,6 +25,7 @@ import torch.utils._pytree as pytree
 from tensordict import TensorDict, is_tensor_collection
 
 from rlblocks.buffers.errors import StorageLayoutError
+from rlblocks.core.fast_td import sub_batch_dims
 
 __all__ = ["Batch", "Field", "Layout", "infer_layout", "key_name", "numpy_dtype"]
 
@@ -371,19 +372,6 @@ def _fill_plan(
     return out
 
 
-def _nested_batch(data: Any) -> tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]:
-    """The sub-TensorDicts of ``data`` with batch dims beyond their parent's, and those dims."""
-    out = []
-    for key, value in data.items(include_nested=True):
-        if not is_tensor_collection(value):
-            continue
-        key = (key,) if isinstance(key, str) else tuple(key)
-        parent = data.get(key[:-1]) if len(key) > 1 else data
-        if value.ndim > parent.ndim:
-            out.append((key, tuple(value.batch_size[parent.ndim :])))
-    return tuple(out)
-
-
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
@@ -438,7 +426,7 @@ def infer_layout(data: Any, batched: bool, ignore: frozenset, who: str) -> Layou
     """
     if is_tensor_collection(data):
         n, element_batch = _split_batch(data, batched, who)
-        nested_batch = _nested_batch(data)
+        nested_batch = sub_batch_dims(data)
         entries = []
         for key, value in data.items(include_nested=True, leaves_only=True):
             key = (key,) if isinstance(key, str) else tuple(key)

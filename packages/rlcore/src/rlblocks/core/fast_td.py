@@ -20,7 +20,15 @@ from typing import Any
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-__all__ = ["PLAIN_LAYOUT", "fast_get", "fast_set", "top_items", "new_tensordict"]
+__all__ = [
+    "PLAIN_LAYOUT",
+    "fast_get",
+    "fast_set",
+    "top_items",
+    "new_tensordict",
+    "sub_batch_dims",
+    "set_sub_batch_dims",
+]
 
 _FIELDS = {"_tensordict", "_batch_size", "_device", "_td_dim_names"}
 
@@ -82,3 +90,36 @@ def new_tensordict(
         out._td_dim_names = None
         return out
     return TensorDict(data, batch_size=batch_size, device=device)
+
+
+SubBatchDims = tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]
+"""``((key, dims), ...)``: sub-TensorDicts with batch dims beyond their parent's."""
+
+
+def sub_batch_dims(tensordict: TensorDictBase) -> SubBatchDims:
+    """The sub-TensorDicts of ``tensordict`` with batch dims of their own after their
+    parent's (a multi-agent group's agent dim), parents first, and those dims.
+
+    Storage and trajectory code that rebuilds TensorDicts from their leaves records this
+    once, then restores it with :func:`set_sub_batch_dims`.
+    """
+    out = []
+    for key, value in tensordict.items(include_nested=True):
+        if not isinstance(value, TensorDictBase):
+            continue
+        key = (key,) if isinstance(key, str) else tuple(key)
+        parent = tensordict.get(key[:-1]) if len(key) > 1 else tensordict
+        if value.batch_dims > parent.batch_dims:
+            out.append((key, tuple(value.batch_size[parent.batch_dims :])))
+    return tuple(sorted(out, key=lambda item: len(item[0])))
+
+
+def set_sub_batch_dims(tensordict: TensorDictBase, dims: SubBatchDims) -> TensorDictBase:
+    """Give the sub-TensorDicts named in ``dims`` (from :func:`sub_batch_dims`) their batch
+    dims back after their parent's, in place; returns ``tensordict``."""
+    for key, extra in dims:
+        parent = tensordict.get(key[:-1]) if len(key) > 1 else tensordict
+        sub = parent.get(key[-1], None)
+        if sub is not None:
+            sub.batch_size = (*parent.batch_size, *extra)
+    return tensordict

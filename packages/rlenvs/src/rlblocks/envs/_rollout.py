@@ -16,7 +16,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT
-from rlblocks.core.fast_td import fast_get
+from rlblocks.core.fast_td import fast_get, set_sub_batch_dims, sub_batch_dims
 
 if TYPE_CHECKING:
     from rlblocks.envs._env_base import EnvBase, Policy
@@ -67,6 +67,7 @@ class TrajectoryStorage:
             self.slots.append((key, buffer))
             self._plan.append(((key,) if isinstance(key, str) else tuple(key), buffer))
         self._index_prefix = (slice(None),) * nb
+        self._sub_batch = sub_batch_dims(example)  # agent groups keep their agent dim
 
     def write(self, t: int, tensordict: TensorDictBase) -> None:
         """Copy the leaves of ``tensordict`` to time index ``t``."""
@@ -95,7 +96,8 @@ class TrajectoryStorage:
                 # Compact: do not keep the storage of max_steps alive for a short rollout.
                 buffer = buffer.narrow(nb, 0, steps).clone()
             data[key] = buffer
-        return TensorDict(data, batch_size=(*self.batch_size, steps), device=self.device)
+        out = TensorDict(data, batch_size=(*self.batch_size, steps), device=self.device)
+        return set_sub_batch_dims(out, self._sub_batch)
 
 
 def run_rollout(
