@@ -19,6 +19,7 @@ from rlblocks.objectives.modules import (
     MLP,
     Actor,
     ActorValueOperator,
+    MultiAgentMLP,
     ProbabilisticActor,
     QValueActor,
     QValueModule,
@@ -229,3 +230,27 @@ def test_actor_value_operator_shares_the_trunk():
     policy_params = {id(p) for p in policy.parameters()}
     assert id(trunk.module.weight) in policy_params
     assert model.get_policy_head() is head and model.get_value_head() is value_head
+
+
+def test_qvalue_actor_over_a_group_writes_one_greedy_action_per_agent():
+    actor = QValueActor(
+        MultiAgentMLP(4, 5, 3, centralized=False, share_params=True),
+        in_keys=[("agents", "observation")],
+        action_value_key=("agents", "action_value"),
+        spec=Categorical(5, shape=(3,)),
+        action_mask_key=("agents", "action_mask"),
+    )
+    mask = torch.rand(8, 3, 5) > 0.3
+    mask[..., 0] = True  # at least one legal action per agent
+    td = TensorDict(
+        {"agents": TensorDict({"observation": torch.randn(8, 3, 4), "action_mask": mask}, [8, 3])},
+        [8],
+    )
+    out = actor(td)
+    action = out["agents", "action"]
+    assert action.shape == (8, 3)
+    assert "action" not in out.keys()  # next to the group's values, not at the root
+    values = out["agents", "action_value"].masked_fill(~mask, float("-inf"))
+    assert torch.equal(action, values.argmax(-1))
+    assert mask.gather(-1, action.unsqueeze(-1)).all()
+    assert torch.equal(out["agents", "chosen_action_value"][..., 0], values.max(-1).values)

@@ -358,7 +358,9 @@ class QValueModule(TensorDictModuleBase):
         spec: The action spec: ``OneHot`` gives one-hot actions, ``Categorical`` indices.
         action_space: ``"one_hot"`` or ``"categorical"`` when no spec is given.
         action_value_key: Where the per-action values are read.
-        out_keys: ``[action, action_value, chosen_action_value]`` keys.
+        out_keys: ``[action, action_value, chosen_action_value]`` keys. By default they sit
+            next to ``action_value_key``: ``("agents", "action")``... for a group's values
+            ``("agents", "action_value")`` (one greedy action per agent).
         action_mask_key: Optional boolean mask of allowed actions (``[*batch, n]``).
 
     Example:
@@ -395,7 +397,10 @@ class QValueModule(TensorDictModuleBase):
         self.action_value_key = action_value_key
         self.action_mask_key = action_mask_key
         self.in_keys = [action_value_key] + ([action_mask_key] if action_mask_key else [])
-        self.out_keys = _keys(out_keys, [ACTION, action_value_key, CHOSEN_ACTION_VALUE])
+        prefix = action_value_key[:-1] if isinstance(action_value_key, tuple) else ()
+        defaults = [(*prefix, ACTION), action_value_key, (*prefix, CHOSEN_ACTION_VALUE)]
+        defaults = [k[0] if isinstance(k, tuple) and len(k) == 1 else k for k in defaults]
+        self.out_keys = _keys(out_keys, defaults)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the greedy action and its value."""
@@ -411,8 +416,9 @@ class QValueModule(TensorDictModuleBase):
         else:
             action = greedy.squeeze(-1)
             if self.spec is not None:
-                # A Categorical spec of shape (1,) keeps a trailing singleton dim.
-                action = action.reshape(*values.shape[:-1], *self.spec.shape)
+                # A Categorical spec of shape (..., 1) keeps a trailing singleton dim.
+                if self.spec.shape[-1:] == (1,):
+                    action = action.unsqueeze(-1)
                 action = action.to(self.spec.dtype)
         action_key, value_key, chosen_key = self.out_keys
         tensordict.set(action_key, action)
@@ -432,6 +438,8 @@ class QValueActor(TensorDictSequential):
         action_space: ``"one_hot"`` or ``"categorical"`` when no spec is given.
         action_value_key: Key of the per-action values.
         action_mask_key: Optional mask of allowed actions.
+        out_keys: ``[action, action_value, chosen_action_value]`` keys (by default next to
+            ``action_value_key``, see :class:`QValueModule`).
 
     Example:
         >>> actor = QValueActor(MLP(out_features=4), spec=Categorical(4))
@@ -447,6 +455,7 @@ class QValueActor(TensorDictSequential):
         action_space: str | None = None,
         action_value_key: NestedKey = ACTION_VALUE,
         action_mask_key: NestedKey | None = None,
+        out_keys: Sequence[NestedKey] | None = None,
     ) -> None:
         net = _as_td_module(module, _keys(in_keys, [OBSERVATION]), [action_value_key])
         qmodule = QValueModule(
@@ -454,6 +463,7 @@ class QValueActor(TensorDictSequential):
             action_space,
             action_value_key=action_value_key,
             action_mask_key=action_mask_key,
+            out_keys=out_keys,
         )
         super().__init__(net, qmodule)
         self.spec = qmodule.spec
