@@ -13,6 +13,8 @@ from rlblocks.envs._checks import check_env_specs
 from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs._export import to_gymnasium
 from rlblocks.envs._gym import GymEnv, GymWrapper
+from rlblocks.envs._gym_spaces import Leaf as SpaceLeaf
+from rlblocks.envs._gym_spaces import SpaceLayout
 from rlblocks.envs._multiagent import (
     MarlGroupMapType,
     all_agents_done,
@@ -46,6 +48,9 @@ __all__ = [
     # environments
     "GymEnv",
     "GymWrapper",
+    # gymnasium spaces <-> specs and values, for backends built on gymnasium spaces
+    "SpaceLayout",
+    "SpaceLeaf",
     "PendulumEnv",
     "CartPoleEnv",
     "MultiAgentLineEnv",
