@@ -568,23 +568,8 @@ class EnvBase(EnvSpecs):
         Returns:
             A new TensorDict; ``tensordict`` is not modified.
         """
-        next_td = fast_get(tensordict, NEXT)
-        keys = self._keys()
-        if not keys.flat:
-            # Nested keys (agent groups): a group of the root merges into the same group of
-            # "next", so that what a policy wrote there (a recurrent state) is carried.
-            out = next_td.exclude(*keys.reward)
-            _carry(tensordict, out, set(map(_as_tuple, (NEXT, *keys.action, *keys.reward))), ())
-            return out
-        data = {
-            k: v.copy() if isinstance(v, TensorDictBase) else v
-            for k, v in top_items(next_td)
-            if k not in keys.reward
-        }
-        for key, value in top_items(tensordict):
-            if key not in data and key != NEXT and key not in keys.action_top:
-                data[key] = value.copy() if isinstance(value, TensorDictBase) else value
-        return new_tensordict(data, tensordict.batch_size, tensordict.device)
+        keys = self._keys_cache or self._keys()
+        return _merge(fast_get(tensordict, NEXT), tensordict, keys.drop_next, keys.drop_root, ())
 
     def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Reset the elements of ``tensordict`` (a step's next input) whose ``done`` is set.
@@ -629,3 +614,36 @@ def _carry(
             target.set(key, value)
         elif isinstance(present, TensorDictBase) and isinstance(value, TensorDictBase):
             _carry(value, present, drop, path)
+
+
+def _merge(
+    primary: TensorDictBase,
+    secondary: TensorDictBase | None,
+    drop_primary: Mapping[tuple[str, ...], frozenset[str]],
+    drop_secondary: Mapping[tuple[str, ...], frozenset[str]],
+    prefix: tuple[str, ...],
+) -> TensorDictBase:
+    """A new TensorDict of ``primary``'s entries, then ``secondary``'s that it lacks, both
+    without the names their ``drop`` maps list under ``prefix``; sub-TensorDicts that both
+    hold are merged the same way (step_mdp: ``"next"`` over the root, group by group)."""
+    skip = drop_primary.get(prefix, ())
+    data = {}
+    for key, value in top_items(primary):
+        if key in skip:
+            continue
+        if isinstance(value, TensorDictBase):
+            other = fast_get(secondary, key) if secondary is not None else None
+            if not isinstance(other, TensorDictBase):
+                other = None
+            value = _merge(value, other, drop_primary, drop_secondary, (*prefix, key))
+        data[key] = value
+    if secondary is not None:
+        skip = drop_secondary.get(prefix, ())
+        for key, value in top_items(secondary):
+            if key in data or key in skip:
+                continue
+            if isinstance(value, TensorDictBase):
+                path = (*prefix, key)
+                value = _merge(value, None, drop_secondary, drop_secondary, path)
+            data[key] = value
+    return new_tensordict(data, primary.batch_size, primary.device)

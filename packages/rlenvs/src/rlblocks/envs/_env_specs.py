@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tensordict.utils import NestedKey
 
-from rlblocks.core import DONE, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core import DONE, NEXT, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import MissingKeyError, SpecError
 from rlblocks.core.specs import Bounded, Categorical, Composite, TensorSpec
 from rlblocks.envs.errors import EnvError, EnvSpecError, InvalidActionError
@@ -50,6 +50,16 @@ def _sampler(spec: TensorSpec) -> Callable[[], torch.Tensor]:
     return spec.rand
 
 
+def _names_by_parent(keys: list[NestedKey]) -> dict[tuple[str, ...], frozenset[str]]:
+    """``{path of the parent: names}`` of (nested) keys: ``("agents", "action")`` is
+    ``{("agents",): {"action"}}``."""
+    out: dict[tuple[str, ...], set[str]] = {}
+    for key in keys:
+        parts = (key,) if isinstance(key, str) else tuple(key)
+        out.setdefault(parts[:-1], set()).add(parts[-1])
+    return {parent: frozenset(names) for parent, names in out.items()}
+
+
 class Keys:
     """Key lists read on every step, computed once per spec change."""
 
@@ -59,7 +69,8 @@ class Keys:
         "action_samplers",
         "action_top",
         "done",
-        "flat",
+        "drop_next",
+        "drop_root",
         "observation",
         "reward",
         "state",
@@ -77,8 +88,10 @@ class Keys:
         self.action_samplers = [
             (key, _sampler(spec)) for key, spec in specs["action"].items(True, True)
         ]
-        # Rewards and actions at the root only (no agent groups): step_mdp's fast path.
-        self.flat = all(isinstance(k, str) for k in (*self.reward, *self.action))
+        # What step_mdp drops, by the path of the sub-TensorDict holding it: the rewards of
+        # "next"; the actions, rewards and "next" of the root.
+        self.drop_next = _names_by_parent(self.reward)
+        self.drop_root = _names_by_parent([*self.action, *self.reward, NEXT])
         # Top-level root entries holding actions, dropped when the next step is prepared.
         self.action_top = {k if isinstance(k, str) else k[0] for k in self.action}
 

@@ -112,8 +112,13 @@ def run_rollout(
 ) -> TensorDictBase:
     """Implementation of :meth:`EnvBase.rollout` (see there for the arguments)."""
     check_rollout_args(env, max_steps, policy, auto_reset, tensordict)
-    td = env.reset(tensordict) if auto_reset else tensordict
-    assert td is not None
+    if auto_reset:
+        td = env.reset(tensordict)
+    else:
+        # A step's output given as the start (``traj[-1]["next"]``) holds the reward of the
+        # step before: an output, not an input of the next step (step_mdp drops it too).
+        assert tensordict is not None
+        td = tensordict.exclude(*env.reward_keys)
     check = check and policy is not None  # random actions come from the spec
     fast = env.fast_rollout(
         max_steps, td, policy=policy, break_when_any_done=break_when_any_done, check=check
