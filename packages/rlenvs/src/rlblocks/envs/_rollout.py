@@ -56,36 +56,45 @@ class TrajectoryStorage:
         self.max_steps = max_steps
         self.device = example.device
         self.slots: list[tuple[NestedKey, torch.Tensor]] = []
-        # Per slot: the key's parts (read level by level with the fast accessor) and the
-        # buffer's time dim, written with ``select(dim, t).copy_`` (cheaper than indexing).
-        self._plan: list[tuple[tuple[str, ...], torch.Tensor]] = []
+        # The leaves by the sub-TensorDict holding them (read once per step with the fast
+        # accessor), each with its buffer; the buffers' time dim is written through
+        # ``select(dim, t)`` views, all copied by one ``_foreach_copy_`` call.
+        groups: dict[tuple[str, ...], list[tuple[str, torch.Tensor]]] = {}
         for key, value in example.items(include_nested=True, leaves_only=True):
             if not isinstance(value, torch.Tensor):
                 continue  # non-tensor data (strings, objects) is not recorded
             shape = (*value.shape[:nb], max_steps, *value.shape[nb:])
             buffer = torch.empty(shape, dtype=value.dtype, device=value.device)
             self.slots.append((key, buffer))
-            self._plan.append(((key,) if isinstance(key, str) else tuple(key), buffer))
-        self._index_prefix = (slice(None),) * nb
+            parts = (key,) if isinstance(key, str) else tuple(key)
+            groups.setdefault(parts[:-1], []).append((parts[-1], buffer))
+        self._plan = list(groups.items())
         self._sub_batch = sub_batch_dims(example)  # agent groups keep their agent dim
 
     def write(self, t: int, tensordict: TensorDictBase) -> None:
         """Copy the leaves of ``tensordict`` to time index ``t``."""
-        dim = len(self._index_prefix)
-        for parts, buffer in self._plan:
-            value: Any = tensordict
-            for part in parts:
-                value = fast_get(value, part)
-                if value is None:
-                    key = parts[0] if len(parts) == 1 else parts
+        dim = len(self.batch_size)
+        targets, values = [], []
+        for parent, leaves in self._plan:
+            sub: Any = tensordict
+            for part in parent:
+                sub = fast_get(sub, part)
+                if sub is None:
+                    break
+            for name, buffer in leaves:
+                value = fast_get(sub, name) if sub is not None else None
+                if isinstance(value, torch.Tensor):
+                    targets.append(buffer.select(dim, t))
+                    values.append(value)
+                elif value is not None:  # e.g. a Python number: broadcast into the slot
+                    buffer.select(dim, t)[...] = value
+                else:
+                    key = (*parent, name) if parent else name
                     raise KeyError(
                         f"rollout: step {t} lacks the entry {key!r} present at step 0; the "
                         f"env and policy must write the same keys at every step"
                     )
-            if isinstance(value, torch.Tensor):
-                buffer.select(dim, t).copy_(value)
-            else:
-                buffer[(*self._index_prefix, t)] = value
+        torch._foreach_copy_(targets, values)
 
     def result(self, steps: int) -> TensorDictBase:
         """The recorded trajectory of ``steps`` steps, batch size ``[*batch, steps]``."""
