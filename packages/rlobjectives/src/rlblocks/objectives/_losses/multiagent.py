@@ -13,6 +13,7 @@ decentralised for IPPO and IDDPG); the networks are yours to build that way.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
@@ -69,7 +70,15 @@ def group_keys(group: str, defaults: Mapping[str, NestedKey]) -> dict[str, Neste
     }
 
 
-class MAPPOLoss(ClipPPOLoss):
+class _GroupLoss:
+    """Mixed in before a single-agent loss: takes ``group=`` and points the keys at it."""
+
+    def __init__(self, *args: Any, group: str = DEFAULT_GROUP, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _set_group(self, group)  # type: ignore[arg-type]
+
+
+class MAPPOLoss(_GroupLoss, ClipPPOLoss):
     """Multi-agent PPO (Yu et al., 2022): clipped PPO over a group, with a centralised critic.
 
     :class:`ClipPPOLoss` with ``action``, ``sample_log_prob``, ``advantage``,
@@ -98,19 +107,8 @@ class MAPPOLoss(ClipPPOLoss):
         >>> total_loss(loss(batch)).backward()  # GAE per agent when no advantage is given
     """
 
-    def __init__(
-        self,
-        actor_network: TensorDictModuleBase,
-        critic_network: TensorDictModuleBase | None = None,
-        *,
-        group: str = DEFAULT_GROUP,
-        **kwargs,
-    ) -> None:
-        super().__init__(actor_network, critic_network, **kwargs)
-        _set_group(self, group)
 
-
-class IPPOLoss(ClipPPOLoss):
+class IPPOLoss(_GroupLoss, ClipPPOLoss):
     """Independent PPO (de Witt et al., 2020): clipped PPO over a group, decentralised critic.
 
     The same loss as :class:`MAPPOLoss` (keys under ``group``, terms per agent, averaged
@@ -128,19 +126,8 @@ class IPPOLoss(ClipPPOLoss):
         >>> loss = IPPOLoss(actor, critic, group="agents")
     """
 
-    def __init__(
-        self,
-        actor_network: TensorDictModuleBase,
-        critic_network: TensorDictModuleBase | None = None,
-        *,
-        group: str = DEFAULT_GROUP,
-        **kwargs,
-    ) -> None:
-        super().__init__(actor_network, critic_network, **kwargs)
-        _set_group(self, group)
 
-
-class MADDPGLoss(DDPGLoss):
+class MADDPGLoss(_GroupLoss, DDPGLoss):
     """Multi-agent DDPG (Lowe et al., 2017): DDPG over a group, with a centralised critic.
 
     :class:`DDPGLoss` with ``action``, ``reward``, ``done``, ``terminated`` and
@@ -163,19 +150,8 @@ class MADDPGLoss(DDPGLoss):
         >>> updater = SoftUpdate(loss, tau=0.005)
     """
 
-    def __init__(
-        self,
-        actor_network: TensorDictModuleBase,
-        value_network: TensorDictModuleBase,
-        *,
-        group: str = DEFAULT_GROUP,
-        **kwargs,
-    ) -> None:
-        super().__init__(actor_network, value_network, **kwargs)
-        _set_group(self, group)
 
-
-class IDDPGLoss(DDPGLoss):
+class IDDPGLoss(_GroupLoss, DDPGLoss):
     """Independent DDPG: DDPG over a group, each agent's critic seeing only its own data.
 
     The same loss as :class:`MADDPGLoss`; the critic is decentralised: agent ``i``'s
@@ -191,19 +167,8 @@ class IDDPGLoss(DDPGLoss):
         >>> loss = IDDPGLoss(actor, critic, group="agents")
     """
 
-    def __init__(
-        self,
-        actor_network: TensorDictModuleBase,
-        value_network: TensorDictModuleBase,
-        *,
-        group: str = DEFAULT_GROUP,
-        **kwargs,
-    ) -> None:
-        super().__init__(actor_network, value_network, **kwargs)
-        _set_group(self, group)
 
-
-class MASACLoss(SACLoss):
+class MASACLoss(_GroupLoss, SACLoss):
     """Multi-agent SAC: soft actor-critic over a group, one temperature for all agents.
 
     :class:`SACLoss` with ``action``, ``reward``, ``done``, ``terminated`` and
@@ -236,13 +201,14 @@ class MASACLoss(SACLoss):
         target_entropy: float | str = "auto",
         **kwargs,
     ) -> None:
-        super().__init__(actor_network, qvalue_network, target_entropy=target_entropy, **kwargs)
+        super().__init__(
+            actor_network, qvalue_network, group=group, target_entropy=target_entropy, **kwargs
+        )
         if target_entropy == "auto":
             self.target_entropy = None  # resolved per agent at the first call
-        _set_group(self, group)
 
 
-class IndependentQLoss(DQNLoss):
+class IndependentQLoss(_GroupLoss, DQNLoss):
     """Independent Q-learning (Tan, 1993): DQN over a group, one Q per agent.
 
     :class:`DQNLoss` with ``action``, ``action_value``, ``reward``, ``done`` and
@@ -261,13 +227,3 @@ class IndependentQLoss(DQNLoss):
     Example:
         >>> loss = IndependentQLoss(qnet, group="agents", double_dqn=True)
     """
-
-    def __init__(
-        self,
-        value_network: TensorDictModuleBase,
-        *,
-        group: str = DEFAULT_GROUP,
-        **kwargs,
-    ) -> None:
-        super().__init__(value_network, **kwargs)
-        _set_group(self, group)
