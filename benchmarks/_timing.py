@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -112,3 +113,32 @@ def missed_targets(results: dict[str, tuple[float, Target]]) -> str:
     """The closing verdict line: ``targets all met`` or the names of the missed ones."""
     missed = [key for key, (ratio, target) in results.items() if not target.met(ratio)]
     return f"targets {'all met' if not missed else 'MISSED: ' + ', '.join(missed)}"
+
+
+class Replay:
+    """A policy writing a fixed sequence of actions at ``key``, one per call, from the start
+    again after :meth:`restart` (both sides of a figure then take the same actions)."""
+
+    def __init__(self, actions: torch.Tensor, key: Any = "action") -> None:
+        self.actions = actions
+        self.key = key
+        self.t = 0
+
+    def restart(self) -> None:
+        self.t = 0
+
+    def __call__(self, tensordict: Any) -> Any:
+        tensordict.set(self.key, self.actions[self.t])
+        self.t += 1
+        return tensordict
+
+
+def replay_rollout(env: Any, steps: int, replay: Replay | None) -> Callable[[], None]:
+    """``env.rollout(steps, policy=replay, break_when_any_done=False)``, replay restarted."""
+
+    def run() -> None:
+        if replay is not None:
+            replay.restart()
+        env.rollout(steps, policy=replay, break_when_any_done=False)
+
+    return run

@@ -27,11 +27,16 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
-from _timing import Target, compare_at_thread_counts, missed_targets, thread_counts, threads_label
-from tensordict import TensorDictBase
+from _timing import (
+    Replay,
+    Target,
+    compare_at_thread_counts,
+    missed_targets,
+    replay_rollout,
+    thread_counts,
+    threads_label,
+)
 
-from rlblocks.core import ACTION
 from rlblocks.envs import SerialEnv
 
 DOMAIN, TASK = "cartpole", "swingup"
@@ -47,32 +52,6 @@ def raw_loop(envs: list[Any], actions: np.ndarray) -> Callable[[], None]:
         for row in actions:
             for env, action in zip(envs, row):
                 env.step(action)
-
-    return run
-
-
-class Replay:
-    """A policy writing a fixed sequence of actions, one per call, from the start again
-    after :meth:`restart`."""
-
-    def __init__(self, actions: torch.Tensor) -> None:
-        self.actions = actions
-        self.t = 0
-
-    def restart(self) -> None:
-        self.t = 0
-
-    def __call__(self, tensordict: TensorDictBase) -> TensorDictBase:
-        tensordict.set(ACTION, self.actions[self.t])
-        self.t += 1
-        return tensordict
-
-
-def rollout(env: SerialEnv, steps: int, replay: Replay | None = None) -> Callable[[], None]:
-    def run() -> None:
-        if replay is not None:
-            replay.restart()
-        env.rollout(steps, policy=replay, break_when_any_done=False)
 
     return run
 
@@ -108,7 +87,7 @@ def main() -> int:
             results,
             "d_rollout",
             "d. SerialEnv(4, DMControlEnv).rollout / bare dm_control step loop",
-            rollout(ours, n),
+            replay_rollout(ours, n, None),
             raw_loop(raw_envs, actions.numpy()),
             r,
             Target(1.3),
@@ -117,7 +96,7 @@ def main() -> int:
             results,
             "d_rollout_replay",
             "   rollout(policy=replay of the reference's actions) / bare loop",
-            rollout(ours, n, Replay(actions)),
+            replay_rollout(ours, n, Replay(actions)),
             raw_loop(raw_envs, actions.numpy()),
             r,
             "(info: per-step path)",

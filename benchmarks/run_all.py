@@ -31,6 +31,9 @@ DISTRIBUTIONS = [
     "stable-baselines3",
     "dm-control",
     "mujoco",
+    "vmas",
+    "pettingzoo",
+    "mpe2",
     "rlblocks-core",
     "rlblocks-envs",
     "rlblocks-buffers",
@@ -38,6 +41,8 @@ DISTRIBUTIONS = [
     "rlblocks-collectors",
     "rlblocks-kernel",
     "rlblocks-dmcontrol",
+    "rlblocks-vmas",
+    "rlblocks-pettingzoo",
 ]
 
 
