@@ -138,22 +138,39 @@ def _merged_closure(folders: list[tuple[str, list[str]]]) -> dict[str, set[str]]
     return closure
 
 
-# What the examples need beyond the packages (tests/examples runs them in the tests session).
+# What the examples need beyond the packages (tests/examples runs them in the tests session),
+# and the extras of plugins they use (qmix_pettingzoo.py runs MPE tasks).
 EXAMPLE_REQUIREMENTS = ["matplotlib>=3.8", "tqdm>=4.66"]
+EXAMPLE_PLUGIN_EXTRAS = {"rlpettingzoo": ["mpe"]}
 
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Every package and plugin installed together; the whole suite (examples included)."""
+    """Every package and plugin installed together: the tests that span distributions
+    (the examples, the layout and import-cycle checks).
+
+    Each package's own tests run in its ``standalone`` session and each plugin's in its
+    ``plugins`` session, which install exactly what they declare; running them here again
+    would only double CI time (``nox -s tests -- tests/envs`` runs a folder here anyway).
+    """
     _install_torch(session)
     folders = [(f, ["test"]) for f in PACKAGES.values()]
-    folders += [(f, []) for f in _plugin_folders() if Path(f).name not in OWN_SESSION_PLUGINS]
+    folders += [
+        (f, EXAMPLE_PLUGIN_EXTRAS.get(Path(f).name, []))
+        for f in _plugin_folders()
+        if Path(f).name not in OWN_SESSION_PLUGINS
+    ]
     session.install(
         *_pip_args(_merged_closure(folders)),
         *(str(ROOT / f) for f in TEST_FIXTURE_PLUGINS),
         *EXAMPLE_REQUIREMENTS,
     )
-    _pytest(session, "tests")
+    if session.posargs:
+        session.run("python", "-m", "pytest", "-n", "auto", *session.posargs)
+        return
+    elsewhere = [f"tests/{name}" for name in PACKAGES]
+    elsewhere += [f"tests/{_plugin_module(folder)}" for folder in _plugin_folders()]
+    _pytest(session, "tests", *(f"--ignore={path}" for path in elsewhere))
 
 
 @nox.session(python="3.11")
@@ -229,16 +246,22 @@ def lint(session: nox.Session) -> None:
 
 
 def _install_everything(
-    session: nox.Session, *extra: str, kernel: bool = False, dmcontrol: bool = False
+    session: nox.Session,
+    *extra: str,
+    kernel: bool = False,
+    dmcontrol: bool = False,
+    multiagent: bool = False,
 ) -> None:
     """torch, then every package of the tree (with the gymnasium backend, and the compiled
-    kernel and the dm_control plugin if asked), then ``extra``."""
+    kernel, the dm_control plugin and the multi-agent backends if asked), then ``extra``."""
     _install_torch(session)
     folders = [(f, []) for f in PACKAGES.values()] + [(PACKAGES["envs"], ["gymnasium"])]
     if kernel:
         folders.append((PACKAGES["buffers"], ["kernel"]))
     if dmcontrol:
         folders.append((PLUGINS["rldmcontrol"], []))
+    if multiagent:
+        folders += [(PLUGINS["rlvmas"], []), (PLUGINS["rlpettingzoo"], ["mpe"])]
     session.install(*_pip_args(_merged_closure(folders)), *EXAMPLE_REQUIREMENTS, *extra)
 
 
@@ -259,6 +282,11 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- envs.py buffers.py`` re-runs some scripts and keeps the other sections.
     """
     _install_everything(
-        session, "stable-baselines3>=2.3", "cpprb==11.0.0", kernel=True, dmcontrol=True
+        session,
+        "stable-baselines3>=2.3",
+        "cpprb==11.0.0",
+        kernel=True,
+        dmcontrol=True,
+        multiagent=True,
     )
     session.run("python", "benchmarks/run_all.py", *session.posargs, env={"MUJOCO_GL": "disable"})

@@ -21,8 +21,9 @@ over seeds of the per-seed wall-clock ratios rlblocks/SB3 (target <= 0.7x) and
 rlblocks/floor (target <= 1.15x), and rlblocks' return on every seed (target: 475 on
 CartPole-v1, -200 on Pendulum-v1).
 
-Algorithms (``--algos``; by default those no setting covers: td3, ddpg, a2c) train at the
-example's defaults and are checked for their return only. They run first and share the
+Algorithms (``--algos``; by default those no setting covers: td3, ddpg, a2c and the
+multi-agent examples whose backend plugin is installed) train at the example's defaults and
+are checked for their return only. They run first and share the
 cores (``--jobs``): their returns do not depend on load, their wall-clock does.
 
 ``--total-frames-override N`` is a smoke-test aid: every run trains N frames, and the
@@ -62,7 +63,22 @@ TARGETS = {
     "td3": ("td3.py", "Pendulum-v1", 30_000, -200.0),
     "ddpg": ("ddpg.py", "Pendulum-v1", 30_000, -200.0),
     "a2c": ("a2c.py", "CartPole-v1", 200_000, 475.0),
+    # Multi-agent, mean over envs (and agents) of each env's first episode return. VMAS
+    # navigation (3 agents, episodes end when all are on their goals or after 100 steps):
+    # random actions -0.5 to 0.0, standing still 0.0. MPE simple_spread (3 agents, 25
+    # steps), team return = the agents' mean reward summed: random actions about -26, an
+    # untrained greedy policy about -50.
+    "mappo_vmas": ("mappo_vmas.py", "navigation", 60_000, 2.5),
+    "masac_vmas": ("masac_vmas.py", "navigation", 100_000, 2.5),
+    "vdn_pettingzoo": ("qmix_pettingzoo.py", "mpe2.simple_spread_v3", 100_000, -22.0),
 }
+# The plugin each multi-agent example needs: it runs by default only where it is installed.
+NEEDS_PLUGIN = {
+    "mappo_vmas": "rlblocks.vmas",
+    "masac_vmas": "rlblocks.vmas",
+    "vdn_pettingzoo": "rlblocks.pettingzoo",
+}
+DEFAULT_ALGOS = ["td3", "ddpg", "a2c", *NEEDS_PLUGIN]
 
 
 @dataclass(frozen=True)
@@ -394,8 +410,8 @@ def main() -> int:
         "--algos",
         nargs="+",
         choices=list(TARGETS),
-        help="untimed runs at the example's defaults (default: td3 ddpg a2c, "
-        "unless only --settings is given)",
+        help="untimed runs at the example's defaults (default: td3 ddpg a2c and the "
+        "multi-agent examples, unless only --settings is given)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument(
@@ -420,7 +436,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.settings is None and args.algos is None:
-        args.settings, args.algos = list(SETTINGS), ["td3", "ddpg", "a2c"]
+        args.settings, args.algos = list(SETTINGS), DEFAULT_ALGOS
+    for algo, module in NEEDS_PLUGIN.items():
+        if algo in (args.algos or []) and importlib.util.find_spec(module) is None:
+            print(f"{algo}: skipped, {module} is not installed (see docs/multiagent.md)")
+            args.algos = [a for a in args.algos if a != algo]
     settings, algos = args.settings or [], args.algos or []
     threads = torch_default_threads() if args.threads == "default" else args.threads
     smoke = args.total_frames_override is not None

@@ -18,6 +18,7 @@ import gymnasium as gym
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
 from torch import nn
 from tqdm import tqdm
 
@@ -110,10 +111,22 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int) -> float:
         env.set_seed(seed + 10_000)  # never the training seeds
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
             traj = env.rollout(max_steps, policy, break_when_any_done=False)
-    reward, done = traj["next", "reward"], traj["next", "done"]
+    return first_episode_return(traj, "reward")
+
+
+def first_episode_return(trajectory: TensorDictBase, reward_key: NestedKey) -> float:
+    """Mean undiscounted return of each env's first episode in a rollout (time last).
+
+    Steps after an env's first ``done`` are left out, so an env that starts a second
+    episode within the rollout counts once. Per-agent rewards ``[*batch, T, n_agents, 1]``
+    are averaged over the agents.
+    """
+    reward, done = trajectory["next", reward_key], trajectory["next", "done"]
+    time = trajectory.batch_dims - 1
     # A step counts while no earlier step of its env was done.
-    before_end = (done.cumsum(-2) - done.int()) == 0
-    return (reward * before_end).sum(-2).mean().item()
+    before_end = ((done.cumsum(time) - done.int()) == 0).float()
+    before_end = before_end.reshape(*before_end.shape[:-1], *([1] * (reward.ndim - done.ndim)), 1)
+    return (reward * before_end).sum(time).mean().item()
 
 
 class Metrics:
@@ -176,9 +189,15 @@ def finish(
     policy: Policy,
     frames: int,
     modules: dict[str, nn.Module],
+    eval_return: float | None = None,
 ) -> float:
-    """Evaluate the final policy, save the checkpoint and the curve, print where they are."""
-    eval_return = evaluate(policy, args.env_id, args.eval_episodes, args.seed)
+    """Evaluate the final policy, save the checkpoint and the curve, print where they are.
+
+    ``eval_return`` is the evaluation of a script that scores its policy itself (on an env
+    that is not a gymnasium one); by default the policy is evaluated on ``args.env_id``.
+    """
+    if eval_return is None:
+        eval_return = evaluate(policy, args.env_id, args.eval_episodes, args.seed)
     logger.log_scalar("eval/return", eval_return, step=frames)
     logger.close()
     run_dir = logger.log_dir

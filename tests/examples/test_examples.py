@@ -24,6 +24,12 @@ SHORT = {
     "td3.py": "--total-frames 300 --learning-starts 200",
     "ddpg.py": "--total-frames 300 --learning-starts 200",
     "iql_offline.py": "--total-frames 512 --dataset-frames 400",
+    "mappo_vmas.py": "--total-frames 400 --num-envs 4 --num-steps 100 --max-steps 20 "
+    "--update-epochs 1 --minibatch-size 200",
+    "qmix_pettingzoo.py": "--total-frames 600 --num-envs 2 --frames-per-batch 100 "
+    "--learning-starts 300 --gradient-steps 2 --batch-size 32",
+    "masac_vmas.py": "--total-frames 400 --num-envs 4 --frames-per-batch 80 --max-steps 20 "
+    "--learning-starts 160 --gradient-steps 2 --batch-size 32",
 }
 
 # Flags that change an example only when given (benchmarks/learning.py's settings use them),
