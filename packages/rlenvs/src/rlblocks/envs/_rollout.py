@@ -94,7 +94,13 @@ class TrajectoryStorage:
                         f"rollout: step {t} lacks the entry {key!r} present at step 0; the "
                         f"env and policy must write the same keys at every step"
                     )
-        torch._foreach_copy_(targets, values)
+        if torch.is_grad_enabled() and any(v.requires_grad for v in values):
+            # A policy's outputs that require grad keep their graph in the trajectory, as
+            # plain copies do; autograd's foreach copy would also mark the integer buffers.
+            for target, value in zip(targets, values):
+                target.copy_(value)
+        else:
+            torch._foreach_copy_(targets, values)
 
     def result(self, steps: int) -> TensorDictBase:
         """The recorded trajectory of ``steps`` steps, batch size ``[*batch, steps]``."""
