@@ -14,7 +14,7 @@ from rlblocks.objectives._losses.base import check_distance, distance_loss
 from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
 from rlblocks.objectives.errors import ShapeMismatchError
 
-__all__ = ["DQNLoss", "select_action_values"]
+__all__ = ["DQNLoss", "select_action_values", "values_only"]
 
 
 def select_action_values(owner: str, values: Tensor, action: Tensor) -> Tensor:
@@ -33,6 +33,12 @@ def select_action_values(owner: str, values: Tensor, action: Tensor) -> Tensor:
         f"{list(values.shape)}; expected a one-hot action {list(values.shape)} or an index "
         f"{list(batch)} / {[*batch, 1]}"
     )
+
+
+def values_only(network: TensorDictModuleBase) -> TensorDictModuleBase:
+    """The part of ``network`` that writes the action values: a ``QValueActor``'s
+    ``action_value_module`` (its greedy action is not needed here), else ``network``."""
+    return getattr(network, "action_value_module", network)
 
 
 class DQNLoss(OffPolicyLoss):
@@ -86,13 +92,14 @@ class DQNLoss(OffPolicyLoss):
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         key = self._keys.action_value
-        values = self.value_network(tensordict.copy()).get(key)
+        value_net = values_only(self.value_network)
+        values = value_net(tensordict.copy()).get(key)
         pred = select_action_values("DQNLoss", values, tensordict.get(self._keys.action))
         with torch.no_grad():
-            target_net = self._target("value_network", self.delay_value)
+            target_net = values_only(self._target("value_network", self.delay_value))
             next_values = target_net(self._with_action(tensordict, None, nested=True)).get(key)
             if self.double_dqn:
-                online = self.value_network(self._with_action(tensordict, None, nested=True))
+                online = value_net(self._with_action(tensordict, None, nested=True))
                 best = online.get(key).argmax(-1, keepdim=True)
             else:
                 best = next_values.argmax(-1, keepdim=True)

@@ -21,7 +21,7 @@ from rlblocks.objectives._losses.base import (
     merge_network_keys,
     next_key,
 )
-from rlblocks.objectives._losses.dqn import select_action_values
+from rlblocks.objectives._losses.dqn import select_action_values, values_only
 from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
 from rlblocks.objectives.modules._actors import QValueModule
@@ -193,7 +193,7 @@ class QMixerLoss(OffPolicyLoss):
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self._keys
-        values = self.local_value_network(tensordict.copy()).get(keys.action_value)
+        values = values_only(self.local_value_network)(tensordict.copy()).get(keys.action_value)
         chosen = self._chosen_values(values, tensordict.get(keys.action))
         mixer_in = tensordict.copy()
         mixer_in.set(keys.local_value, chosen)
@@ -201,7 +201,7 @@ class QMixerLoss(OffPolicyLoss):
         self._check_team_value(tensordict, pred)
         with torch.no_grad():
             next_td = tensordict.get(NEXT).copy()
-            local_target = self._target("local_value_network", self.delay_value)
+            local_target = values_only(self._target("local_value_network", self.delay_value))
             next_values = local_target(next_td).get(keys.action_value)
             if self._action_mask_key is not None:
                 mask = next_td.get(self._action_mask_key).bool()

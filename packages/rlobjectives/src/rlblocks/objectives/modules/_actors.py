@@ -470,6 +470,12 @@ class QValueActor(TensorDictSequential):
         self.action_space = qmodule.action_space
         self.action_value_key = action_value_key
 
+    @property
+    def action_value_module(self) -> TensorDictModuleBase:
+        """The network alone, writing ``action_value_key`` (no greedy action): what a loss
+        that reads only the per-action values calls (DQN's online and target values)."""
+        return self[0]
+
 
 class ActorValueOperator(TensorDictSequential):
     """A shared trunk feeding a policy head and a value head.
