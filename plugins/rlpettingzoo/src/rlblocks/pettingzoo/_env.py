@@ -178,6 +178,7 @@ class PettingZooWrapper(EnvBase):
                 )
             )
         self.group_map = groups
+        self._group_names = frozenset(groups)
         self._where = {a: (lay, i) for lay in self._layouts for i, a in enumerate(lay.agents)}
         self._masked = [lay for lay in self._layouts if lay.has_action_mask and lay.discrete]
         self._num_agents = len(agents)
@@ -265,6 +266,7 @@ class PettingZooWrapper(EnvBase):
                 f"{type(self).__name__}.step(): the episode is over (or was never started); "
                 f"call reset() first (rollout, step_and_maybe_reset and the collectors do)"
             )
+        self._reject_stray_actions(tensordict)  # before the env is stepped
         step = self._step_parallel if self.parallel else self._step_aec
         rewards = step(tensordict)
         over, terminated = self._episode_end()
@@ -401,16 +403,17 @@ class PettingZooWrapper(EnvBase):
             group.set(ACTION, index)
         return tensordict
 
-    def _check_action(self, tensordict: TensorDictBase) -> None:
+    def _reject_stray_actions(self, tensordict: TensorDictBase) -> None:
+        """Raise if a sub-TensorDict other than a group holds an action (an agent's action
+        written under its own name, or under a group this env does not have)."""
         for key, value in top_items(tensordict):
-            if key == NEXT or key in self._group_map or not isinstance(value, TensorDictBase):
+            if key == NEXT or key in self._group_names or not isinstance(value, TensorDictBase):
                 continue
             if ACTION in value.keys():
                 raise self._stray_action(key)
-        super()._check_action(tensordict)
 
     def _stray_action(self, key: str) -> InvalidActionError:
-        owner, groups = type(self).__name__, self._group_map
+        owner, groups = type(self).__name__, self.group_map
         where = self._where.get(key)
         if where is not None:
             lay, row = where
@@ -428,7 +431,7 @@ class PettingZooWrapper(EnvBase):
 
     def __repr__(self) -> str:
         api = "parallel" if self.parallel else "AEC"
-        return f"{type(self).__name__}({api}, group_map={self._group_map}, device={self.device})"
+        return f"{type(self).__name__}({api}, group_map={self.group_map}, device={self.device})"
 
 
 class PettingZooEnv(PettingZooWrapper):
@@ -503,7 +506,7 @@ class PettingZooEnv(PettingZooWrapper):
     def __repr__(self) -> str:
         return (
             f"PettingZooEnv({self.task!r}, parallel={self.parallel}, "
-            f"group_map={self._group_map}, device={self.device})"
+            f"group_map={self.group_map}, device={self.device})"
         )
 
 
