@@ -257,7 +257,6 @@ class PettingZooWrapper(EnvBase):
             lay.reset()
             lay.observe(observations, infos)
         self._episode_over = False
-        self._done_hint = None
         return self._output(None, False, False)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
