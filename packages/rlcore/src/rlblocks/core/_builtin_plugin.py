@@ -10,7 +10,7 @@ from rlblocks.core.hookspecs import hookimpl
 
 @hookimpl
 def rlblocks_loggers() -> Mapping[str, Callable[..., Any]]:
-    from rlblocks.core import loggers
+    import rlblocks.core.loggers as loggers  # imported on use: it is the heaviest module
 
     return {
         "csv": loggers.CSVLogger,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from rlblocks.core import hookspecs
+import rlblocks.core.hookspecs as hookspecs
 from rlblocks.core._segment_tree import SegmentTreeProvider
 from rlblocks.core.errors import (
     PluginConflictError,
@@ -136,7 +136,7 @@ class _Registry:
     def _new_manager(self) -> pluggy.PluginManager:
         import pluggy
 
-        from rlblocks.core import _builtin_plugin
+        import rlblocks.core._builtin_plugin as _builtin_plugin
         from rlblocks.core._version import __version__
 
         pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
