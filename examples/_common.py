@@ -95,9 +95,10 @@ def progress(args: argparse.Namespace) -> tqdm:
     return tqdm(total=args.total_frames, unit="frames", disable=args.no_progress, ncols=100)
 
 
-def episode_returns(batch: TensorDictBase) -> torch.Tensor:
-    """Returns of the episodes that ended in ``batch`` (written by ``RewardSum``)."""
-    return batch["next", "episode_reward"][batch["next", "done"]]
+def episode_returns(batch: TensorDictBase, key: NestedKey = "episode_reward") -> torch.Tensor:
+    """Returns of the episodes that ended in ``batch`` (written by ``RewardSum`` at ``key``;
+    per agent ``[episodes, n_agents, 1]`` for a group's sums)."""
+    return batch["next", key][batch["next", "done"].squeeze(-1)]
 
 
 def evaluate(policy: Policy, env_id: str, episodes: int, seed: int) -> float:
@@ -148,9 +149,16 @@ class Metrics:
         return means
 
 
-def log_episodes(logger: CSVLogger, bar: tqdm, batch: TensorDictBase, frames: int) -> None:
-    """Log the mean return of the episodes finished in ``batch`` and show it on the bar."""
-    returns = episode_returns(batch)
+def log_episodes(
+    logger: CSVLogger,
+    bar: tqdm,
+    batch: TensorDictBase,
+    frames: int,
+    key: NestedKey = "episode_reward",
+) -> None:
+    """Log the mean return of the episodes finished in ``batch`` (over agents too, for a
+    group's sums at ``key``) and show it on the bar."""
+    returns = episode_returns(batch, key)
     if returns.numel():
         mean = returns.mean().item()
         logger.log_scalar("train/episode_return", mean, step=frames)

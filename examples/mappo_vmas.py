@@ -15,7 +15,16 @@ return (an episode ends when every agent is on its goal, or after 100 steps).
 from __future__ import annotations
 
 import torch
-from _common import Metrics, base_parser, finish, first_episode_return, progress, setup, update_step
+from _common import (
+    Metrics,
+    base_parser,
+    finish,
+    first_episode_return,
+    log_episodes,
+    progress,
+    setup,
+    update_step,
+)
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 
@@ -113,12 +122,7 @@ for batch in collector:
         approx_kl=out["kl_approx"],
     )
     metrics.flush(logger, frames)
-    done = batch["next", "done"].squeeze(-1)
-    if done.any():  # mean over agents of the returns of the episodes that ended
-        returns = batch["next", "agents", "episode_reward"][done].mean().item()
-        logger.log_scalar("train/episode_return", returns, step=frames)
-        bar.set_postfix(episode_return=f"{returns:.2f}")
-    bar.update(batch.numel())
+    log_episodes(logger, bar, batch, frames, ("agents", "episode_reward"))  # mean over agents
 bar.close()
 collector.shutdown()
 

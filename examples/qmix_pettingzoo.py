@@ -15,7 +15,16 @@ env, greedy.
 from __future__ import annotations
 
 import torch
-from _common import Metrics, base_parser, finish, first_episode_return, progress, setup, update_step
+from _common import (
+    Metrics,
+    base_parser,
+    finish,
+    first_episode_return,
+    log_episodes,
+    progress,
+    setup,
+    update_step,
+)
 from tensordict.nn import TensorDictSequential
 from torch import nn
 
@@ -23,7 +32,7 @@ from rlblocks.buffers import LazyTensorStorage, TensorDictReplayBuffer
 from rlblocks.collectors import SyncDataCollector
 from rlblocks.core import ExplorationType, set_exploration_type
 from rlblocks.core.specs import Categorical
-from rlblocks.envs import SerialEnv
+from rlblocks.envs import RewardSum, SerialEnv, TransformedEnv
 from rlblocks.objectives import QMixerLoss, SoftUpdate
 from rlblocks.objectives.modules import EGreedyModule, MultiAgentMLP, QMixer, QValueActor, VDNMixer
 from rlblocks.pettingzoo import PettingZooEnv
@@ -61,7 +70,8 @@ def make_env() -> PettingZooEnv:
                          continuous_actions=False, return_state=True)  # fmt: skip
 
 
-env = SerialEnv(args.num_envs, make_env)
+reward_sums = RewardSum(in_keys=[("agents", "reward")])  # each agent's episode return
+env = TransformedEnv(SerialEnv(args.num_envs, make_env), reward_sums)
 env.set_seed(args.seed)
 obs_dim = env.full_observation_spec["agents", "observation"].shape[-1]
 n_actions = env.full_action_spec["agents", "action"].n
@@ -115,12 +125,7 @@ for batch in collector:
             target_updater.step()
         metrics.add(td_loss=out["loss_qvalue"], epsilon=explore.eps)
         metrics.flush(logger, frames)
-    done = batch["next", "done"]
-    if done.any():  # team returns of the episodes that ended (mean reward x episode length)
-        returns = (team_reward.sum() / done.sum()).item()
-        logger.log_scalar("train/episode_return", returns, step=frames)
-        bar.set_postfix(episode_return=f"{returns:.1f}")
-    bar.update(batch.numel())
+    log_episodes(logger, bar, batch, frames, ("agents", "episode_reward"))  # the team's
 bar.close()
 collector.shutdown()
 
