@@ -109,6 +109,40 @@ def compare_at_thread_counts(
             results[f"{key}@{threads}"] = (ratio, target)
 
 
+def compare_rates_at_thread_counts(
+    results: dict[str, tuple[float, Target]],
+    key: str,
+    name: str,
+    ours: Callable[[], object],
+    ref: Callable[[], object],
+    count: int,
+    unit: str,
+    repeat: int,
+    target: Target | str,
+    *,
+    speed_ratio: bool = False,
+) -> None:
+    """Both sides' rates (``count`` ``unit`` per run) and their ratio, at each of
+    :func:`thread_counts`: the median over interleaved rounds (after a warm-up) of
+    ``time(ours) / time(ref)``, or with ``speed_ratio`` of its inverse (higher is better).
+    Recorded in ``results`` as ``key@threads`` when ``target`` is a :class:`Target`."""
+    for threads in thread_counts():
+        with torch_threads(threads):
+            ours()
+            ref()
+            rounds = [(timed(ours), timed(ref)) for _ in range(repeat)]
+        ratio = statistics.median(r / o if speed_ratio else o / r for o, r in rounds)
+        ours_rate = count / statistics.median(o for o, _ in rounds)
+        ref_rate = count / statistics.median(r for _, r in rounds)
+        print(
+            f"{name + f', {threads} thr':<58} {ours_rate:>10,.0f} vs {ref_rate:>10,.0f} {unit}"
+            f"  {ratio:5.2f}x   target {target}",
+            flush=True,
+        )
+        if isinstance(target, Target):
+            results[f"{key}@{threads}"] = (ratio, target)
+
+
 def missed_targets(results: dict[str, tuple[float, Target]]) -> str:
     """The closing verdict line: ``targets all met`` or the names of the missed ones."""
     missed = [key for key, (ratio, target) in results.items() if not target.met(ratio)]

@@ -25,7 +25,6 @@ the ``pettingzoo`` package.)
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -35,12 +34,11 @@ import torch
 from _timing import (
     Replay,
     Target,
+    compare_rates_at_thread_counts,
     missed_targets,
     replay_rollout,
     thread_counts,
     threads_label,
-    timed,
-    torch_threads,
 )
 
 N_AGENTS, MAX_CYCLES = 3, 25
@@ -79,36 +77,6 @@ def step_loop(env: Any, actions: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def compare_steps(
-    results: dict[str, tuple[float, Target]],
-    key: str,
-    name: str,
-    ours: Callable[[], object],
-    ref: Callable[[], object],
-    steps: int,
-    repeat: int,
-    target: Target | str,
-) -> None:
-    """Steps/s of both sides and the time ratio ours / ref (median over interleaved
-    rounds), at each of :func:`thread_counts`; recorded as ``key@threads`` when
-    ``target`` is a :class:`Target`."""
-    for threads in thread_counts():
-        with torch_threads(threads):
-            ours()
-            ref()
-            rounds = [(timed(ours), timed(ref)) for _ in range(repeat)]
-        ratio = statistics.median(o / r for o, r in rounds)
-        ours_sps = steps / statistics.median(o for o, _ in rounds)
-        ref_sps = steps / statistics.median(r for _, r in rounds)
-        print(
-            f"{name + f', {threads} thr':<58} {ours_sps:>8,.0f} vs {ref_sps:>8,.0f} steps/s"
-            f"  {ratio:5.2f}x   target {target}",
-            flush=True,
-        )
-        if isinstance(target, Target):
-            results[f"{key}@{threads}"] = (ratio, target)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20_000, help="steps per loop")
@@ -140,23 +108,25 @@ def main() -> int:
     raw_actions = [dict(zip(agents, row)) for row in draws.tolist()]
     results: dict[str, tuple[float, Target]] = {}
     try:
-        compare_steps(
+        compare_rates_at_thread_counts(
             results,
             "rollout",
             "a. env.rollout(policy=replay) / raw step loop",
             rollout(ours, actions),
             raw_loop(raw, raw_actions),
             steps,
+            "steps/s",
             args.repeat,
             Target(1.5),
         )
-        compare_steps(
+        compare_rates_at_thread_counts(
             results,
             "step",
             "b. env.step + env.step_mdp loop / raw step loop",
             step_loop(ours, actions),
             raw_loop(raw, raw_actions),
             steps,
+            "steps/s",
             args.repeat,
             "(info)",
         )

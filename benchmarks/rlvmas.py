@@ -25,7 +25,6 @@ package.)
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,12 +33,11 @@ import torch
 from _timing import (
     Replay,
     Target,
+    compare_rates_at_thread_counts,
     missed_targets,
     replay_rollout,
     thread_counts,
     threads_label,
-    timed,
-    torch_threads,
 )
 
 SCENARIO = "navigation"
@@ -71,34 +69,6 @@ def step_loop(env: Any, actions: torch.Tensor) -> Callable[[], None]:
 
 def rollout(env: Any, actions: torch.Tensor) -> Callable[[], None]:
     return replay_rollout(env, len(actions), Replay(actions, GROUP_ACTION))
-
-
-def compare_fps(
-    results: dict[str, tuple[float, Target]],
-    key: str,
-    name: str,
-    ours: Callable[[], object],
-    ref: Callable[[], object],
-    frames: int,
-    repeat: int,
-    target: Target,
-) -> None:
-    """Frames/s of both sides and their ratio (median over interleaved rounds), at each
-    of :func:`thread_counts`; the ratio is recorded in ``results`` as ``key@threads``."""
-    for threads in thread_counts():
-        with torch_threads(threads):
-            ours()
-            ref()
-            rounds = [(timed(ours), timed(ref)) for _ in range(repeat)]
-        ratio = statistics.median(r / o for o, r in rounds)
-        ours_fps = frames / statistics.median(o for o, _ in rounds)
-        ref_fps = frames / statistics.median(r for _, r in rounds)
-        print(
-            f"{name + f', {threads} thr':<56} {ours_fps:>10,.0f} vs {ref_fps:>10,.0f} frames/s"
-            f"  {ratio:5.2f}x   target {target}",
-            flush=True,
-        )
-        results[f"{key}@{threads}"] = (ratio, target)
 
 
 def main() -> int:
@@ -134,25 +104,29 @@ def main() -> int:
     frames = n * steps
     results: dict[str, tuple[float, Target]] = {}
     target = Target(0.8, at_least=True)
-    compare_fps(
+    compare_rates_at_thread_counts(
         results,
         "step",
         "a. env.step + env.step_mdp / bare env.step",
         step_loop(ours, actions),
         raw_loop(raw, raw_actions),
         frames,
+        "frames/s",
         args.repeat,
         target,
+        speed_ratio=True,
     )
-    compare_fps(
+    compare_rates_at_thread_counts(
         results,
         "rollout",
         "b. env.rollout(policy=replay) / bare env.step",
         rollout(ours, actions),
         raw_loop(raw, raw_actions),
         frames,
+        "frames/s",
         args.repeat,
         target,
+        speed_ratio=True,
     )
     print(f"\n{missed_targets(results)}")
     return 0
