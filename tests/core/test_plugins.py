@@ -52,7 +52,7 @@ def test_fixture_plugins_are_installed():
 
 def test_entry_point_components_are_discovered_with_their_distribution():
     by_kind = {c.kind: c for c in rc.list_components() if c.distribution == GOOD}
-    assert set(by_kind) == {"env_backend", "loss", "sampler", "logger", "segment_tree"}
+    assert set(by_kind) == {"env_backend", "loss", "sampler", "logger", "segment_tree", "dataset"}
     loss = by_kind["loss"]
     assert (loss.name, loss.plugin, loss.version) == ("toy_loss", "testplugin_good", "0.0.1")
     assert "toy" in rc.list_env_backends()
@@ -60,6 +60,7 @@ def test_entry_point_components_are_discovered_with_their_distribution():
     assert "toy_sampler" in rc.list_samplers()
     assert "toy_logger" in rc.list_loggers()
     assert "toy_tree" in rc.list_segment_tree_providers()
+    assert "toy_data" in rc.list_dataset_formats()
 
 
 def test_core_loggers_are_registered_as_plugins():
@@ -74,6 +75,8 @@ def test_make_functions_build_the_registered_components():
     assert rc.make_loss("toy_loss", gamma=0.9).kwargs == {"gamma": 0.9}
     assert rc.make_sampler("toy_sampler", alpha=0.6).kwargs == {"alpha": 0.6}
     assert rc.make_logger("toy_logger", exp_name="x").kwargs == {"exp_name": "x"}
+    data = rc.make_dataset("toy_data:pendulum/medium-v0", batch_size=8)
+    assert (data.dataset_id, data.kwargs) == ("pendulum/medium-v0", {"batch_size": 8})
 
 
 def reload_warnings(lookup, *plugins: str) -> tuple[list[list[str]], object]:
@@ -171,6 +174,13 @@ def test_unknown_name_suggests_close_matches_and_lists_installed():
 def test_make_env_needs_backend_and_id():
     with pytest.raises(ValueError, match="'<backend>:<env_id>'.*'CartPole-v1'"):
         rc.make_env("CartPole-v1")
+
+
+def test_make_dataset_needs_format_and_id_and_names_installed_formats():
+    with pytest.raises(ValueError, match="'<format>:<dataset_id>'.*'hopper-v2'.*toy_data"):
+        rc.make_dataset("hopper-v2")
+    with pytest.raises(UnknownComponentError, match="Installed dataset formats: .*toy_data"):
+        rc.make_dataset("nonexistent:hopper-v2")
 
 
 def test_make_env_errors_from_the_backend_name_the_request():

@@ -43,10 +43,12 @@ __all__ = [
     "plugin_failures",
     "get_component",
     "make_env",
+    "make_dataset",
     "make_loss",
     "make_sampler",
     "make_logger",
     "list_env_backends",
+    "list_dataset_formats",
     "list_losses",
     "list_samplers",
     "list_loggers",
@@ -63,6 +65,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "env_backend": ("rlblocks_env_backends", "env backends", "rlblocks-envs[gymnasium]"),
     "loss": ("rlblocks_losses", "losses", "rlblocks-objectives"),
     "sampler": ("rlblocks_samplers", "samplers", "rlblocks-buffers"),
+    "dataset": ("rlblocks_datasets", "dataset formats", "rlblocks-minari or rlblocks-d4rl"),
     "logger": ("rlblocks_loggers", "loggers", "rlblocks-core"),
     "segment_tree": (
         "rlblocks_segment_tree_providers",
@@ -407,6 +410,38 @@ def make_env(env: str, **kwargs: Any) -> Any:
     )
 
 
+def make_dataset(dataset: str, **kwargs: Any) -> Any:
+    """Open an offline dataset from ``"<format>:<dataset_id>"`` as a replay buffer.
+
+    Args:
+        dataset: Format and dataset id, e.g. ``"minari:mujoco/hopper/expert-v0"`` or
+            ``"d4rl:hopper-medium-v2"``.
+        **kwargs: Passed to the format's factory (``batch_size``, ``sampler``, ...).
+
+    Returns:
+        The replay buffer the format builds over the dataset.
+
+    Raises:
+        ValueError: ``dataset`` has no ``":"``.
+        UnknownComponentError: No dataset format has that name.
+
+    Example:
+        >>> data = make_dataset("minari:pendulum/medium-v0", batch_size=256)  # doctest: +SKIP
+    """
+    if not isinstance(dataset, str) or ":" not in dataset:
+        raise ValueError(
+            f"make_dataset expects '<format>:<dataset_id>', e.g. 'minari:pendulum/medium-v0', "
+            f"got {dataset!r}. Installed formats: {', '.join(list_dataset_formats()) or 'none'}."
+        )
+    fmt, dataset_id = dataset.split(":", 1)
+    return _build(
+        "dataset",
+        fmt,
+        lambda f: f(dataset_id, **kwargs),
+        f"dataset {dataset!r} with kwargs {kwargs}",
+    )
+
+
 def make_loss(name: str, **kwargs: Any) -> Any:
     """Create the loss registered as ``name`` (e.g. ``"ppo"``) with ``kwargs``."""
     return _build("loss", name, lambda f: f(**kwargs), f"loss {name!r} with kwargs {kwargs}")
@@ -439,6 +474,11 @@ def list_losses() -> list[str]:
 def list_samplers() -> list[str]:
     """Names accepted by :func:`make_sampler`."""
     return _names("sampler")
+
+
+def list_dataset_formats() -> list[str]:
+    """Names usable before the ``:`` in :func:`make_dataset`."""
+    return _names("dataset")
 
 
 def list_loggers() -> list[str]:

@@ -106,6 +106,21 @@ def rlblocks_samplers() -> Mapping[str, Callable[..., Any]]:
 
 
 @hookspec
+def rlblocks_datasets() -> Mapping[str, Callable[..., Any]]:
+    """Provide offline dataset formats.
+
+    Returns:
+        ``{format_name: factory}``. ``make_dataset("<format_name>:<dataset_id>", **kwargs)``
+        calls ``factory(dataset_id, **kwargs)`` and returns what it returns: a replay buffer
+        over the dataset (``rlblocks.buffers.DatasetReplayBuffer`` or one with its API). The
+        factory raises a clear error for a dataset it cannot find, naming where it looked.
+
+    How results combine:
+        Merged across plugins; a format name claimed twice raises ``PluginConflictError``.
+    """
+
+
+@hookspec
 def rlblocks_segment_tree_providers() -> Mapping[str, SegmentTreeProvider]:
     """Provide segment-tree implementations used by prioritized sampling.
 
