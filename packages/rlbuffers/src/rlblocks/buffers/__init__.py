@@ -11,6 +11,11 @@ numpy fallback registered here (``rlblocks.core.active_segment_tree_provider()``
 from __future__ import annotations
 
 from rlblocks.buffers._collate import default_collate
+from rlblocks.buffers._datasets import (
+    DATASET_CACHE_ENV_VAR,
+    DatasetReplayBuffer,
+    dataset_cache_root,
+)
 from rlblocks.buffers._prioritized import PrioritizedSampler
 from rlblocks.buffers._replay_buffers import ReplayBuffer
 from rlblocks.buffers._samplers import RandomSampler, Sampler, SamplerWithoutReplacement
@@ -29,6 +34,10 @@ from rlblocks.buffers.errors import (
     BufferConfigError,
     BufferIndexError,
     CheckpointError,
+    DatasetError,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    DatasetSpecError,
     DiskFullError,
     EmptyBufferError,
     NotShareableError,
@@ -44,6 +53,10 @@ __all__ = [
     "TensorDictReplayBuffer",
     "PrioritizedReplayBuffer",
     "TensorDictPrioritizedReplayBuffer",
+    # offline datasets
+    "DatasetReplayBuffer",
+    "dataset_cache_root",
+    "DATASET_CACHE_ENV_VAR",
     # storages
     "Storage",
     "ListStorage",
@@ -75,4 +88,8 @@ __all__ = [
     "CheckpointError",
     "NotShareableError",
     "DiskFullError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetFormatError",
+    "DatasetSpecError",
 ]

@@ -18,6 +18,10 @@ __all__ = [
     "CheckpointError",
     "NotShareableError",
     "DiskFullError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetFormatError",
+    "DatasetSpecError",
 ]
 
 
@@ -55,3 +59,19 @@ class NotShareableError(ReplayBufferError, TypeError):
 
 class DiskFullError(ReplayBufferError, OSError):
     """A memory-mapped storage's file does not fit on its disk; nothing was written."""
+
+
+class DatasetError(ReplayBufferError):
+    """Base class of the errors raised while opening or using an offline dataset."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """No dataset of that id where the format looked; the message says where and how to fix."""
+
+
+class DatasetFormatError(DatasetError, ValueError):
+    """A dataset file is corrupt, truncated or not in the expected layout (file and key named)."""
+
+
+class DatasetSpecError(DatasetError, ValueError):
+    """A dataset's keys, shapes or dtypes do not match an environment's specs."""
