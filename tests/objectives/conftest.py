@@ -14,8 +14,10 @@ from rlblocks.core.specs import Bounded, Categorical, OneHot
 from rlblocks.objectives.modules import (
     MLP,
     Actor,
+    DTActor,
     MultiAgentMLP,
     OneHotCategorical,
+    OnlineDTActor,
     ProbabilisticActor,
     QMixer,
     QValueModule,
@@ -27,6 +29,17 @@ OBS, ACT = 3, 2
 # A group of discrete agents (QMIX/VDN): agents, actions per agent, global state size.
 N_AGENTS, N_ACTIONS, STATE = 2, 3, 4
 GROUP = "agents"
+
+
+class _Discriminator(nn.Module):
+    """A probability from a logit, as TorchRL's GAIL discriminator writes it."""
+
+    def __init__(self, in_features):
+        super().__init__()
+        self.logit = MLP(in_features, 1, num_cells=[8])
+
+    def forward(self, observation, action):
+        return torch.sigmoid(self.logit(observation, action))
 
 
 class Build:
@@ -81,6 +94,25 @@ class Build:
         return TensorDictModule(
             nn.Linear(OBS, n), in_keys=["observation"], out_keys=["action_value"]
         )
+
+    @staticmethod
+    def discriminator(seed=5):
+        """GAIL's ``D(s, a) = sigmoid(MLP(observation, action))``, writing ``d_logits``; the
+        logit is ``module.logit(obs, act)``."""
+        torch.manual_seed(seed)
+        return TensorDictModule(
+            _Discriminator(OBS + ACT), in_keys=["observation", "action"], out_keys=["d_logits"]
+        )
+
+    @staticmethod
+    def gail_batch(shape=(6,), seed=0):
+        """:meth:`batch` (the expert's pairs at the root) plus as many policy pairs under
+        ``collector_observation``/``collector_action``, drawn elsewhere (TorchRL's layout)."""
+        g = torch.Generator().manual_seed(seed + 100)
+        td = Build.batch(shape, seed=seed)
+        td["collector_observation"] = torch.randn(*shape, OBS, generator=g) + 1.0
+        td["collector_action"] = torch.rand(*shape, ACT, generator=g) * 1.8 - 0.9
+        return td
 
     @staticmethod
     def batch(shape=(6,), action=None, seed=0):
@@ -168,6 +200,37 @@ class Build:
             },
             batch_size=shape,
         )
+
+    @staticmethod
+    def dt_actor(seed=0, mask=False, online=False, **settings):
+        """A tiny Decision Transformer actor (no dropout, a context of 4 steps) on a slice's
+        keys: ``DTActor`` writing ``action`` or, ``online``, ``OnlineDTActor`` under a
+        ``ProbabilisticActor`` (``Normal``). With ``mask`` it also reads
+        ``("collector", "mask")`` as its attention mask."""
+        torch.manual_seed(seed)
+        settings = {"n_embd": 8, "n_inner": 16, "n_layer": 1, "n_head": 2, "context_length": 4,
+                    "dropout": 0.0, **settings}  # fmt: skip
+        in_keys = {"observation": "observation", "action": "action", "return_to_go": "return_to_go"}
+        if mask:
+            in_keys["attention_mask"] = ("collector", "mask")
+        if online:
+            net = TensorDictModule(
+                OnlineDTActor(OBS, ACT, **settings), in_keys=in_keys, out_keys=["loc", "scale"]
+            )
+            return ProbabilisticActor(net, ["loc", "scale"], distribution_class=D.Normal)
+        return TensorDictModule(DTActor(OBS, ACT, **settings), in_keys=in_keys, out_keys=["action"])
+
+    @staticmethod
+    def dt_batch(shape=(2, 4), seed=0):
+        """Slices ``[B, T]`` of :meth:`batch`'s transitions with a ``return_to_go`` and a
+        ``("collector", "mask")`` that pads the last step of the first slice."""
+        td = Build.batch(shape, seed=seed)
+        g = torch.Generator().manual_seed(seed + 200)
+        td["return_to_go"] = torch.randn(*shape, 1, generator=g)
+        mask = torch.ones(shape, dtype=torch.bool)
+        mask[0, -1] = False
+        td["collector", "mask"] = mask
+        return td
 
     @staticmethod
     def tensors(td):

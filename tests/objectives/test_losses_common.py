@@ -16,8 +16,10 @@ from rlblocks.objectives import (
     ClipPPOLoss,
     CQLLoss,
     DDPGLoss,
+    DecisionTransformerLoss,
     DiscreteSACLoss,
     DQNLoss,
+    GAILLoss,
     HardUpdate,
     IDDPGLoss,
     IndependentQLoss,
@@ -29,12 +31,14 @@ from rlblocks.objectives import (
     MASACLoss,
     MissingInputError,
     ObjectiveConfigError,
+    OnlineDTLoss,
     PPOLoss,
     QMixerLoss,
     ReinforceLoss,
     SACLoss,
     ShapeMismatchError,
     SoftUpdate,
+    TD3BCLoss,
     TD3Loss,
     total_loss,
 )
@@ -141,6 +145,14 @@ CASES = {
     "discrete_sac": (discrete_sac, lambda b: discrete_batch(b, one_hot=True)),
     "iql": (iql, plain_batch),
     "bc": (lambda b: {"actor_network": b.gaussian_actor()}, plain_batch),
+    "td3bc": (lambda b: deterministic_with_q(b, "qvalue_network"), plain_batch),
+    "td3_bc": (lambda b: deterministic_with_q(b, "qvalue_network"), plain_batch),
+    # Slices [2, 4] of transitions with a return-to-go and a padding mask.
+    "dt": (lambda b: {"actor_network": b.dt_actor()}, lambda b: b.dt_batch()),
+    "decision_transformer": (lambda b: {"actor_network": b.dt_actor()}, lambda b: b.dt_batch()),
+    "online_dt": (lambda b: {"actor_network": b.dt_actor(online=True)}, lambda b: b.dt_batch()),
+    # The expert's pairs at the root, the policy's under collector_* (TorchRL's layout).
+    "gail": (lambda b: {"discriminator_network": b.discriminator()}, lambda b: b.gail_batch()),
     "mappo": (grouped_actor_critic, grouped_on_policy_batch),
     "ippo": (grouped_actor_critic, grouped_on_policy_batch),
     "maddpg": (lambda b: grouped_deterministic_with_q(b, "value_network"), grouped_batch),
@@ -170,6 +182,12 @@ EXPECTED_CLASSES = {
     "discrete_sac": DiscreteSACLoss,
     "iql": IQLLoss,
     "bc": BCLoss,
+    "td3bc": TD3BCLoss,
+    "td3_bc": TD3BCLoss,
+    "dt": DecisionTransformerLoss,
+    "decision_transformer": DecisionTransformerLoss,
+    "online_dt": OnlineDTLoss,
+    "gail": GAILLoss,
     "mappo": MAPPOLoss,
     "ippo": IPPOLoss,
     "maddpg": MADDPGLoss,
@@ -179,6 +197,11 @@ EXPECTED_CLASSES = {
     "idqn": IndependentQLoss,
     "qmixer": QMixerLoss,
 }
+
+# The losses that read no done flags (behavior cloning, GAIL, sequence models).
+FLAGLESS = ("bc", "gail", "dt", "decision_transformer", "online_dt")
+# The role of the action a loss reads, where it is not "action".
+ACTION_ROLES = {"gail": "expert_action"}
 
 
 def test_cases_cover_every_registered_loss():
@@ -226,7 +249,7 @@ def test_batch_without_terminated_reads_done_in_its_place(build, name):
     assert set(got.keys()) == set(expected.keys())
     for key in expected.keys():
         torch.testing.assert_close(got[key], expected[key], msg=f"{name}: {key}")
-    if name != "bc":  # every other loss reads the flags: a truncation changes its terms
+    if name not in FLAGLESS:  # the others read the flags: a truncation changes terms
         assert any(not torch.equal(original[k], expected[k]) for k in expected.keys())
 
 
@@ -235,13 +258,14 @@ def test_missing_key_error_names_need_missing_and_fix(build, name):
     kwargs, batch = CASES[name]
     loss = make_loss(name, **kwargs(build))
     td = batch(build)
-    key = loss.tensor_keys.action  # ("agents", "action") for a group's loss
+    role = ACTION_ROLES.get(name, "action")
+    key = getattr(loss.tensor_keys, role)  # ("agents", "action") for a group's loss
     del td[key]
     with pytest.raises(MissingInputError) as info:
         loss(td)
     message = str(info.value)
     assert f"lacks [{fmt_key(key)}]" in message
-    assert "needs the keys [" in message and "set_keys(action=" in message
+    assert "needs the keys [" in message and f"set_keys({role}=" in message
     assert key in loss.in_keys
 
 

@@ -31,6 +31,7 @@ def test_every_loss_is_registered_from_this_distribution():
     assert set(LOSS_NAMES.values()) >= {
         "ClipPPOLoss", "PPOLoss", "KLPENPPOLoss", "A2CLoss", "ReinforceLoss", "DQNLoss",
         "DDPGLoss", "TD3Loss", "SACLoss", "DiscreteSACLoss", "IQLLoss", "CQLLoss", "BCLoss",
+        "GAILLoss", "TD3BCLoss", "DecisionTransformerLoss", "OnlineDTLoss",
     }  # fmt: skip
 
 
@@ -39,6 +40,12 @@ def test_rlblocks_plugins_lists_the_losses(capsys):
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     listed = {row[1] for row in lines if row[:1] == ["loss"] and "rlblocks-objectives" in row}
     assert set(LOSS_NAMES) <= listed
+
+
+def test_torchrl_module_names_are_aliases():
+    assert LOSS_NAMES["td3_bc"] == LOSS_NAMES["td3bc"] == "TD3BCLoss"
+    assert LOSS_NAMES["dt"] == LOSS_NAMES["decision_transformer"] == "DecisionTransformerLoss"
+    assert objectives.DTLoss is objectives.DecisionTransformerLoss  # TorchRL's class name
 
 
 def test_unknown_name_suggests_the_close_one():

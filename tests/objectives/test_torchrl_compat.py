@@ -14,17 +14,20 @@ from torch import nn
 
 from rlblocks.core import ExplorationType, set_exploration_type
 from rlblocks.core.specs import Bounded, Categorical, Composite, Unbounded
-from rlblocks.objectives import DDPGLoss, DQNLoss, TD3Loss
+from rlblocks.objectives import DDPGLoss, DQNLoss, DTLoss, GAILLoss, TD3BCLoss, TD3Loss, total_loss
 from rlblocks.objectives.errors import ObjectiveConfigError
 from rlblocks.objectives.modules import (
     MLP,
     Actor,
     ActorCriticOperator,
     ConvNet,
+    DecisionTransformer,
+    DTActor,
     ProbabilisticActor,
     QValueActor,
     SafeModule,
     SquashDims,
+    TanhDelta,
     TanhNormal,
     ValueOperator,
 )
@@ -192,6 +195,148 @@ def test_dqn_diagnostics_are_per_sample(build):
     with torch.no_grad():
         q = actor.module[0].module(data["observation"])
     torch.testing.assert_close(out["pred_value"], q.gather(-1, data["action"][:, None])[:, 0])
+
+
+# -- GAIL -----------------------------------------------------------------------------
+
+
+def test_gail_keys_and_the_torchrl_example_recipe(build):
+    # TorchRL's sota-implementations/gail: expert pairs at the root, the collected batch's
+    # pairs added under the collector keys, then the discriminator's reward for PPO.
+    discriminator = build.discriminator()
+    discriminator_loss = GAILLoss(discriminator, use_grad_penalty=True, gp_lambda=10)
+    assert discriminator_loss.tensor_keys.as_dict() == {
+        "expert_observation": "observation",
+        "expert_action": "action",
+        "collector_observation": "collector_observation",
+        "collector_action": "collector_action",
+        "discriminator_pred": "d_logits",
+        "reward": "reward",
+    }
+    data = build.batch(shape=(8,))
+    expert_data = build.batch(shape=(4,), seed=1)
+    expert_data.set(
+        discriminator_loss.tensor_keys.collector_action, data["action"][: expert_data.batch_size[0]]
+    )
+    expert_data.set(
+        discriminator_loss.tensor_keys.collector_observation,
+        data["observation"][: expert_data.batch_size[0]],
+    )
+    d_loss = discriminator_loss(expert_data)
+    # TorchRL's "loss" (BCE + penalty) is total_loss(d_loss); its "gp_loss" is loss_gp.
+    assert "loss" not in d_loss.keys() and {"loss_discriminator", "loss_gp"} <= set(d_loss.keys())
+    total_loss(d_loss).backward()
+    assert all(p.grad is not None for p in discriminator.parameters())
+    with torch.no_grad():
+        d_rewards = -torch.log(1 - discriminator(data.clone())["d_logits"] + 1e-8)
+    discriminator_loss.reward(data)
+    torch.testing.assert_close(data["next", "reward"], d_rewards)
+
+
+# -- TD3+BC ---------------------------------------------------------------------------
+
+
+def test_td3bc_docstring_example_outputs_torchrl_entries():
+    spec, actor, qvalue = ddpg_modules()  # TorchRL's TD3BCLoss example builds the same
+    loss = TD3BCLoss(actor, qvalue, action_spec=actor.spec)
+    batch = [2]
+    data = TensorDict(
+        {
+            "observation": torch.randn(*batch, N_OBS),
+            "action": spec.rand(batch),
+            ("next", "done"): torch.zeros(*batch, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(*batch, 1, dtype=torch.bool),
+            ("next", "reward"): torch.randn(*batch, 1),
+            ("next", "observation"): torch.randn(*batch, N_OBS),
+        },
+        batch,
+    )
+    out = loss(data)
+    assert set(out.keys()) == {
+        "bc_loss",
+        "lmbd",
+        "loss_actor",
+        "loss_qvalue",
+        "next_state_value",
+        "pred_value",
+        "state_action_value_actor",
+        "target_value",
+    }
+    assert out["pred_value"].shape == (2, 2)
+    assert out["next_state_value"].shape == out["target_value"].shape == (2,)
+    # As TD3Loss's: the critic the actor is trained through, [1, *batch].
+    assert out["state_action_value_actor"].shape == (1, 2)
+    # The tensor call of the example (a dict here, not a tuple).
+    tensors = loss(
+        observation=torch.randn(*batch, N_OBS),
+        action=spec.rand(batch),
+        next_done=torch.zeros(*batch, 1, dtype=torch.bool),
+        next_terminated=torch.zeros(*batch, 1, dtype=torch.bool),
+        next_reward=torch.randn(*batch, 1),
+        next_observation=torch.randn(*batch, N_OBS),
+    )
+    tensors["loss_actor"].backward()
+    assert actor.module.weight.grad is not None
+    # bounds= is TorchRL's alternative to action_spec; both at once is refused.
+    TD3BCLoss(actor, qvalue, bounds=(-1.0, 1.0))
+    with pytest.raises(ObjectiveConfigError, match="give action_spec or bounds, not both"):
+        TD3BCLoss(actor, qvalue, action_spec=spec, bounds=(-1.0, 1.0))
+
+
+# -- Decision Transformer ---------------------------------------------------------------
+
+
+def test_decision_transformer_docstring_example():
+    config = DecisionTransformer.default_config()
+    config.n_embd = 16
+    config.n_inner = 32
+    config.n_layer = 1
+    model = DecisionTransformer(state_dim=4, action_dim=2, config=config)
+    assert model.context_length == config.n_positions // 3  # 3 tokens per step
+    batch_size, length = [3, 32], 10
+    output = model(
+        torch.randn(*batch_size, length, 4),
+        torch.randn(*batch_size, length, 2),
+        torch.randn(*batch_size, length, 1),
+    )
+    assert output.shape == (3, 32, 10, 16)
+
+
+def test_dt_actor_in_torchrl_recipe_with_tanh_delta():
+    # TorchRL's DT recipe: DTActor -> "param", squashed by a TanhDelta. TorchRL's DTActor is
+    # unsquashed; rlblocks' squashes by default, hence tanh=False here.
+    config = DTActor.default_config()
+    config.n_embd, config.n_inner, config.n_layer, config.n_positions = 16, 32, 1, 30
+    dtactor = DTActor(state_dim=4, action_dim=2, transformer_config=config, tanh=False)
+    actor_module = TensorDictModule(
+        dtactor, in_keys=["observation", "action", "return_to_go"], out_keys=["param"]
+    )
+    actor = ProbabilisticActor(
+        in_keys=["param"],
+        out_keys=["action"],
+        module=actor_module,
+        distribution_class=TanhDelta,
+        distribution_kwargs={"low": -2.0, "high": 2.0},
+    )
+    data = TensorDict(
+        {
+            "observation": torch.randn(5, 10, 4),
+            "action": torch.rand(5, 10, 2) * 4 - 2,
+            "return_to_go": torch.randn(5, 10, 1),
+        },
+        [5, 10],
+    )
+    loss_module = DTLoss(actor).eval()  # no dropout: compared with a second call below
+    loss_vals = loss_module(data)
+    # TorchRL's "loss" is "loss_actor" here (rlblocks names every term loss_<name>).
+    with pytest.raises(KeyError, match="loss_actor"):
+        loss_vals["loss"]
+    total_loss(loss_vals).backward()
+    with torch.no_grad():
+        param = dtactor(data["observation"], data["action"], data["return_to_go"])
+    expected = ((2.0 * torch.tanh(param) - data["action"]) ** 2).mean()
+    torch.testing.assert_close(loss_vals["loss_actor"], expected)
+    assert dtactor.action_layer.weight.grad is not None
 
 
 # -- SafeModule -----------------------------------------------------------------------

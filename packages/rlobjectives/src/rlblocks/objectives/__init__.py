@@ -30,7 +30,13 @@ from rlblocks.objectives._losses.a2c import A2CLoss, ReinforceLoss
 from rlblocks.objectives._losses.base import HardUpdate, LossModule, SoftUpdate, total_loss
 from rlblocks.objectives._losses.cql import CQLLoss
 from rlblocks.objectives._losses.ddpg import DDPGLoss, TD3Loss
+from rlblocks.objectives._losses.decision_transformer import (
+    DecisionTransformerLoss,
+    DTLoss,
+    OnlineDTLoss,
+)
 from rlblocks.objectives._losses.dqn import DQNLoss
+from rlblocks.objectives._losses.gail import GAILLoss
 from rlblocks.objectives._losses.multiagent import (
     IDDPGLoss,
     IndependentQLoss,
@@ -43,6 +49,7 @@ from rlblocks.objectives._losses.offline import BCLoss, IQLLoss
 from rlblocks.objectives._losses.ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
 from rlblocks.objectives._losses.qmixer import QMixerLoss
 from rlblocks.objectives._losses.sac import DiscreteSACLoss, SACLoss
+from rlblocks.objectives._losses.td3bc import TD3BCLoss
 from rlblocks.objectives._update import UpdateStep, make_update_step
 from rlblocks.objectives._version import __version__
 from rlblocks.objectives.errors import (
@@ -70,6 +77,11 @@ __all__ = [
     "IQLLoss",
     "CQLLoss",
     "BCLoss",
+    "TD3BCLoss",
+    "DecisionTransformerLoss",
+    "DTLoss",
+    "OnlineDTLoss",
+    "GAILLoss",
     # multi-agent (over a group of agents)
     "MAPPOLoss",
     "IPPOLoss",

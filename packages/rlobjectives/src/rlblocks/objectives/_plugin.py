@@ -19,6 +19,13 @@ name                loss
 ``iql``             :class:`IQLLoss`
 ``cql``             :class:`CQLLoss`
 ``bc``              :class:`BCLoss`
+``td3bc``           :class:`TD3BCLoss` (TD3 with a behavior-cloning term)
+``td3_bc``          :class:`TD3BCLoss` (TorchRL's module name)
+``dt``              :class:`DecisionTransformerLoss` (TorchRL: ``DTLoss``); also
+                    ``decision_transformer``
+``online_dt``       :class:`OnlineDTLoss`
+``gail``            :class:`GAILLoss` (the discriminator; :meth:`GAILLoss.reward` rewards
+                    the policy)
 ``mappo``           :class:`MAPPOLoss` (clipped PPO over a group, centralised critic)
 ``ippo``            :class:`IPPOLoss` (clipped PPO over a group, decentralised critic)
 ``maddpg``          :class:`MADDPGLoss` (DDPG over a group, centralised critic)
@@ -53,6 +60,12 @@ LOSS_NAMES: dict[str, str] = {
     "iql": "IQLLoss",
     "cql": "CQLLoss",
     "bc": "BCLoss",
+    "td3bc": "TD3BCLoss",
+    "td3_bc": "TD3BCLoss",
+    "dt": "DecisionTransformerLoss",
+    "decision_transformer": "DecisionTransformerLoss",
+    "online_dt": "OnlineDTLoss",
+    "gail": "GAILLoss",
     "mappo": "MAPPOLoss",
     "ippo": "IPPOLoss",
     "maddpg": "MADDPGLoss",

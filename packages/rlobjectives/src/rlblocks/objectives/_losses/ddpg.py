@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from torch import Tensor
 
 from rlblocks.core import ExplorationType, set_exploration_type
 from rlblocks.core.specs import TensorSpec
@@ -15,7 +16,7 @@ from rlblocks.objectives._losses.base import check_distance, distance_loss, ense
 from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss, action_bounds
 from rlblocks.objectives.errors import ObjectiveConfigError
 
-__all__ = ["DDPGLoss", "TD3Loss"]
+__all__ = ["DDPGLoss", "TD3Loss", "given_bounds"]
 
 
 def _mu(actor: TensorDictModuleBase, tensordict: TensorDictBase) -> TensorDictBase:
@@ -27,6 +28,32 @@ def _mu(actor: TensorDictModuleBase, tensordict: TensorDictBase) -> TensorDictBa
     """
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         return actor(tensordict)
+
+
+def given_bounds(
+    owner: str, bounds: tuple[float | Tensor, float | Tensor] | None, spec: TensorSpec | None
+) -> tuple[Tensor, Tensor] | None:
+    """``bounds`` (a ``(low, high)`` pair, TorchRL's alternative to a spec) as tensors.
+
+    Raises:
+        ObjectiveConfigError: Both ``bounds`` and a spec are given, ``bounds`` is not a pair,
+            or ``low > high``.
+    """
+    if bounds is None:
+        return None
+    if spec is not None:
+        raise ObjectiveConfigError(
+            f"{owner}: give action_spec or bounds, not both (got bounds={bounds!r} and "
+            f"action_spec={spec!r})"
+        )
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ObjectiveConfigError(
+            f"{owner}: bounds must be a (low, high) pair, got {bounds!r}; e.g. bounds=(-1.0, 1.0)"
+        )
+    low, high = (torch.as_tensor(b, dtype=torch.get_default_dtype()) for b in bounds)
+    if bool((low > high).any()):
+        raise ObjectiveConfigError(f"{owner}: bounds must have low <= high, got {bounds!r}")
+    return low, high
 
 
 class DDPGLoss(OffPolicyLoss):
@@ -134,6 +161,7 @@ class TD3Loss(OffPolicyLoss):
             module).
         action_spec: ``Bounded`` spec clamping the smoothed target action (default: the
             actor's spec; no clamping without bounds).
+        bounds: ``(low, high)`` in place of ``action_spec`` (TorchRL's alternative).
         num_qvalue_nets: Number of critics.
         policy_noise: Std of the target-action noise.
         noise_clip: Bound of the target-action noise.
@@ -154,6 +182,7 @@ class TD3Loss(OffPolicyLoss):
         qvalue_network: TensorDictModuleBase,
         *,
         action_spec: TensorSpec | None = None,
+        bounds: tuple[float | Tensor, float | Tensor] | None = None,
         num_qvalue_nets: int = 2,
         policy_noise: float = 0.2,
         noise_clip: float = 0.5,
@@ -163,22 +192,22 @@ class TD3Loss(OffPolicyLoss):
         gamma: float = 0.99,
     ) -> None:
         super().__init__(gamma=gamma)
+        owner = type(self).__name__
         if policy_noise < 0 or noise_clip < 0:
             raise ObjectiveConfigError(
-                f"TD3Loss: policy_noise and noise_clip must be >= 0, got {policy_noise}, "
+                f"{owner}: policy_noise and noise_clip must be >= 0, got {policy_noise}, "
                 f"{noise_clip}"
             )
         self.actor_network = actor_network
-        self.qvalue_networks = ensemble(
-            "TD3Loss", "qvalue_network", qvalue_network, num_qvalue_nets
-        )
-        self.loss_function = check_distance("TD3Loss", loss_function)
+        self.qvalue_networks = ensemble(owner, "qvalue_network", qvalue_network, num_qvalue_nets)
+        self.loss_function = check_distance(owner, loss_function)
         self.policy_noise = policy_noise
         self.noise_clip = noise_clip
         self.delay_actor = delay_actor
         self.delay_qvalue = delay_qvalue
-        bounds = action_bounds(action_spec, actor_network)
-        self._bounds = bounds
+        self._bounds = given_bounds(owner, bounds, action_spec) or action_bounds(
+            action_spec, actor_network
+        )
         if delay_actor:
             self._register_target("actor_network")
         if delay_qvalue:
@@ -210,17 +239,30 @@ class TD3Loss(OffPolicyLoss):
             next_value = torch.stack(self._evaluate(targets, nxt, key, frozen=False)).amin(0)
         target = self._bootstrap(tensordict, next_value)
         preds = self._evaluate(self.qvalue_networks, tensordict, key, frozen=False)
-        loss_qvalue = sum(
-            distance_loss("TD3Loss", p, target, self.loss_function).mean() for p in preds
-        )
-        acting = _mu(self.actor_network, self._with_action(tensordict, None))
-        q_actor = self._evaluate(self.qvalue_networks[:1], acting, key, frozen=True)[0]
+        owner = type(self).__name__
+        loss_qvalue = sum(distance_loss(owner, p, target, self.loss_function).mean() for p in preds)
+        actor_terms = self._actor_terms(tensordict)
         self._write_priority(tensordict, preds, target)
         return self._output(
-            loss_actor=-q_actor.mean(),
+            **actor_terms,
             loss_qvalue=loss_qvalue,
-            state_action_value_actor=q_actor.detach().squeeze(-1).unsqueeze(0),
             pred_value=torch.stack(preds).detach().squeeze(-1),
             target_value=target.detach().squeeze(-1),
             next_state_value=next_value.squeeze(-1),
         )
+
+    def _actor_terms(self, tensordict: TensorDictBase) -> dict[str, Tensor]:
+        """The actor's terms from ``mu(s)`` and ``Q_1(s, mu(s))``, the critic frozen."""
+        acting = _mu(self.actor_network, self._with_action(tensordict, None))
+        key = self._keys.state_action_value
+        q_actor = self._evaluate(self.qvalue_networks[:1], acting, key, frozen=True)[0]
+        return {
+            **self._actor_loss(tensordict, acting.get(self._keys.action), q_actor),
+            "state_action_value_actor": q_actor.detach().squeeze(-1).unsqueeze(0),
+        }
+
+    def _actor_loss(
+        self, tensordict: TensorDictBase, action: Tensor, q_actor: Tensor
+    ) -> dict[str, Tensor]:
+        """``loss_actor = -mean(Q_1(s, mu(s)))`` (TD3+BC adds a behavior-cloning term)."""
+        return {"loss_actor": -q_actor.mean()}

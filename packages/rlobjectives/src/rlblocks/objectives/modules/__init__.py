@@ -19,6 +19,12 @@ from rlblocks.objectives.modules._actors import (
     SafeModule,
     ValueOperator,
 )
+from rlblocks.objectives.modules._decision_transformer import DecisionTransformer, DTConfig
+from rlblocks.objectives.modules._decision_transformer_actors import (
+    DecisionTransformerPolicy,
+    DTActor,
+    OnlineDTActor,
+)
 from rlblocks.objectives.modules._distributions import TanhDelta, TanhNormal
 from rlblocks.objectives.modules._exploration import (
     AdditiveGaussianModule,
@@ -36,6 +42,12 @@ __all__ = [
     "SquashDims",
     "LSTMModule",
     "GRUModule",
+    # Decision Transformer
+    "DecisionTransformer",
+    "DTConfig",
+    "DTActor",
+    "OnlineDTActor",
+    "DecisionTransformerPolicy",
     # multi-agent
     "MultiAgentMLP",
     "VDNMixer",
