@@ -11,7 +11,7 @@ import argparse
 import csv
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -26,8 +26,15 @@ from rlblocks.buffers import LazyTensorStorage, TensorDictReplayBuffer
 from rlblocks.core import ExplorationType, TensorSpec, set_exploration_type
 from rlblocks.core.loggers import CSVLogger
 from rlblocks.envs import GymEnv, RewardSum, TransformedEnv
-from rlblocks.objectives import UpdateStep, make_update_step
-from rlblocks.objectives.modules import MLP, ProbabilisticActor, TanhDelta, ValueOperator
+from rlblocks.objectives import SoftUpdate, UpdateStep, make_update_step
+from rlblocks.objectives.modules import (
+    MLP,
+    NormalParamExtractor,
+    ProbabilisticActor,
+    TanhDelta,
+    TanhNormal,
+    ValueOperator,
+)
 
 Policy = Callable[[TensorDictBase], TensorDictBase]
 
@@ -211,16 +218,22 @@ def finish(
     run_dir = logger.log_dir
     checkpoint = {name: module.state_dict() for name, module in modules.items()}
     torch.save({"frames": frames, "args": vars(args), **checkpoint}, run_dir / "checkpoint.pt")
+    torch.save(policy, run_dir / "policy.pt")  # the whole module: torch.load(weights_only=False)
     plot_learning_curve(run_dir)
     print(f"final evaluation return: {eval_return:.1f} ({args.eval_episodes} episodes)")
     print(f"run folder: {run_dir}")
     return eval_return
 
 
-def minibatches(data: TensorDictBase, size: int) -> Iterator[TensorDictBase]:
-    """Shuffled minibatches of ``size`` elements of a flat TensorDict."""
-    for index in torch.randperm(data.shape[0]).split(size):
-        yield data[index]
+def ppo_epochs(
+    update: UpdateStep, data: TensorDictBase, args: argparse.Namespace
+) -> TensorDictBase:
+    """``args.update_epochs`` passes over the flat batch ``data`` in shuffled minibatches of
+    ``args.minibatch_size``; returns the last gradient step's output (what CleanRL logs)."""
+    for _epoch in range(args.update_epochs):
+        for index in torch.randperm(data.shape[0]).split(args.minibatch_size):
+            out = update(data[index])
+    return out
 
 
 def make_replay_buffer(size: int, batch_size: int) -> TensorDictReplayBuffer:
@@ -233,6 +246,24 @@ def make_qvalue(obs_dim: int, action_dim: int, hidden: int) -> ValueOperator:
     ``state_action_value``."""
     net = MLP(obs_dim + action_dim, 1, num_cells=[hidden] * 2, activation_class=nn.ReLU)
     return ValueOperator(net, in_keys=["observation", "action"])
+
+
+def make_tanh_normal_actor(
+    obs_dim: int, action_spec: TensorSpec, hidden: int, *, return_log_prob: bool = False
+) -> Policy:
+    """``pi(a|s)``: a Gaussian squashed by tanh into the action bounds (SAC's policy);
+    ``return_log_prob`` also writes the action's ``sample_log_prob`` (what PPO needs)."""
+    net = nn.Sequential(
+        MLP(obs_dim, 2 * action_spec.shape[-1], num_cells=[hidden] * 2, activation_class=nn.ReLU),
+        NormalParamExtractor(),  # loc and a positive scale
+    )
+    return ProbabilisticActor(
+        TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        spec=action_spec,
+        return_log_prob=return_log_prob,
+    )
 
 
 def make_deterministic_actor(obs_dim: int, action_spec: TensorSpec, hidden: int) -> Policy:
@@ -264,6 +295,27 @@ def update_step(
     return make_update_step(
         loss_module, optimizer, max_grad_norm=max_grad_norm, compile=args.compile, terms=terms
     )
+
+
+def td3_step(
+    loss_module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    target_updater: SoftUpdate,
+    args: argparse.Namespace,
+) -> Callable[[int, TensorDictBase], TensorDictBase]:
+    """TD3's delayed updates, one call per gradient step ``number`` (from 1): the critics
+    every step, the actor and the target networks every ``args.policy_delay`` steps."""
+    critic_update = update_step(loss_module, optimizer, args, terms=("loss_qvalue",))
+    full_update = update_step(loss_module, optimizer, args)
+
+    def step(number: int, batch: TensorDictBase) -> TensorDictBase:
+        if number % args.policy_delay:
+            return critic_update(batch)
+        out = full_update(batch)
+        target_updater.step()
+        return out
+
+    return step
 
 
 def schedulable(value: float, args: argparse.Namespace) -> float | torch.Tensor:

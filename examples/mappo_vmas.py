@@ -21,6 +21,7 @@ from _common import (
     finish,
     first_episode_return,
     log_episodes,
+    ppo_epochs,
     progress,
     setup,
     update_step,
@@ -111,9 +112,7 @@ for batch in collector:
         loss_module.value_estimator(batch)  # per agent; the env's done is broadcast
     keys = ["observation", "action", "sample_log_prob", "advantage", "value_target"]
     data = batch.reshape(-1).select(*[("agents", key) for key in keys])  # what the loss reads
-    for _epoch in range(args.update_epochs):
-        for index in torch.randperm(data.shape[0]).split(args.minibatch_size):
-            out = update_minibatch(data[index])
+    out = ppo_epochs(update_minibatch, data, args)
     metrics.add(
         pg_loss=out["loss_objective"],
         v_loss=out["loss_critic"],

@@ -28,7 +28,7 @@ from _common import (
     finish,
     log_episodes,
     make_train_env,
-    minibatches,
+    ppo_epochs,
     progress,
     schedulable,
     set_learning_rate,
@@ -118,9 +118,7 @@ for update, batch in enumerate(collector):
         loss_module.value_estimator(batch)  # GAE over [num_envs, num_steps], vectorized
     # Only those keys: each minibatch gathers every entry it carries.
     data = batch.reshape(-1).select(*loss_keys)
-    for _epoch in range(args.update_epochs):
-        for minibatch in minibatches(data, args.minibatch_size):
-            out = update_minibatch(minibatch)
+    out = ppo_epochs(update_minibatch, data, args)
     # The last minibatch's terms, as CleanRL logs them.
     metrics.add(
         pg_loss=out["loss_objective"],

@@ -24,7 +24,7 @@ from _common import (
     make_train_env,
     progress,
     setup,
-    update_step,
+    td3_step,
 )
 from tensordict.nn import TensorDictSequential
 
@@ -61,11 +61,9 @@ loss_module = TD3Loss(
     noise_clip=args.noise_clip * high,
     gamma=args.gamma,
 )
-target_updater = SoftUpdate(loss_module, tau=args.tau)
 optimizer = torch.optim.Adam(loss_module.parameters(), lr=args.lr)
-# The critics every step, the actor too every policy_delay steps (TD3's delayed updates).
-critic_update = update_step(loss_module, optimizer, args, terms=("loss_qvalue",))
-full_update = update_step(loss_module, optimizer, args)
+# The critics every step, the actor and the targets every policy_delay steps.
+step = td3_step(loss_module, optimizer, SoftUpdate(loss_module, tau=args.tau), args)
 replay_buffer = make_replay_buffer(args.buffer_size, args.batch_size)
 
 # -- the loop: the critics learn every step, the actor and the targets every policy-delay --
@@ -85,10 +83,7 @@ for batch in collector:
         continue
     for _ in range(batch.numel()):
         updates += 1
-        actor_step = updates % args.policy_delay == 0
-        out = (full_update if actor_step else critic_update)(replay_buffer.sample())
-        if actor_step:
-            target_updater.step()
+        out = step(updates, replay_buffer.sample())
     metrics.add(loss_actor=out["loss_actor"], loss_qvalue=out["loss_qvalue"])
     if frames % 1000 < batch.numel():
         metrics.flush(logger, frames)

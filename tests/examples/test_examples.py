@@ -16,6 +16,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # Flags that make each example short; off-policy ones start learning within the run.
+OFFLINE = "--expert-frames 300 --dataset-steps 400 --total-frames 50 --batch-size 32"
 SHORT = {
     "ppo.py": "--total-frames 512 --num-envs 4 --num-steps 64",
     "a2c.py": "--total-frames 256",
@@ -23,7 +24,13 @@ SHORT = {
     "sac.py": "--total-frames 300 --learning-starts 200",
     "td3.py": "--total-frames 300 --learning-starts 200",
     "ddpg.py": "--total-frames 300 --learning-starts 200",
-    "iql_offline.py": "--total-frames 512 --dataset-frames 400",
+    # Offline and imitation: a 300-frame "expert", a 400-step dataset, 50 gradient steps.
+    "iql_offline.py": OFFLINE,
+    "td3bc_offline.py": OFFLINE,
+    "cql_offline.py": OFFLINE,
+    "dt_offline.py": OFFLINE + " --context 5 --batch-size 8",
+    "gail.py": "--expert-frames 300 --dataset-steps 400 --total-frames 512 --num-envs 4 "
+    "--num-steps 64 --update-epochs 1",
     "mappo_vmas.py": "--total-frames 400 --num-envs 4 --num-steps 100 --max-steps 20 "
     "--update-epochs 1 --minibatch-size 200",
     "qmix_pettingzoo.py": "--total-frames 600 --num-envs 2 --frames-per-batch 100 "
@@ -46,8 +53,13 @@ OPT_IN = {
 
 def _run(script: str, runs_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, str(EXAMPLES / script), "--runs-dir", str(runs_dir)]
+    if script in OFFLINE_SCRIPTS and "--datasets-dir" not in extra:
+        command += ["--datasets-dir", str(runs_dir.parent / "datasets")]
     command += ["--eval-episodes", "2", "--no-progress", *SHORT[script].split(), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+OFFLINE_SCRIPTS = {s for s, flags in SHORT.items() if "--expert-frames" in flags}
 
 
 def test_every_example_is_smoke_tested() -> None:
@@ -57,8 +69,7 @@ def test_every_example_is_smoke_tested() -> None:
 
 @pytest.mark.parametrize("script", sorted(SHORT))
 def test_example_runs_and_writes_its_run_folder(script: str, tmp_path: Path) -> None:
-    extra = ["--dataset", str(tmp_path / "dataset")] if script == "iql_offline.py" else []
-    result = _run(script, tmp_path / "runs", *extra)
+    result = _run(script, tmp_path / "runs")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith(script.removesuffix(".py").removesuffix("_offline"))
@@ -67,6 +78,8 @@ def test_example_runs_and_writes_its_run_folder(script: str, tmp_path: Path) -> 
     assert "eval/return" in (run_dir / "scalars.csv").read_text()
     assert "final evaluation return:" in result.stdout
     assert f"run folder: {run_dir}" in result.stdout
+    if script in OFFLINE_SCRIPTS:
+        assert "normalized score:" in result.stdout
 
 
 @pytest.mark.parametrize("script", sorted(OPT_IN))
@@ -80,15 +93,17 @@ def test_example_runs_with_its_opt_in_flags(script: str, tmp_path: Path) -> None
     assert {key: recorded[key] for key in hparams} == hparams
 
 
-def test_iql_reuses_the_dataset_it_collected(tmp_path: Path) -> None:
-    dataset = tmp_path / "dataset"
-    first = _run("iql_offline.py", tmp_path / "a", "--dataset", str(dataset))
+@pytest.mark.parametrize("fmt", ["minari", "d4rl"])
+def test_offline_examples_record_once_then_reuse_the_expert_and_dataset(fmt, tmp_path) -> None:
+    datasets = ["--datasets-dir", str(tmp_path / "datasets"), "--dataset-format", fmt]
+    first = _run("td3bc_offline.py", tmp_path / "a", *datasets)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "collecting 400" in first.stdout
-    second = _run("iql_offline.py", tmp_path / "b", "--dataset", str(dataset))
+    assert "training the expert" in first.stdout and "recording 400 steps" in first.stdout
+    second = _run("iql_offline.py", tmp_path / "b", *datasets)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "collecting" not in second.stdout
-    assert "dataset: 400 transitions" in second.stdout
+    assert "training the expert" not in second.stdout and "recording" not in second.stdout
+    prefix = "minari:pendulum-v1/medium-seed1-v0" if fmt == "minari" else "d4rl:"
+    assert f"dataset {prefix}" in second.stdout and ": 400 transitions" in second.stdout
 
 
 def _final_return(result: subprocess.CompletedProcess[str]) -> str:
