@@ -139,9 +139,10 @@ def _merged_closure(folders: list[tuple[str, list[str]]]) -> dict[str, set[str]]
 
 
 # What the examples need beyond the packages (tests/examples runs them in the tests session),
-# and the extras of plugins they use (qmix_pettingzoo.py runs MPE tasks).
+# and the extras of plugins they use (qmix_pettingzoo.py runs MPE tasks, the offline examples
+# record Minari datasets).
 EXAMPLE_REQUIREMENTS = ["matplotlib>=3.8", "tqdm>=4.66"]
-EXAMPLE_PLUGIN_EXTRAS = {"rlpettingzoo": ["mpe"]}
+EXAMPLE_PLUGIN_EXTRAS = {"rlpettingzoo": ["mpe"], "rlminari": ["create"]}
 
 
 @nox.session(python="3.11")
@@ -251,9 +252,11 @@ def _install_everything(
     kernel: bool = False,
     dmcontrol: bool = False,
     multiagent: bool = False,
+    offline: bool = False,
 ) -> None:
     """torch, then every package of the tree (with the gymnasium backend, and the compiled
-    kernel, the dm_control plugin and the multi-agent backends if asked), then ``extra``."""
+    kernel, the dm_control plugin, the multi-agent backends and the dataset formats if
+    asked), then ``extra``."""
     _install_torch(session)
     folders = [(f, []) for f in PACKAGES.values()] + [(PACKAGES["envs"], ["gymnasium"])]
     if kernel:
@@ -262,6 +265,8 @@ def _install_everything(
         folders.append((PLUGINS["rldmcontrol"], []))
     if multiagent:
         folders += [(PLUGINS["rlvmas"], []), (PLUGINS["rlpettingzoo"], ["mpe"])]
+    if offline:
+        folders += [(PLUGINS["rlminari"], ["create"]), (PLUGINS["rld4rl"], [])]
     session.install(*_pip_args(_merged_closure(folders)), *EXAMPLE_REQUIREMENTS, *extra)
 
 
@@ -288,5 +293,6 @@ def bench(session: nox.Session) -> None:
         kernel=True,
         dmcontrol=True,
         multiagent=True,
+        offline=True,
     )
     session.run("python", "benchmarks/run_all.py", *session.posargs, env={"MUJOCO_GL": "disable"})

@@ -71,12 +71,25 @@ TARGETS = {
     "mappo_vmas": ("mappo_vmas.py", "navigation", 60_000, 2.5),
     "masac_vmas": ("masac_vmas.py", "navigation", 100_000, 2.5),
     "vdn_pettingzoo": ("qmix_pettingzoo.py", "mpe2.simple_spread_v3", 100_000, -22.0),
+    # Offline RL and imitation, scored by D4RL's normalized score (0 random actions, 1 the
+    # expert; examples/_offline.py): each seed's first run trains a SAC expert (8k frames)
+    # and records a medium-quality dataset from it (its mean action plus noise, random
+    # actions on half the steps: normalized score about 0.55), or for GAIL 50 expert
+    # episodes. Frames are gradient steps for the offline examples, env steps for GAIL.
+    "td3bc_offline": ("td3bc_offline.py", "Pendulum-v1", 10_000, 0.8),
+    "iql_offline": ("iql_offline.py", "Pendulum-v1", 20_000, 0.8),
+    "cql_offline": ("cql_offline.py", "Pendulum-v1", 10_000, 0.8),
+    "dt_offline": ("dt_offline.py", "Pendulum-v1", 6_000, 0.8),
+    "gail": ("gail.py", "Pendulum-v1", 200_000, 0.8),
 }
+# The examples whose figure is the normalized score they print, not the evaluation return.
+SCORED = {"td3bc_offline", "iql_offline", "cql_offline", "dt_offline", "gail"}
 # The plugin each multi-agent example needs: it runs by default only where it is installed.
 NEEDS_PLUGIN = {
     "mappo_vmas": "rlblocks.vmas",
     "masac_vmas": "rlblocks.vmas",
     "vdn_pettingzoo": "rlblocks.pettingzoo",
+    **dict.fromkeys(sorted(SCORED), "rlblocks.minari"),  # their datasets are Minari's
 }
 DEFAULT_ALGOS = ["td3", "ddpg", "a2c", *NEEDS_PLUGIN]
 
@@ -190,11 +203,16 @@ def example_frames(stdout: str) -> int | None:
 
 
 def run_example(algo: str, seed: int, runs_dir: str, frames: int) -> tuple[float, float]:
-    """Train ``algo`` at its defaults with ``seed``; return (final return, wall-clock)."""
+    """Train ``algo`` at its defaults with ``seed``; return (final return or normalized
+    score, wall-clock)."""
     script, env_id, _, _ = TARGETS[algo]
     command = [sys.executable, str(EXAMPLES / script), "--env-id", env_id, "--seed", str(seed)]
     command += ["--total-frames", str(frames), "--runs-dir", runs_dir, "--no-progress"]
+    if algo in SCORED:  # the offline examples of one seed share its expert and dataset
+        command += ["--datasets-dir", str(Path(runs_dir) / "datasets")]
     stdout, seconds = run_script(command, f"{script} seed {seed}")
+    if algo in SCORED:
+        return float(re.search(r"normalized score: (-?[\d.]+)", stdout).group(1)), seconds
     return final_return(stdout), seconds
 
 
@@ -269,17 +287,23 @@ def run_untimed(
         for future in as_completed(futures):
             algo, seed = futures[future]
             results[(algo, seed)] = ret, sec = future.result()
+            what, digits = figure_name(algo)
             print(
-                f"{algo} {TARGETS[algo][1]} seed {seed}: eval return {ret:.1f} in {sec:.1f} s",
+                f"{algo} {TARGETS[algo][1]} seed {seed}: {what} {ret:.{digits}f} in {sec:.1f} s",
                 flush=True,
             )
     return results
 
 
-def spread(values: list[float]) -> str:
+def figure_name(algo: str) -> tuple[str, int]:
+    """What an algorithm's figure is, and the decimals it is printed with."""
+    return ("normalized score", 3) if algo in SCORED else ("eval return", 1)
+
+
+def spread(values: list[float], digits: int = 1) -> str:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.1f} +- {std:.1f} (min {min(values):.1f})"
+    return f"{mean:.{digits}f} +- {std:.{digits}f} (min {min(values):.{digits}f})"
 
 
 def report_algo(algo: str, runs: list[tuple[int, float, float]], frames: int, smoke: bool) -> dict:
@@ -301,8 +325,9 @@ def report_algo(algo: str, runs: list[tuple[int, float, float]], frames: int, sm
         if smoke
         else ("met on every seed" if met else "MISSED on at least one seed")
     )
+    what, digits = figure_name(algo)
     print(
-        f"{algo}: eval return {spread(returns)}, target >= {target} within {frames} "
+        f"{algo}: {what} {spread(returns, digits)}, target >= {target} within {frames} "
         f"frames: {verdict}; wall-clock {spread(seconds)} s (shared cores)"
     )
     return row

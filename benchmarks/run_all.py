@@ -4,6 +4,9 @@
     python benchmarks/run_all.py learning.py envs.py   # re-run these, keep the others
     python benchmarks/run_all.py "learning.py --settings ppo-zoo --seeds 1"   # with arguments
 
+A section of RESULTS.md is one command (script and arguments): re-running the same command
+replaces its section, and a script run with other arguments gets a section of its own.
+
 Each script runs in its own interpreter (``_*.py`` files are helpers they import, not
 scripts); its printed lines are captured as they are (they print each figure next to its
 target), with the machine and the versions on top. Every section records when it ran and
@@ -34,6 +37,8 @@ DISTRIBUTIONS = [
     "vmas",
     "pettingzoo",
     "mpe2",
+    "minari",
+    "h5py",
     "rlblocks-core",
     "rlblocks-envs",
     "rlblocks-buffers",
@@ -43,6 +48,8 @@ DISTRIBUTIONS = [
     "rlblocks-dmcontrol",
     "rlblocks-vmas",
     "rlblocks-pettingzoo",
+    "rlblocks-minari",
+    "rlblocks-d4rl",
 ]
 
 
@@ -79,7 +86,7 @@ def kept_sections(path: Path, rerun: set[str]) -> dict[str, str]:
     text = path.read_text(encoding="utf-8")
     kept = {}
     for chunk in text.split("\n" + SECTION)[1:]:
-        name = chunk.split(":", 1)[0].strip()
+        name = chunk.split(": exit", 1)[0].strip()
         if name not in rerun:
             kept[name] = SECTION + chunk.rstrip() + "\n"
     return kept
@@ -93,7 +100,8 @@ def main() -> int:
     # An entry may carry the script's arguments: "learning.py --settings ppo-zoo --seeds 1".
     commands = [entry.split() for entry in sys.argv[1:]] or [[n] for n in all_names]
     results = HERE / "RESULTS.md"
-    sections = kept_sections(results, {c[0] for c in commands}) if sys.argv[1:] else {}
+    # A section is one command: re-running it replaces it, other arguments add another.
+    sections = kept_sections(results, {" ".join(c) for c in commands}) if sys.argv[1:] else {}
     failed = []
     for name, *script_args in commands:
         shown = " ".join([name, *script_args])
@@ -113,9 +121,8 @@ def main() -> int:
         if result.returncode:
             failed.append(name)
             output += "\n" + result.stderr.strip()[-3000:]
-        sections[name] = (
-            f"{SECTION}{name}: {status}, {elapsed:.0f} s (started {when}, load average {load})"
-            + (f"\n\ncommand: `python benchmarks/{shown}`" if script_args else "")
+        sections[shown] = (
+            f"{SECTION}{shown}: {status}, {elapsed:.0f} s (started {when}, load average {load})"
             + f"\n\n```\n{output}\n```\n"
         )
     marked = [n for n, text in sections.items() if ": exit 0," not in text.splitlines()[0]]
