@@ -464,7 +464,8 @@ def main() -> int:
         args.settings, args.algos = list(SETTINGS), DEFAULT_ALGOS
     for algo, module in NEEDS_PLUGIN.items():
         if algo in (args.algos or []) and importlib.util.find_spec(module) is None:
-            print(f"{algo}: skipped, {module} is not installed (see docs/multiagent.md)")
+            guide = "docs/offline.md" if algo in SCORED else "docs/multiagent.md"
+            print(f"{algo}: skipped, {module} is not installed (see {guide})")
             args.algos = [a for a in args.algos if a != algo]
     settings, algos = args.settings or [], args.algos or []
     threads = torch_default_threads() if args.threads == "default" else args.threads
