@@ -115,7 +115,7 @@ def test_transitions_have_the_source_data_and_torchrl_keys(data):
     flat = data[:]
     assert len(data) == N and flat.shape == (N,)
     assert set(flat.keys(include_nested=True, leaves_only=True)) == {
-        "observation", "action", "episode", "return_to_go", "index",
+        "observation", "action", "episode", "step_count", "return_to_go", "index",
         "done", "terminated", "truncated",
         ("next", "observation"), ("next", "reward"),
         ("next", "done"), ("next", "terminated"), ("next", "truncated"),
@@ -149,6 +149,13 @@ def test_a_reused_id_in_the_next_chunk_after_a_done_is_a_new_episode(tmp_path):
     data = open_dataset(tmp_path / "c", Source(chunks), num_transitions=5)
     assert data[:]["episode"].tolist() == [0, 0, 0, 1, 1]
     assert data.episode_lengths.tolist() == [3, 2]
+
+
+def test_step_count_numbers_the_steps_of_each_episode_from_zero(data):
+    flat = data[:]
+    expected = torch.cat([torch.arange(n) for n in LENGTHS]).unsqueeze(-1)
+    assert flat["step_count"].dtype == torch.int64
+    assert flat["step_count"].tolist() == expected.tolist()
 
 
 def test_return_to_go_is_the_reverse_cumulative_reward_of_each_episode(data):

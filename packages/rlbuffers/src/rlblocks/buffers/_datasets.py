@@ -40,12 +40,21 @@ DATASET_CACHE_ENV_VAR = "RLBLOCKS_DATASETS_CACHE"
 
 _MANIFEST = "dataset.json"
 _SUMMARY = "summary.pt"
-_CACHE_FORMAT = "rlblocks-dataset-cache/1"
+_CACHE_FORMAT = "rlblocks-dataset-cache/2"
 _SPLIT = "split"
 _MASK = ("collector", "mask")
 _FLAGS = ("done", "terminated", "truncated")
 # Root keys that are not observations: what check_specs leaves out of the comparison.
-_NOT_OBSERVATIONS = {"action", "episode", "return_to_go", "index", "collector", "info", *_FLAGS}
+_NOT_OBSERVATIONS = {
+    "action",
+    "episode",
+    "step_count",
+    "return_to_go",
+    "index",
+    "collector",
+    "info",
+    *_FLAGS,
+}
 _REQUIRED = ("action", ("next", "reward"), ("next", "terminated"), ("next", "truncated"), "episode")
 
 
@@ -61,9 +70,11 @@ class DatasetReplayBuffer(TensorDictReplayBuffer):
     Elements are transitions (TorchRL's layout: ``observation``, ``action``,
     ``("next", "observation")``, ``("next", "reward")``, ``("next", "done"/"terminated"/
     "truncated")``, root ``done``/``terminated``/``truncated`` (false), ``episode`` (an id
-    per episode, consecutive from 0) and ``return_to_go`` (the undiscounted sum of this and
-    the later rewards of the episode, ``[1]``)), or with ``split_trajs=True`` whole episodes
-    padded to the longest one, ``("collector", "mask")`` marking the real steps.
+    per episode, consecutive from 0), ``step_count`` (the step's index in its episode, from
+    0, ``[1]`` int64, :class:`~rlblocks.envs.StepCounter`'s key) and ``return_to_go`` (the
+    undiscounted sum of this and the later rewards of the episode, ``[1]``)), or with
+    ``split_trajs=True`` whole episodes padded to the longest one, ``("collector", "mask")``
+    marking the real steps.
 
     Use the formats' constructors (``MinariExperienceReplay``, ``D4RLExperienceReplay``) or
     :func:`rlblocks.core.make_dataset`. A format opens its cache with :meth:`open_cache` and
@@ -433,6 +444,7 @@ def _complete(chunk: TensorDictBase, first_id: int, who: str) -> TensorDict:
     for flag in _FLAGS:
         td.set(flag, torch.zeros(n, 1, dtype=torch.bool))
     td.set("episode", episode + first_id)
+    td.set("step_count", (torch.arange(n) - start_pos[episode]).unsqueeze(-1))
     td.set("return_to_go", rtg.to(torch.float32).unsqueeze(-1))
     return td
 
