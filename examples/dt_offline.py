@@ -73,10 +73,11 @@ class Normalized(nn.Module):
         self.register_buffer("high", action_spec.high)
         self.rtg_scale = stats["return_to_go", "scale"].item()
 
-    def forward(self, observation, action, return_to_go, attention_mask):
+    def forward(self, observation, action, return_to_go, step_count, attention_mask):
         obs = (observation - self.loc) / self.scale
         rtg = return_to_go / self.rtg_scale
-        return self.dt(obs, action / self.high, rtg, attention_mask=attention_mask) * self.high
+        out = self.dt(obs, action / self.high, rtg, step_count.squeeze(-1), attention_mask)
+        return out * self.high
 
 
 dt = DTActor(
@@ -88,9 +89,12 @@ dt = DTActor(
     n_inner=4 * args.embed,
     context_length=args.context,
     dropout=args.dropout,
+    max_ep_len=gym.spec(args.env_id).max_episode_steps,  # timesteps embedded, as in the paper
 )
 actor = TensorDictModule(
-    Normalized(dt), in_keys=["observation", "action", "return_to_go", mask], out_keys=["action"]
+    Normalized(dt),
+    in_keys=["observation", "action", "return_to_go", "step_count", mask],
+    out_keys=["action"],
 )
 loss_module = DecisionTransformerLoss(actor)
 optimizer = torch.optim.AdamW(dt.parameters(), lr=args.lr, weight_decay=args.weight_decay)

@@ -1,6 +1,6 @@
 """GAIL: imitation from expert demonstrations, PPO on the discriminator's reward, Pendulum-v1.
 
-    python examples/gail.py                          # 200k frames, demonstrations from Minari
+    python examples/gail.py                          # 400k frames, demonstrations from Minari
     python examples/gail.py --dataset-format d4rl    # the same in D4RL's HDF5 layout
     python examples/gail.py --true-reward            # control: PPO on the env's reward
 
@@ -38,7 +38,7 @@ from rlblocks.objectives import ClipPPOLoss, GAILLoss
 from rlblocks.objectives.modules import MLP, ValueOperator
 
 # -- hyper-parameters (PPO's for Pendulum in rl-zoo, without gSDE; the discriminator's) ------
-parser = base_parser(__doc__.splitlines()[0], env_id="Pendulum-v1", total_frames=200_000)
+parser = base_parser(__doc__.splitlines()[0], env_id="Pendulum-v1", total_frames=400_000)
 add_dataset_args(parser)
 parser.set_defaults(dataset_steps=10_000)  # 50 expert episodes
 parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together")
