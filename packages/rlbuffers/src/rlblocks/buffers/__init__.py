@@ -6,6 +6,7 @@ tensors, arrays and pytrees of them in preallocated memory (RAM, a device, or me
 files); :class:`ListStorage` keeps any Python object. Prioritized sampling runs on the
 active segment-tree provider: the compiled ``rlblocks-kernel`` when installed, else the
 numpy fallback registered here (``rlblocks.core.active_segment_tree_provider()`` says which).
+:class:`MultiStepTransform` turns collected steps into n-step transitions before ``extend``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rlblocks.buffers._datasets import (
     DatasetReplayBuffer,
     dataset_cache_root,
 )
+from rlblocks.buffers._multistep import STEPS_TO_NEXT_OBS, MultiStepTransform
 from rlblocks.buffers._prioritized import PrioritizedSampler
 from rlblocks.buffers._replay_buffers import ReplayBuffer
 from rlblocks.buffers._samplers import RandomSampler, Sampler, SamplerWithoutReplacement
@@ -76,6 +78,9 @@ __all__ = [
     # segment trees (numpy fallback provider)
     "NumpySumSegmentTree",
     "NumpyMinSegmentTree",
+    # transforms applied before writing
+    "MultiStepTransform",
+    "STEPS_TO_NEXT_OBS",
     # helpers
     "default_collate",
     # errors
