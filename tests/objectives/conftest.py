@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -14,6 +16,8 @@ from rlblocks.core.specs import Bounded, Categorical, OneHot
 from rlblocks.objectives.modules import (
     MLP,
     Actor,
+    BatchRenorm1d,
+    DistributionalQValueActor,
     DTActor,
     MultiAgentMLP,
     OneHotCategorical,
@@ -83,10 +87,46 @@ class Build:
         return ValueOperator(nn.Linear(OBS, 1))
 
     @staticmethod
-    def qvalue(seed=2):
-        """``Q(s, a)`` = MLP on the concatenation; writes ``state_action_value``."""
+    def qvalue(seed=2, out_features=1, **mlp_kwargs):
+        """``Q(s, a)`` = MLP on the concatenation; writes ``state_action_value`` (``out_features``
+        values: TQC's quantiles)."""
         torch.manual_seed(seed)
-        return ValueOperator(MLP(OBS + ACT, 1, num_cells=[8]), in_keys=["observation", "action"])
+        net = MLP(OBS + ACT, out_features, num_cells=[8], **mlp_kwargs)
+        return ValueOperator(net, in_keys=["observation", "action"])
+
+    @staticmethod
+    def renorm_qvalue(seed=2, bias=True, **norm_kwargs):
+        """CrossQ's critic in small: a ``BatchRenorm1d`` between the hidden layer and its ReLU.
+
+        ``bias=False`` drops the linear layers' biases. The one before the normalization has
+        a zero gradient up to rounding (the normalization subtracts it again), which Adam
+        scales up to steps of the learning rate's size: runs that round differently (compiled
+        and eager) then drift apart.
+        """
+        return Build.qvalue(
+            seed,
+            activation_class=nn.ReLU,
+            norm_class=BatchRenorm1d,
+            norm_kwargs=norm_kwargs,
+            layer_class=nn.Linear if bias else functools.partial(nn.Linear, bias=False),
+        )
+
+    @staticmethod
+    def perturb(module):
+        """Move every parameter of ``module`` a little (online critics then differ from
+        their targets)."""
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+
+    @staticmethod
+    def squashed_sample(actor, obs, eps):
+        """``a = tanh(loc + scale * eps)`` and its log-density, by hand (a TanhNormal actor)."""
+        loc, scale = actor.module[0].module(obs)
+        u = loc + scale * eps
+        action = torch.tanh(u)
+        log_prob = D.Normal(loc, scale).log_prob(u).sum(-1) - torch.log(1 - action.pow(2)).sum(-1)
+        return action, log_prob
 
     @staticmethod
     def action_values(n=3, seed=2):
@@ -94,6 +134,15 @@ class Build:
         return TensorDictModule(
             nn.Linear(OBS, n), in_keys=["observation"], out_keys=["action_value"]
         )
+
+    @staticmethod
+    def distributional_actor(n=3, atoms=5, v_max=2.0, seed=2, one_hot=False):
+        """C51's ``DistributionalQValueActor``: ``Linear(obs) -> [atoms, n]`` log-softmaxed
+        over the atoms, on the support ``linspace(-v_max, v_max, atoms)``."""
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(OBS, atoms * n), nn.Unflatten(-1, (atoms, n)))
+        spec = OneHot(n) if one_hot else Categorical(n)
+        return DistributionalQValueActor(net, torch.linspace(-v_max, v_max, atoms), spec=spec)
 
     @staticmethod
     def discriminator(seed=5):
@@ -260,6 +309,18 @@ class Build:
                 assert g is None or bool((g == 0).all())
             else:
                 torch.testing.assert_close(g, e)
+
+    @staticmethod
+    def assert_ensemble_grads(term, reference, ensemble, members):
+        """``term``'s gradient in member ``i`` of a ``BatchedEnsemble`` equals ``reference``'s
+        in the standalone copy ``members[i]`` (and is nonzero somewhere)."""
+        names = [name for name, _ in ensemble.stacked.named_parameters()]
+        got = Build.grads(term, ensemble.stacked)
+        assert any(g is not None and bool(g.abs().sum() > 0) for g in got)
+        for i, member in enumerate(members):
+            expected = dict(zip(names, Build.grads(reference, member)))
+            for name, g in zip(names, got):
+                torch.testing.assert_close(g[i], expected[name], msg=f"member {i}: {name}")
 
 
 @pytest.fixture

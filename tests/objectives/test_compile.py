@@ -27,9 +27,11 @@ from rlblocks.objectives import (
     BCLoss,
     ClipPPOLoss,
     CQLLoss,
+    CrossQLoss,
     DDPGLoss,
     DecisionTransformerLoss,
     DiscreteSACLoss,
+    DistributionalDQNLoss,
     DQNLoss,
     GAILLoss,
     IndependentQLoss,
@@ -41,10 +43,12 @@ from rlblocks.objectives import (
     OnlineDTLoss,
     PPOLoss,
     QMixerLoss,
+    REDQLoss,
     ReinforceLoss,
     SACLoss,
     TD3BCLoss,
     TD3Loss,
+    TQCLoss,
     make_update_step,
     total_loss,
 )
@@ -145,9 +149,34 @@ CASES = {
     # Without a critic: Monte-Carlo returns from the batch.
     "ReinforceLoss": (lambda b: ReinforceLoss(b.gaussian_actor()), plain_batch, AOT_EAGER),
     "DQNLoss": (lambda b: DQNLoss(q_actor()), discrete_batch, INDUCTOR),
+    # C51: the categorical projection (scatter_add) in the graph.
+    "DistributionalDQNLoss": (
+        lambda b: DistributionalDQNLoss(b.distributional_actor()),
+        discrete_batch,
+        AOT_EAGER,
+    ),
     "DDPGLoss": (deterministic(DDPGLoss), plain_batch, AOT_EAGER),
     "TD3Loss": (deterministic(TD3Loss), plain_batch, AOT_EAGER),
     "SACLoss": (squashed(SACLoss), plain_batch, INDUCTOR),
+    # Critic ensembles as one torch.vmap over stacked parameters: REDQ's random subset,
+    # CrossQ's joint pass (its batch renormalization, past a 1-step warm-up, updates running
+    # statistics in the graph, then the actor's term reads them: inductor, whose partitioner
+    # would recompute those reads after the update), TQC's sorted and truncated quantiles.
+    "REDQLoss": (squashed(REDQLoss, num_qvalue_nets=3), plain_batch, AOT_EAGER),
+    "CrossQLoss": (
+        lambda b: CrossQLoss(
+            b.gaussian_actor(TanhNormal), b.renorm_qvalue(bias=False, warmup_steps=1)
+        ),
+        plain_batch,
+        INDUCTOR,
+    ),
+    "TQCLoss": (
+        lambda b: TQCLoss(
+            b.gaussian_actor(TanhNormal), b.qvalue(out_features=3), top_quantiles_to_drop_per_net=1
+        ),
+        plain_batch,
+        AOT_EAGER,
+    ),
     "CQLLoss": (squashed(CQLLoss, num_random=2), plain_batch, AOT_EAGER),
     "DiscreteSACLoss": (
         lambda b: DiscreteSACLoss(b.categorical_actor(), b.action_values(), num_actions=3),

@@ -6,27 +6,11 @@ import math
 
 import pytest
 import torch
-from torch import distributions as D
 from torch.nn import functional as F
 
 from rlblocks.objectives import CQLLoss, DiscreteSACLoss, SACLoss
 from rlblocks.objectives.errors import ObjectiveConfigError
 from rlblocks.objectives.modules import TanhNormal
-
-
-def squashed_sample(actor, obs, eps):
-    """``a = tanh(loc + scale * eps)`` and its log-density, by hand."""
-    loc, scale = actor.module[0].module(obs)
-    u = loc + scale * eps
-    action = torch.tanh(u)
-    log_prob = D.Normal(loc, scale).log_prob(u).sum(-1) - torch.log(1 - action.pow(2)).sum(-1)
-    return action, log_prob
-
-
-def perturb(module):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.1 * torch.randn_like(p))
 
 
 def min_q(nets, obs, action):
@@ -36,7 +20,7 @@ def min_q(nets, obs, action):
 def sac_setup(build, cls=SACLoss, **kwargs):
     actor, qvalue = build.gaussian_actor(TanhNormal), build.qvalue()
     loss = cls(actor, qvalue, gamma=0.9, alpha_init=0.5, **kwargs)
-    perturb(loss.qvalue_networks)  # online critics now differ from their targets
+    build.perturb(loss.qvalue_networks)  # online critics now differ from their targets
     return actor, loss
 
 
@@ -58,11 +42,11 @@ def test_sac_matches_reference(build):
     obs, next_obs, action = td["observation"], td["next", "observation"], td["action"]
     online, targets = list(loss.qvalue_networks), list(loss.target_qvalue_networks)
     with torch.no_grad():
-        next_action, next_lp = squashed_sample(actor, next_obs, eps_next)
+        next_action, next_lp = build.squashed_sample(actor, next_obs, eps_next)
         next_value = min_q(targets, next_obs, next_action) - 0.5 * next_lp.unsqueeze(-1)
         target = td["next", "reward"] + 0.9 * (~td["next", "terminated"]).float() * next_value
     ref_q = sum(F.smooth_l1_loss(net.module(obs, action), target) for net in online)
-    new_action, log_prob = squashed_sample(actor, obs, eps)
+    new_action, log_prob = build.squashed_sample(actor, obs, eps)
     ref_actor = (0.5 * log_prob.unsqueeze(-1) - min_q(online, obs, new_action)).mean()
     ref_alpha = -(loss.log_alpha * (log_prob + -2.0).detach()).mean()
     torch.testing.assert_close(out["loss_qvalue"], ref_q)
@@ -91,7 +75,7 @@ def test_sac_fixed_alpha_and_bounds(build):
 def test_discrete_sac_matches_reference(build):
     actor, qnet = build.categorical_actor(), build.action_values()
     loss = DiscreteSACLoss(actor, qnet, num_actions=3, gamma=0.9, alpha_init=0.3)
-    perturb(loss.qvalue_networks)
+    build.perturb(loss.qvalue_networks)
     index = torch.tensor([0, 1, 2, 2, 1, 0])
     td = build.batch(action=F.one_hot(index, 3))
     out = loss(td)
@@ -136,13 +120,13 @@ def test_cql_matches_reference(build, with_lagrange):
     obs, next_obs, action = td["observation"], td["next", "observation"], td["action"]
     online, targets = list(loss.qvalue_networks), list(loss.target_qvalue_networks)
     with torch.no_grad():
-        next_action, _ = squashed_sample(actor, next_obs, eps_next)
+        next_action, _ = build.squashed_sample(actor, next_obs, eps_next)
         # deterministic_backup: no entropy term in the target.
         next_value = min_q(targets, next_obs, next_action)
         target = td["next", "reward"] + 0.9 * (~td["next", "terminated"]).float() * next_value
         obs_n, next_obs_n = obs.expand(n, 6, 3), next_obs.expand(n, 6, 3)
-        current, current_lp = squashed_sample(actor, obs_n, eps_cur)
-        following, following_lp = squashed_sample(actor, next_obs_n, eps_following)
+        current, current_lp = build.squashed_sample(actor, obs_n, eps_cur)
+        following, following_lp = build.squashed_sample(actor, next_obs_n, eps_following)
     ref_q = sum(F.smooth_l1_loss(net.module(obs, action), target) for net in online)
     penalties = []
     for net in online:
@@ -164,7 +148,7 @@ def test_cql_matches_reference(build, with_lagrange):
         )
     else:
         ref_cql = sum(penalties)
-    new_action, log_prob = squashed_sample(actor, obs, eps)
+    new_action, log_prob = build.squashed_sample(actor, obs, eps)
     ref_actor = (0.5 * log_prob.unsqueeze(-1) - min_q(online, obs, new_action)).mean()
     torch.testing.assert_close(out["loss_qvalue"], ref_q)
     torch.testing.assert_close(out["loss_cql"], ref_cql)
@@ -184,7 +168,7 @@ def test_cql_max_q_backup(build):
     targets = list(loss.target_qvalue_networks)
     with torch.no_grad():
         next_obs_n = td["next", "observation"].expand(3, 6, 3)
-        next_action, _ = squashed_sample(actor, next_obs_n, eps_next)
+        next_action, _ = build.squashed_sample(actor, next_obs_n, eps_next)
         next_value = min_q(targets, next_obs_n, next_action).amax(0)
         target = td["next", "reward"] + 0.9 * (~td["next", "terminated"]).float() * next_value
     ref_q = sum(

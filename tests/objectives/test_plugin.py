@@ -32,6 +32,7 @@ def test_every_loss_is_registered_from_this_distribution():
         "ClipPPOLoss", "PPOLoss", "KLPENPPOLoss", "A2CLoss", "ReinforceLoss", "DQNLoss",
         "DDPGLoss", "TD3Loss", "SACLoss", "DiscreteSACLoss", "IQLLoss", "CQLLoss", "BCLoss",
         "GAILLoss", "TD3BCLoss", "DecisionTransformerLoss", "OnlineDTLoss",
+        "DistributionalDQNLoss", "REDQLoss", "CrossQLoss", "TQCLoss",
     }  # fmt: skip
 
 
@@ -46,6 +47,7 @@ def test_torchrl_module_names_are_aliases():
     assert LOSS_NAMES["td3_bc"] == LOSS_NAMES["td3bc"] == "TD3BCLoss"
     assert LOSS_NAMES["dt"] == LOSS_NAMES["decision_transformer"] == "DecisionTransformerLoss"
     assert objectives.DTLoss is objectives.DecisionTransformerLoss  # TorchRL's class name
+    assert LOSS_NAMES["c51"] == LOSS_NAMES["distributional_dqn"] == "DistributionalDQNLoss"
 
 
 def test_unknown_name_suggests_the_close_one():

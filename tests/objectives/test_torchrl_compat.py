@@ -9,20 +9,37 @@ from __future__ import annotations
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import nn
 
 from rlblocks.core import ExplorationType, set_exploration_type
-from rlblocks.core.specs import Bounded, Categorical, Composite, Unbounded
-from rlblocks.objectives import DDPGLoss, DQNLoss, DTLoss, GAILLoss, TD3BCLoss, TD3Loss, total_loss
+from rlblocks.core.specs import Bounded, Categorical, Composite, OneHot, Unbounded
+from rlblocks.objectives import (
+    CrossQLoss,
+    DDPGLoss,
+    DistributionalDQNLoss,
+    DQNLoss,
+    DTLoss,
+    GAILLoss,
+    REDQLoss,
+    TD3BCLoss,
+    TD3Loss,
+    TQCLoss,
+    total_loss,
+)
 from rlblocks.objectives.errors import ObjectiveConfigError
 from rlblocks.objectives.modules import (
     MLP,
     Actor,
     ActorCriticOperator,
+    BatchRenorm1d,
     ConvNet,
     DecisionTransformer,
+    DistributionalQValueActor,
     DTActor,
+    DuelingMlpDQNet,
+    NoisyLazyLinear,
+    NoisyLinear,
     ProbabilisticActor,
     QValueActor,
     SafeModule,
@@ -236,11 +253,9 @@ def test_gail_keys_and_the_torchrl_example_recipe(build):
 # -- TD3+BC ---------------------------------------------------------------------------
 
 
-def test_td3bc_docstring_example_outputs_torchrl_entries():
-    spec, actor, qvalue = ddpg_modules()  # TorchRL's TD3BCLoss example builds the same
-    loss = TD3BCLoss(actor, qvalue, action_spec=actor.spec)
-    batch = [2]
-    data = TensorDict(
+def torchrl_batch(spec, batch):
+    """The batch of TorchRL's loss docstring examples (no episode ends)."""
+    return TensorDict(
         {
             "observation": torch.randn(*batch, N_OBS),
             "action": spec.rand(batch),
@@ -251,6 +266,13 @@ def test_td3bc_docstring_example_outputs_torchrl_entries():
         },
         batch,
     )
+
+
+def test_td3bc_docstring_example_outputs_torchrl_entries():
+    spec, actor, qvalue = ddpg_modules()  # TorchRL's TD3BCLoss example builds the same
+    loss = TD3BCLoss(actor, qvalue, action_spec=actor.spec)
+    batch = [2]
+    data = torchrl_batch(spec, batch)
     out = loss(data)
     assert set(out.keys()) == {
         "bc_loss",
@@ -590,3 +612,128 @@ def test_vec_generalized_advantage_estimate_is_the_gae():
         expected = generalized_advantage_estimate(*args, done if flags is None else flags)
         for a, b in zip(got, expected):
             torch.testing.assert_close(a, b)
+
+
+# -- Rainbow parts: noisy layers, dueling heads, C51 ----------------------------------
+
+
+def test_noisy_linear_torchrl_arguments_and_attributes():
+    torch.manual_seed(0)
+    layer = NoisyLinear(4, 3, True, None, torch.float64, 0.5)  # TorchRL's positional order
+    assert layer.weight.dtype == torch.float64 and layer.weight.shape == (3, 4)
+    assert set(dict(layer.named_parameters())) == {
+        "weight_mu", "weight_sigma", "bias_mu", "bias_sigma"
+    }  # fmt: skip
+    before = layer.weight.detach().clone()
+    layer.reset_noise()
+    assert not torch.equal(layer.weight.detach(), before)
+    lazy = NoisyLazyLinear(3, std_init=0.5)
+    assert lazy(torch.zeros(2, 6)).shape == (2, 3)
+
+
+def test_dueling_mlp_dqnet_torchrl_example_and_its_distributional_use():
+    torch.manual_seed(0)
+    assert DuelingMlpDQNet(out_features=2)(torch.zeros(1, 5)).shape == (1, 2)
+    # TorchRL's docstring asks for out_features=(3, 2) with a scalar value head, which adds
+    # [B, 1] to [B, 3, 2] and only runs for B = 1 or 3: rlblocks says what to pass instead.
+    with pytest.raises(ObjectiveConfigError, match=r"\(n_atoms, 1\) for \(n_atoms, n_actions\)"):
+        DuelingMlpDQNet(out_features=(3, 2))
+    net = DuelingMlpDQNet(out_features=(3, 2), out_features_value=(3, 1))
+    assert net(torch.zeros(4, 5)).shape == (4, 3, 2)
+
+
+def test_distributional_qvalue_actor_torchrl_docstring_recipe():
+    torch.manual_seed(0)
+    td = TensorDict({"observation": torch.randn(5, 4)}, [5])
+    nbins = 3
+    module = MLP(out_features=(nbins, 4), depth=2)
+    module = TensorDictSequential(
+        TensorDictModule(module, ["observation"], ["action_value"]),
+        TensorDictModule(lambda x: x.log_softmax(-2), ["action_value"], ["action_value"]),
+    )
+    actor = DistributionalQValueActor(module=module, spec=OneHot(4), support=torch.arange(nbins))
+    td = actor(td)
+    assert td["action"].shape == (5, 4) and td["action_value"].shape == (5, 3, 4)
+    expected = (td["action_value"].exp() * torch.arange(3.0)[:, None]).sum(-2).argmax(-1)
+    assert torch.equal(td["action"].long().argmax(-1), expected)
+    # TorchRL's loss call; the term is "loss_qvalue" (TorchRL: "loss"), total_loss sums it.
+    loss = DistributionalDQNLoss(actor, gamma=0.9)
+    data = td.select("observation", "action").update(
+        {
+            ("next", "observation"): torch.randn(5, 4),
+            ("next", "reward"): torch.randn(5, 1),
+            ("next", "done"): torch.zeros(5, 1, dtype=torch.bool),
+        }
+    )
+    out = loss(data)
+    assert "loss_qvalue" in out.keys() and "loss" not in out.keys()
+    total_loss(out).backward()
+    assert data["td_error"].shape == (5,)
+
+
+# -- REDQ, CrossQ, TQC ----------------------------------------------------------------
+
+
+def sac_family_modules():
+    """The actor and critic of TorchRL's REDQLoss/CrossQLoss docstrings, and a batch."""
+    spec, _, qvalue = ddpg_modules()
+    net = nn.Sequential(nn.Linear(N_OBS, 2 * N_ACT), NormalParamExtractor())
+    module = SafeModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
+    actor = ProbabilisticActor(
+        module=module, in_keys=["loc", "scale"], spec=spec, distribution_class=TanhNormal
+    )
+    batch = [2]
+    data = torchrl_batch(spec, batch)
+    return actor, qvalue, data
+
+
+@pytest.mark.parametrize("cls", [REDQLoss, CrossQLoss])
+def test_redq_and_crossq_docstring_examples(build, cls):
+    actor, qvalue, data = sac_family_modules()
+    loss = cls(actor, qvalue)
+    out = loss(data)
+    assert {"loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy"} <= set(out.keys())
+    # The tensor call of the examples (a dict here, not a tuple).
+    tensors = loss(**build.tensors(data))
+    tensors["loss_actor"].backward()
+    assert actor.module[0].module[0].weight.grad is not None
+    # TorchRL's REDQ clamps the temperature to [0.1, 10] by default.
+    if cls is REDQLoss:
+        assert loss.qvalue_networks.num_copies == 10 and loss.sub_sample_len == 2
+        assert float(REDQLoss(actor, qvalue, alpha_init=100.0).alpha) == pytest.approx(10.0)
+
+
+def test_crossq_recipe_critic_mlp_with_batch_renorm():
+    # TorchRL's sota-implementations/crossq critic: an MLP with norm_class and its
+    # norm_kwargs (num_features included), initialized by one call in eval mode.
+    actor, _, data = sac_family_modules()
+    hidden = [16, 16]
+    net = MLP(
+        num_cells=hidden,
+        out_features=1,
+        activation_class=nn.ReLU,
+        norm_class=BatchRenorm1d,
+        norm_kwargs={"momentum": 0.01, "num_features": hidden[-1], "warmup_steps": 100},
+    )
+    qvalue = ValueOperator(in_keys=["action", "observation"], module=net)
+    qvalue.eval()
+    qvalue(data.clone())
+    qvalue.train()
+    loss = CrossQLoss(actor, qvalue, num_qvalue_nets=2, loss_function="l2", alpha_init=1.0)
+    loss.make_value_estimator(gamma=0.99)
+    total_loss(loss(data)).backward()
+    assert loss.qvalue_networks.stacked.module[1].num_batches_tracked.tolist() == [1, 1]
+
+
+def test_tqc_docstring_example():
+    actor, _, data = sac_family_modules()
+    n_quantiles = 8
+    critic = ValueOperator(
+        MLP(in_features=N_OBS + N_ACT, out_features=n_quantiles, num_cells=[]),
+        in_keys=["observation", "action"],
+    )
+    loss = TQCLoss(actor, critic, num_qvalue_nets=2)
+    loss.make_value_estimator(gamma=0.99)
+    assert loss.n_quantiles == 8 and loss.top_quantiles_to_drop_per_net == 2
+    output = loss(data)
+    assert output.get("loss_qvalue").shape == torch.Size([])

@@ -22,6 +22,7 @@ from rlblocks.objectives._keys import (
     SAMPLE_LOG_PROB,
     STATE_ACTION_VALUE,
     STATE_VALUE,
+    STEPS_TO_NEXT_OBS,
     TD_ERROR,
     VALUE_TARGET,
     TensorKeys,
@@ -29,12 +30,14 @@ from rlblocks.objectives._keys import (
 from rlblocks.objectives._losses.a2c import A2CLoss, ReinforceLoss
 from rlblocks.objectives._losses.base import HardUpdate, LossModule, SoftUpdate, total_loss
 from rlblocks.objectives._losses.cql import CQLLoss
+from rlblocks.objectives._losses.crossq import CrossQLoss
 from rlblocks.objectives._losses.ddpg import DDPGLoss, TD3Loss
 from rlblocks.objectives._losses.decision_transformer import (
     DecisionTransformerLoss,
     DTLoss,
     OnlineDTLoss,
 )
+from rlblocks.objectives._losses.distributional import DistributionalDQNLoss
 from rlblocks.objectives._losses.dqn import DQNLoss
 from rlblocks.objectives._losses.gail import GAILLoss
 from rlblocks.objectives._losses.multiagent import (
@@ -48,8 +51,10 @@ from rlblocks.objectives._losses.multiagent import (
 from rlblocks.objectives._losses.offline import BCLoss, IQLLoss
 from rlblocks.objectives._losses.ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
 from rlblocks.objectives._losses.qmixer import QMixerLoss
+from rlblocks.objectives._losses.redq import REDQLoss
 from rlblocks.objectives._losses.sac import DiscreteSACLoss, SACLoss
 from rlblocks.objectives._losses.td3bc import TD3BCLoss
+from rlblocks.objectives._losses.tqc import TQCLoss
 from rlblocks.objectives._update import UpdateStep, make_update_step
 from rlblocks.objectives._version import __version__
 from rlblocks.objectives.errors import (
@@ -70,10 +75,14 @@ __all__ = [
     "A2CLoss",
     "ReinforceLoss",
     "DQNLoss",
+    "DistributionalDQNLoss",
     "DDPGLoss",
     "TD3Loss",
     "SACLoss",
     "DiscreteSACLoss",
+    "REDQLoss",
+    "CrossQLoss",
+    "TQCLoss",
     "IQLLoss",
     "CQLLoss",
     "BCLoss",
@@ -108,6 +117,7 @@ __all__ = [
     "ADVANTAGE",
     "VALUE_TARGET",
     "TD_ERROR",
+    "STEPS_TO_NEXT_OBS",
     # errors
     "ObjectiveError",
     "MissingInputError",

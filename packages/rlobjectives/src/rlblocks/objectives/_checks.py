@@ -19,6 +19,7 @@ __all__ = [
     "env_level_key",
     "broadcast_flag",
     "read_flags",
+    "read_discount",
     "tensordict_from_tensors",
     "flat_name",
     "FALLBACK_ROLES",
@@ -236,6 +237,41 @@ def read_flags(
         broadcast_flag(owner, done_key, done, like_key, like, batch_dims),
         broadcast_flag(owner, terminated_key, terminated, like_key, like, batch_dims),
     )
+
+
+def read_discount(
+    owner: str,
+    tensordict: TensorDictBase,
+    gamma: float | torch.Tensor,
+    steps_key: NestedKey,
+    like_key: NestedKey,
+    like: torch.Tensor,
+) -> float | torch.Tensor:
+    """The discount of the bootstrapped value: ``gamma``, or ``gamma ** steps`` per sample.
+
+    A batch of n-step transitions (``rlblocks.buffers.MultiStepTransform``) says at
+    ``steps_key`` how many steps each next observation is ahead; without that key the
+    discount is ``gamma`` (one-step transitions).
+
+    Args:
+        owner: The loss or estimator, for error messages.
+        tensordict: The input.
+        gamma: The one-step discount (a float, or a tensor shaped like ``like``).
+        steps_key: Where the step counts are (``"steps_to_next_obs"``), shaped
+            ``[*batch, 1]`` or ``[*batch]`` (TorchRL's layout).
+        like_key: Where ``like`` was read.
+        like: The reward the discount goes with.
+
+    Returns:
+        ``gamma``, or a tensor shaped like ``like``.
+    """
+    steps = tensordict.get(steps_key, None)
+    if steps is None:
+        return gamma
+    if steps.shape == like.shape[:-1] and like.shape[-1:] == (1,):
+        steps = steps.unsqueeze(-1)
+    steps = broadcast_flag(owner, steps_key, steps, like_key, like, tensordict.batch_dims)
+    return gamma ** steps.to(like.dtype)
 
 
 def _norm(key: NestedKey) -> NestedKey:

@@ -20,6 +20,7 @@ __all__ = [
     "ADVANTAGE",
     "VALUE_TARGET",
     "TD_ERROR",
+    "STEPS_TO_NEXT_OBS",
     "LOC",
     "SCALE",
     "LOGITS",
@@ -41,6 +42,10 @@ ADVANTAGE = "advantage"
 VALUE_TARGET = "value_target"
 TD_ERROR = "td_error"
 """``|target - prediction|`` per sample, written by value-based losses for prioritized replay."""
+STEPS_TO_NEXT_OBS = "steps_to_next_obs"
+"""How many steps separate ``("next", observation)`` from the root one, per sample (n-step
+returns, written by ``rlblocks.buffers.MultiStepTransform``): targets then discount the
+bootstrapped value by ``gamma ** steps_to_next_obs``."""
 LOC = "loc"
 SCALE = "scale"
 LOGITS = "logits"

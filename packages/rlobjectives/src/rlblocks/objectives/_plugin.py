@@ -12,10 +12,16 @@ name                loss
 ``a2c``             :class:`A2CLoss`
 ``reinforce``       :class:`ReinforceLoss`
 ``dqn``             :class:`DQNLoss`
+``c51``             :class:`DistributionalDQNLoss` (TorchRL's class name); also
+                    ``distributional_dqn``
 ``ddpg``            :class:`DDPGLoss`
 ``td3``             :class:`TD3Loss`
 ``sac``             :class:`SACLoss`
 ``discrete_sac``    :class:`DiscreteSACLoss`
+``redq``            :class:`REDQLoss` (SAC over a critic ensemble, target over a random
+                    subset)
+``crossq``          :class:`CrossQLoss` (SAC with batch-normalized critics, no targets)
+``tqc``             :class:`TQCLoss` (SAC with truncated quantile critics)
 ``iql``             :class:`IQLLoss`
 ``cql``             :class:`CQLLoss`
 ``bc``              :class:`BCLoss`
@@ -53,10 +59,15 @@ LOSS_NAMES: dict[str, str] = {
     "a2c": "A2CLoss",
     "reinforce": "ReinforceLoss",
     "dqn": "DQNLoss",
+    "c51": "DistributionalDQNLoss",
+    "distributional_dqn": "DistributionalDQNLoss",
     "ddpg": "DDPGLoss",
     "td3": "TD3Loss",
     "sac": "SACLoss",
     "discrete_sac": "DiscreteSACLoss",
+    "redq": "REDQLoss",
+    "crossq": "CrossQLoss",
+    "tqc": "TQCLoss",
     "iql": "IQLLoss",
     "cql": "CQLLoss",
     "bc": "BCLoss",

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import Tensor, nn
 from torch import distributions as D
@@ -27,6 +26,7 @@ from rlblocks.objectives._checks import (
 )
 from rlblocks.objectives._keys import TensorKeys
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
+from rlblocks.objectives.modules._ensemble import BatchedEnsemble, reinitialized_copies
 from rlblocks.objectives.value import (
     ValueEstimatorBase,
     ValueEstimators,
@@ -58,6 +58,9 @@ __all__ = [
 # Roles a loss shares with its value estimator (renaming one renames both). Their keys also
 # carry one trailing feature dim, which tells a plain-tensor call the batch shape.
 _VALUE_ROLES = ("reward", "done", "terminated", "advantage", "value_target", "value")
+# Renaming these renames them in the estimator too (n-step step counts have no feature dim
+# in TorchRL's layout, so they do not tell the batch shape).
+_FORWARDED_ROLES = (*_VALUE_ROLES, "steps_to_next_obs")
 
 RequiredKeys = tuple[dict[str, NestedKey], dict[NestedKey, str]]
 """What a call reads: ``({role: key} read by the loss, {key: network} read by its networks)``."""
@@ -195,20 +198,21 @@ def _frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
-def ensemble(owner: str, name: str, module: nn.Module, n: int) -> nn.ModuleList:
-    """``[module, copy_1, ...]``: the copies are re-initialized so that the members differ."""
+def ensemble(
+    owner: str, name: str, module: nn.Module, n: int, *, batched: bool = False
+) -> nn.ModuleList | BatchedEnsemble:
+    """``n`` critics: ``module`` and copies re-initialized so that the members differ.
+
+    Returns:
+        ``[module, copy_1, ...]`` as an ``nn.ModuleList`` (run one after the other), or with
+        ``batched`` a :class:`BatchedEnsemble` (stacked parameters, one vmapped call).
+    """
     if n < 1:
         raise ObjectiveConfigError(f"{owner}: num_qvalue_nets must be >= 1, got {n}")
     check_initialized(owner, name, module)
-    members = [module]
-    for _ in range(n - 1):
-        member = copy.deepcopy(module)
-        for sub in member.modules():
-            reset = getattr(sub, "reset_parameters", None)
-            if callable(reset) and not isinstance(sub, TensorDictModuleBase):
-                reset()
-        members.append(member)
-    return nn.ModuleList(members)
+    if batched:
+        return BatchedEnsemble(module, n)
+    return nn.ModuleList(reinitialized_copies(module, n))
 
 
 def check_initialized(owner: str, name: str, module: nn.Module) -> None:
@@ -320,7 +324,7 @@ class LossModule(nn.Module):
     def _forward_keys(self, estimator: ValueEstimatorBase) -> None:
         shared = {
             role: getattr(self._keys, role)
-            for role in _VALUE_ROLES
+            for role in _FORWARDED_ROLES
             if role in self._keys.as_dict() and role in estimator.tensor_keys.as_dict()
         }
         estimator.set_keys(**shared)

@@ -47,7 +47,9 @@ class DQNLoss(OffPolicyLoss):
     With ``double_dqn=True`` the next action is chosen by the online network and valued by
     the target network (van Hasselt et al., 2016). The target network is a frozen copy
     (``target_value_network``) updated by :class:`SoftUpdate`/:class:`HardUpdate`; with
-    ``delay_value=False`` the online network is used (without gradient).
+    ``delay_value=False`` the online network is used (without gradient). On n-step
+    transitions (``rlblocks.buffers.MultiStepTransform``), which carry
+    ``steps_to_next_obs``, the next value is discounted by ``gamma ** steps_to_next_obs``.
 
     Args:
         value_network: A ``QValueActor`` (writes ``action_value``, one value per action).

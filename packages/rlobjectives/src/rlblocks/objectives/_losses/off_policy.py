@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from rlblocks.core import ACTION, DONE, NEXT, REWARD, TERMINATED
 from rlblocks.core.specs import Bounded, TensorSpec
-from rlblocks.objectives._keys import TD_ERROR
+from rlblocks.objectives._keys import STEPS_TO_NEXT_OBS, TD_ERROR
 from rlblocks.objectives._losses.base import (
     LossModule,
     frozen_call,
@@ -30,6 +30,7 @@ OFF_POLICY_KEYS: dict[str, NestedKey] = {
     "done": DONE,
     "terminated": TERMINATED,
     "priority": TD_ERROR,
+    "steps_to_next_obs": STEPS_TO_NEXT_OBS,
 }
 
 
@@ -71,11 +72,16 @@ class OffPolicyLoss(LossModule):
         return self.value_estimator.value_estimate(tensordict, next_value=next_value.detach())
 
     def _write_priority(
-        self, tensordict: TensorDictBase, predictions: Sequence[Tensor], target: Tensor
+        self, tensordict: TensorDictBase, predictions: Sequence[Tensor] | Tensor, target: Tensor
     ) -> Tensor:
-        """Write ``max |prediction - target|`` per sample at the priority key and return it."""
+        """Write ``max |prediction - target|`` per sample at the priority key and return it.
+
+        ``predictions``: one per critic, in a list or stacked along a first dim.
+        """
         with torch.no_grad():
-            errors = torch.stack([(p - target).abs() for p in predictions]).amax(0)
+            if not isinstance(predictions, Tensor):
+                predictions = torch.stack(list(predictions))
+            errors = (predictions - target).abs().amax(0)
             batch = tensordict.batch_dims
             if errors.ndim > batch:
                 errors = errors.flatten(batch).amax(-1)

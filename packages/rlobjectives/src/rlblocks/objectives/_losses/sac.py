@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from torch import Tensor
+from torch import Tensor, nn
 
 from rlblocks.core.specs import TensorSpec
 from rlblocks.objectives._keys import ACTION_VALUE, STATE_ACTION_VALUE
@@ -52,12 +52,16 @@ class _SoftActorCritic(OffPolicyLoss, TemperatureMixin):
                 f"ProbabilisticActor; got {type(actor_network).__name__}"
             )
         self.actor_network = actor_network
-        self.qvalue_networks = ensemble(owner, "qvalue_network", qvalue_network, num_qvalue_nets)
+        self.qvalue_networks = self._make_critics(qvalue_network, num_qvalue_nets)
         self.loss_function = check_distance(owner, loss_function)
         self.delay_qvalue = delay_qvalue
         self._init_alpha(*alpha)
         if delay_qvalue:
             self._register_target("qvalue_networks")
+
+    def _make_critics(self, qvalue_network: nn.Module, num_qvalue_nets: int) -> nn.Module:
+        """The critics: ``qvalue_network`` and re-initialized copies, run one by one."""
+        return ensemble(type(self).__name__, "qvalue_network", qvalue_network, num_qvalue_nets)
 
 
 class SACLoss(_SoftActorCritic):
@@ -146,41 +150,53 @@ class SACLoss(_SoftActorCritic):
         action, log_prob = self._sample(tensordict)
         return action, reduce_to_batch(log_prob, tensordict.batch_dims)
 
+    def _critic_values(
+        self, critics: nn.Module, tensordict: TensorDictBase, frozen: bool
+    ) -> Tensor:
+        """``Q_i`` of each of ``critics`` on ``tensordict``, stacked: ``[n, *batch, 1]``."""
+        key = self._keys.state_action_value
+        return torch.stack(self._evaluate(critics, tensordict, key, frozen))
+
+    def _target_q(self, tensordict: TensorDictBase) -> Tensor:
+        """``min_i Q'_i(s', a')`` of the target critics, ``a'`` written in ``tensordict``."""
+        targets = self._target("qvalue_networks", self.delay_qvalue)
+        return self._critic_values(targets, tensordict, frozen=False).amin(0)
+
+    def _actor_q(self, tensordict: TensorDictBase) -> Tensor:
+        """``min_i Q_i(s, a)``, through which the actor is trained (critics frozen)."""
+        return self._critic_values(self.qvalue_networks, tensordict, frozen=True).amin(0)
+
+    def _soft_value(self, q: Tensor, log_prob: Tensor, batch_dims: int, alpha: Tensor) -> Tensor:
+        """``q - alpha * log pi``, the raw ``log_prob`` reduced like ``q`` (per agent)."""
+        log_prob = reduce_to_batch(log_prob, per_sample_dims(batch_dims, q))
+        return q - alpha * as_column(type(self).__name__, "log pi", log_prob, "Q", q)
+
     def _next_value(self, tensordict: TensorDictBase, alpha: Tensor) -> Tensor:
         """``min_i Q'_i(s', a') - alpha * log pi(a'|s')`` (no gradient)."""
-        key = self._keys.state_action_value
         with torch.no_grad():
             nxt = tensordict.get("next")
             action, log_prob = self._sample(nxt)
-            targets = self._target("qvalue_networks", self.delay_qvalue)
-            q = self._evaluate(
-                targets, self._with_action(tensordict, action, nested=True), key, False
-            )
-            min_q = torch.stack(q).amin(0)
-            log_prob = reduce_to_batch(log_prob, per_sample_dims(nxt.batch_dims, min_q))
-            return min_q - alpha * as_column("SACLoss", "log pi", log_prob, "Q", min_q)
+            q = self._target_q(self._with_action(tensordict, action, nested=True))
+            return self._soft_value(q, log_prob, nxt.batch_dims, alpha)
 
     def _qvalue_loss(
         self, tensordict: TensorDictBase, target: Tensor
     ) -> tuple[Tensor, list[Tensor]]:
-        key = self._keys.state_action_value
-        preds = self._evaluate(self.qvalue_networks, tensordict, key, frozen=False)
+        preds = list(self._critic_values(self.qvalue_networks, tensordict, frozen=False))
         owner = type(self).__name__
         loss = sum(distance_loss(owner, p, target, self.loss_function).mean() for p in preds)
         return loss, preds
 
     def _actor_terms(self, tensordict: TensorDictBase, alpha: Tensor) -> dict[str, Tensor]:
         action, log_prob = self._sample(tensordict)
-        key = self._keys.state_action_value
-        acting = self._with_action(tensordict, action)
-        min_q = torch.stack(self._evaluate(self.qvalue_networks, acting, key, frozen=True)).amin(0)
-        dims = per_sample_dims(tensordict.batch_dims, min_q)
+        q = self._actor_q(self._with_action(tensordict, action))
+        dims = per_sample_dims(tensordict.batch_dims, q)
         log_prob = reduce_to_batch(log_prob, dims)
-        log_prob_col = as_column(type(self).__name__, "log pi", log_prob, "Q", min_q)
+        log_prob_col = as_column(type(self).__name__, "log pi", log_prob, "Q", q)
         # target_entropy - H, with the entropy estimated by -log pi(a|s).
         gap = log_prob + self._resolve_target_entropy(tensordict, dims)
         return {
-            "loss_actor": (alpha * log_prob_col - min_q).mean(),
+            "loss_actor": (alpha * log_prob_col - q).mean(),
             "loss_alpha": self._alpha_loss(gap),
             "entropy": -log_prob.detach().mean(),
         }

@@ -25,7 +25,13 @@ from rlblocks.objectives.modules._decision_transformer_actors import (
     DTActor,
     OnlineDTActor,
 )
+from rlblocks.objectives.modules._distributional import (
+    DistributionalQValueActor,
+    DistributionalQValueModule,
+)
 from rlblocks.objectives.modules._distributions import TanhDelta, TanhNormal
+from rlblocks.objectives.modules._dueling import DuelingMlpDQNet
+from rlblocks.objectives.modules._ensemble import BatchedEnsemble
 from rlblocks.objectives.modules._exploration import (
     AdditiveGaussianModule,
     EGreedyModule,
@@ -33,6 +39,8 @@ from rlblocks.objectives.modules._exploration import (
 )
 from rlblocks.objectives.modules._multiagent import MultiAgentMLP, QMixer, VDNMixer
 from rlblocks.objectives.modules._networks import MLP, ConvNet, SquashDims
+from rlblocks.objectives.modules._noisy import NoisyLazyLinear, NoisyLinear, reset_noise
+from rlblocks.objectives.modules._normalization import BatchRenorm1d
 from rlblocks.objectives.modules._rnn import GRUModule, LSTMModule
 
 __all__ = [
@@ -40,6 +48,12 @@ __all__ = [
     "MLP",
     "ConvNet",
     "SquashDims",
+    "BatchRenorm1d",
+    "BatchedEnsemble",
+    "DuelingMlpDQNet",
+    "NoisyLinear",
+    "NoisyLazyLinear",
+    "reset_noise",
     "LSTMModule",
     "GRUModule",
     # Decision Transformer
@@ -59,6 +73,8 @@ __all__ = [
     "ValueOperator",
     "QValueModule",
     "QValueActor",
+    "DistributionalQValueModule",
+    "DistributionalQValueActor",
     "ActorValueOperator",
     "ActorCriticOperator",
     # distributions

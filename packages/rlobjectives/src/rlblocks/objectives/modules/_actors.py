@@ -404,12 +404,16 @@ class QValueModule(TensorDictModuleBase):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the greedy action and its value."""
-        values = tensordict.get(self.action_value_key)
+        return self._act(tensordict, tensordict.get(self.action_value_key))
+
+    def _act(self, tensordict: TensorDictBase, values: torch.Tensor) -> TensorDictBase:
+        """Write the action maximizing ``values`` (``[*batch, n]``), and that maximum."""
+        chosen_from = values
         if self.action_mask_key is not None:
             mask = tensordict.get(self.action_mask_key)
             values = values.masked_fill(~mask.bool(), float("-inf"))
         greedy = values.argmax(-1, keepdim=True)
-        chosen = tensordict.get(self.action_value_key).gather(-1, greedy)
+        chosen = chosen_from.gather(-1, greedy)
         if self.action_space == "one_hot":
             dtype = self.spec.dtype if self.spec is not None else torch.long
             action = torch.zeros_like(values, dtype=dtype).scatter_(-1, greedy, 1)

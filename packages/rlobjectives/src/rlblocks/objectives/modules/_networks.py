@@ -38,6 +38,17 @@ def _cells(owner: str, num_cells: int | Sequence[int] | None, depth: int | None)
     return cells
 
 
+def _norm_layer(
+    norm_class: type[nn.Module],
+    norm_kwargs: dict[str, Any] | None,
+    size: int,
+    device: torch.device | str | None,
+) -> nn.Module:
+    kwargs = dict(norm_kwargs or {})
+    layer = norm_class(**kwargs) if "num_features" in kwargs else norm_class(size, **kwargs)
+    return layer if device is None else layer.to(device)
+
+
 class MLP(nn.Sequential):
     """A multi-layer perceptron over the last dim; any leading dims are batch dims.
 
@@ -54,6 +65,11 @@ class MLP(nn.Sequential):
         activation_kwargs: Keyword arguments of ``activation_class``.
         activate_last_layer: Also apply the activation to the output.
         layer_class: The linear layer class (``nn.Linear`` or a compatible one).
+        norm_class: A normalization layer put between each linear layer and its activation,
+            built as ``norm_class(size, **norm_kwargs)`` (e.g. :class:`BatchRenorm1d` for a
+            CrossQ critic, ``nn.LayerNorm``). With ``num_features`` in ``norm_kwargs``
+            (TorchRL's convention) it is built as ``norm_class(**norm_kwargs)``.
+        norm_kwargs: Keyword arguments of ``norm_class``.
         device: Device of the parameters.
 
     Example:
@@ -73,6 +89,8 @@ class MLP(nn.Sequential):
         activation_kwargs: dict[str, Any] | None = None,
         activate_last_layer: bool = False,
         layer_class: type[nn.Module] = nn.Linear,
+        norm_class: type[nn.Module] | None = None,
+        norm_kwargs: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         if out_features is None:
@@ -88,6 +106,8 @@ class MLP(nn.Sequential):
             else:
                 layers.append(layer_class(previous, size, device=device))
             if i < len(sizes) - 1 or activate_last_layer:
+                if norm_class is not None:
+                    layers.append(_norm_layer(norm_class, norm_kwargs, size, device))
                 layers.append(activation_class(**(activation_kwargs or {})))
             previous = size
         if len(out_shape) > 1:

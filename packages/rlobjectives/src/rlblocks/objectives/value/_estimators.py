@@ -14,8 +14,20 @@ from tensordict.utils import NestedKey
 from torch import Tensor, nn
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED
-from rlblocks.objectives._checks import check_keys, check_same_shape, fmt_key, read_flags
-from rlblocks.objectives._keys import ADVANTAGE, STATE_VALUE, VALUE_TARGET, TensorKeys
+from rlblocks.objectives._checks import (
+    check_keys,
+    check_same_shape,
+    fmt_key,
+    read_discount,
+    read_flags,
+)
+from rlblocks.objectives._keys import (
+    ADVANTAGE,
+    STATE_VALUE,
+    STEPS_TO_NEXT_OBS,
+    VALUE_TARGET,
+    TensorKeys,
+)
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
 from rlblocks.objectives.value.functional import (
     generalized_advantage_estimate,
@@ -60,7 +72,9 @@ class ValueEstimatorBase(nn.Module):
 
     With a value network, ``state_value`` is also written at the root and under ``"next"``.
     An input without ``("next", "terminated")`` is read as if it were ``("next", "done")``
-    (every end of episode a termination), as TorchRL does.
+    (every end of episode a termination), as TorchRL does. An input with
+    ``steps_to_next_obs`` (n-step transitions) discounts each next value by
+    ``gamma ** steps_to_next_obs`` instead of ``gamma``, as TorchRL does.
 
     Example:
         >>> estimator = TDLambdaEstimator(gamma=0.99, lmbda=0.9, value_network=critic)
@@ -75,6 +89,7 @@ class ValueEstimatorBase(nn.Module):
         "reward": REWARD,
         "done": DONE,
         "terminated": TERMINATED,
+        "steps_to_next_obs": STEPS_TO_NEXT_OBS,
     }
     needs_time: ClassVar[bool] = True
 
@@ -177,7 +192,11 @@ class ValueEstimatorBase(nn.Module):
         done, terminated = read_flags(
             owner, tensordict, _next(keys.done), _next(keys.terminated), reward_key, reward
         )
+        gamma = read_discount(
+            owner, tensordict, self.gamma, keys.steps_to_next_obs, reward_key, reward
+        )
         return {
+            "gamma": gamma,
             "reward": reward,
             "done": done,
             "terminated": terminated,
@@ -233,6 +252,7 @@ class ValueEstimatorBase(nn.Module):
     def _estimate(
         self,
         *,
+        gamma: float | Tensor,
         reward: Tensor,
         done: Tensor,
         terminated: Tensor,
@@ -240,7 +260,10 @@ class ValueEstimatorBase(nn.Module):
         next_value: Tensor,
         time_dim: int,
     ) -> tuple[Tensor | None, Tensor]:
-        """Return ``(advantage or None, value_target)``; ``time_dim`` counts from the front."""
+        """Return ``(advantage or None, value_target)``; ``time_dim`` counts from the front.
+
+        ``gamma`` is the estimator's, or ``gamma ** steps_to_next_obs`` for n-step data.
+        """
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -278,8 +301,8 @@ class TD0Estimator(ValueEstimatorBase):
 
     needs_time = False
 
-    def _estimate(self, *, reward, done, terminated, state_value, next_value, time_dim):
-        return None, td0_return_estimate(self.gamma, next_value, reward, terminated)
+    def _estimate(self, *, gamma, reward, done, terminated, state_value, next_value, time_dim):
+        return None, td0_return_estimate(gamma, next_value, reward, terminated)
 
 
 class _LambdaEstimator(ValueEstimatorBase):
@@ -321,9 +344,9 @@ class TDLambdaEstimator(_LambdaEstimator):
         >>> estimator(trajectories)["value_target"]
     """
 
-    def _estimate(self, *, reward, done, terminated, state_value, next_value, time_dim):
+    def _estimate(self, *, gamma, reward, done, terminated, state_value, next_value, time_dim):
         target = td_lambda_return_estimate(
-            self.gamma, self.lmbda, next_value, reward, done, terminated, time_dim=time_dim
+            gamma, self.lmbda, next_value, reward, done, terminated, time_dim=time_dim
         )
         return None, target
 
@@ -390,9 +413,9 @@ class GAE(_LambdaEstimator):
         )
         self.average_gae = average_gae
 
-    def _estimate(self, *, reward, done, terminated, state_value, next_value, time_dim):
+    def _estimate(self, *, gamma, reward, done, terminated, state_value, next_value, time_dim):
         advantage, target = generalized_advantage_estimate(
-            self.gamma,
+            gamma,
             self.lmbda,
             state_value,
             next_value,
