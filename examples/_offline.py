@@ -201,6 +201,9 @@ def open_dataset(
             }
             refs_file.write_text(json.dumps(refs))
     refs = json.loads(refs_file.read_text())
+    # Training starts from the same random state whether this run recorded the data (which
+    # draws random numbers) or found it recorded by an earlier one.
+    torch.manual_seed(args.seed)
     refs["behaviour"] = dataset.episode_returns.mean().item()
     refs["best"] = dataset.episode_returns.max().item()
     print(
