@@ -15,6 +15,7 @@ from torch import nn
 from rlblocks.core import ExplorationType, set_exploration_type
 from rlblocks.core.specs import Bounded, Categorical, Composite, OneHot, Unbounded
 from rlblocks.objectives import (
+    A2CLoss,
     CrossQLoss,
     DDPGLoss,
     DistributionalDQNLoss,
@@ -25,6 +26,7 @@ from rlblocks.objectives import (
     TD3BCLoss,
     TD3Loss,
     TQCLoss,
+    ValueEstimators,
     total_loss,
 )
 from rlblocks.objectives.errors import ObjectiveConfigError
@@ -48,12 +50,13 @@ from rlblocks.objectives.modules import (
     TanhNormal,
     ValueOperator,
 )
-from rlblocks.objectives.value import GAE, TD0Estimator, TDLambdaEstimator
+from rlblocks.objectives.value import GAE, TD0Estimator, TDLambdaEstimator, VTrace
 from rlblocks.objectives.value.functional import (
     generalized_advantage_estimate,
     td_lambda_return_estimate,
     vec_generalized_advantage_estimate,
     vec_td_lambda_return_estimate,
+    vtrace_advantage_estimate,
 )
 
 N_OBS, N_ACT = 3, 4
@@ -612,6 +615,45 @@ def test_vec_generalized_advantage_estimate_is_the_gae():
         expected = generalized_advantage_estimate(*args, done if flags is None else flags)
         for a, b in zip(got, expected):
             torch.testing.assert_close(a, b)
+
+
+def test_vtrace_as_in_torchrl():
+    # TorchRL's VTrace example: a TanhNormal actor, a ValueOperator, and trajectories that
+    # carry the collecting policy's "sample_log_prob" (here without ("next", "terminated")).
+    actor, _, _ = sac_family_modules()
+    value_net = ValueOperator(nn.Linear(N_OBS, 1), in_keys=["observation"])
+    g = torch.Generator().manual_seed(4)
+    shape = [2, 10]
+    data = TensorDict(
+        {
+            "observation": torch.randn(*shape, N_OBS, generator=g),
+            "action": torch.rand(*shape, N_ACT, generator=g) * 1.8 - 0.9,
+            "sample_log_prob": torch.randn(*shape, generator=g),
+            ("next", "observation"): torch.randn(*shape, N_OBS, generator=g),
+            ("next", "reward"): torch.randn(*shape, 1, generator=g),
+            ("next", "done"): torch.rand(*shape, 1, generator=g) < 0.2,
+        },
+        shape,
+    )
+    estimator = VTrace(gamma=0.98, actor_network=actor, value_network=value_net)
+    out = estimator(data.clone())
+    assert out["advantage"].shape == out["value_target"].shape == torch.Size([*shape, 1])
+    explicit = data.clone()
+    explicit["next", "terminated"] = data["next", "done"].clone()
+    torch.testing.assert_close(estimator(explicit)["value_target"], out["value_target"])
+    # The functional form, with TorchRL's positional order and terminated left out.
+    args = [torch.randn(*shape, 1, generator=g) for _ in range(5)]
+    done = data["next", "done"]
+    for a, b in zip(
+        vtrace_advantage_estimate(0.98, *args, done),
+        vtrace_advantage_estimate(0.98, *args, done, done),
+    ):
+        torch.testing.assert_close(a, b)
+    # TorchRL's losses take it by enum and run their own actor through it.
+    loss = A2CLoss(actor, value_net)
+    loss.make_value_estimator(ValueEstimators.VTrace, gamma=0.98)
+    assert loss.value_estimator.actor_network is actor
+    total_loss(loss(data.clone())).backward()
 
 
 # -- Rainbow parts: noisy layers, dueling heads, C51 ----------------------------------

@@ -10,11 +10,16 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED, TRUNCATED
-from rlblocks.objectives.errors import MissingInputError, ShapeMismatchError
+from rlblocks.objectives.errors import (
+    MissingInputError,
+    ObjectiveConfigError,
+    ShapeMismatchError,
+)
 
 __all__ = [
     "fmt_key",
     "check_same_shape",
+    "check_probabilistic",
     "check_keys",
     "env_level_key",
     "broadcast_flag",
@@ -67,6 +72,25 @@ def check_same_shape(
             f"{list(b.shape)}; they must be equal (nothing is broadcast). Rewards, done flags "
             f"and values carry a trailing singleton dim, e.g. [batch, 1]: fix the producer "
             f"or reshape with x.unsqueeze(-1) / x.squeeze(-1)."
+        )
+
+
+def check_probabilistic(owner: str, actor_network: Any, example: str = "") -> None:
+    """Raise unless ``actor_network`` has ``get_dist`` (a probabilistic actor).
+
+    Args:
+        owner: The loss or estimator, for the message.
+        actor_network: The module given as ``actor_network``.
+        example: Words after ``ProbabilisticActor`` in the suggested fix
+            (e.g. ``" with TanhNormal"``).
+
+    Raises:
+        ObjectiveConfigError: Naming ``owner``, what is needed and the type given.
+    """
+    if not callable(getattr(actor_network, "get_dist", None)):
+        raise ObjectiveConfigError(
+            f"{owner}: actor_network must be probabilistic (have get_dist), e.g. a "
+            f"ProbabilisticActor{example}; got {type(actor_network).__name__}"
         )
 
 

@@ -59,8 +59,9 @@ __all__ = [
 # carry one trailing feature dim, which tells a plain-tensor call the batch shape.
 _VALUE_ROLES = ("reward", "done", "terminated", "advantage", "value_target", "value")
 # Renaming these renames them in the estimator too (n-step step counts have no feature dim
-# in TorchRL's layout, so they do not tell the batch shape).
-_FORWARDED_ROLES = (*_VALUE_ROLES, "steps_to_next_obs")
+# in TorchRL's layout, so they do not tell the batch shape; V-trace reads the actions and
+# their behaviour log-probabilities).
+_FORWARDED_ROLES = (*_VALUE_ROLES, "steps_to_next_obs", "action", "sample_log_prob")
 
 RequiredKeys = tuple[dict[str, NestedKey], dict[NestedKey, str]]
 """What a call reads: ``({role: key} read by the loss, {key: network} read by its networks)``."""
@@ -370,7 +371,8 @@ class LossModule(nn.Module):
     ) -> LossModule:
         """Choose how targets and advantages are estimated (``"td0"``, ``"gae"``...).
 
-        The estimators are ``"td0"``, ``"td1"``, ``"td_lambda"`` and ``"gae"``.
+        The estimators are ``"td0"``, ``"td1"``, ``"td_lambda"``, ``"gae"`` and ``"vtrace"``
+        (which also runs the loss's actor, or the ``actor_network`` given).
 
         Args:
             value_type: The estimator; ``None`` picks the loss's default.
@@ -384,6 +386,8 @@ class LossModule(nn.Module):
         params: dict[str, Any] = {"gamma": self.gamma, "value_network": self._estimator_network()}
         if kind in (ValueEstimators.TDLambda, ValueEstimators.GAE):
             params["lmbda"] = self.lmbda
+        if kind is ValueEstimators.VTrace:
+            params["actor_network"] = self._estimator_actor()
         params.update(hyperparams)
         estimator = make_value_estimator(kind, **params)
         self._forward_keys(estimator)
@@ -392,6 +396,10 @@ class LossModule(nn.Module):
 
     def _estimator_network(self) -> nn.Module | None:
         """The value network the estimator runs (off-policy losses pass values themselves)."""
+        return None
+
+    def _estimator_actor(self) -> nn.Module | None:
+        """The policy V-trace weighs the data by (the policy being learned), if any."""
         return None
 
     @property

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from rlblocks.core import ACTION
 from rlblocks.core.specs import TensorSpec
-from rlblocks.objectives._checks import fmt_key
+from rlblocks.objectives._checks import check_probabilistic, fmt_key
 from rlblocks.objectives._losses.base import (
     LossModule,
     check_distance,
@@ -170,11 +170,7 @@ class OnlineDTLoss(TemperatureMixin, _SequenceLoss):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        if not callable(getattr(actor_network, "get_dist", None)):
-            raise ObjectiveConfigError(
-                f"{owner}: actor_network must be probabilistic (have get_dist), e.g. a "
-                f"ProbabilisticActor with TanhNormal; got {type(actor_network).__name__}"
-            )
+        check_probabilistic(owner, actor_network, " with TanhNormal")
         if samples_mc_entropy < 1:
             raise ObjectiveConfigError(
                 f"{owner}: samples_mc_entropy must be >= 1, got {samples_mc_entropy}"

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch import distributions as D
 
 from rlblocks.core import ACTION, DONE, REWARD, TERMINATED
+from rlblocks.objectives._checks import check_probabilistic
 from rlblocks.objectives._keys import ADVANTAGE, SAMPLE_LOG_PROB, STATE_VALUE, VALUE_TARGET
 from rlblocks.objectives._losses.base import (
     LossModule,
@@ -70,11 +71,7 @@ class PolicyGradientLoss(LossModule):
     ) -> None:
         super().__init__(gamma=gamma, lmbda=lmbda)
         owner = type(self).__name__
-        if not callable(getattr(actor_network, "get_dist", None)):
-            raise ObjectiveConfigError(
-                f"{owner}: actor_network must be probabilistic (have get_dist), e.g. a "
-                f"ProbabilisticActor; got {type(actor_network).__name__}"
-            )
+        check_probabilistic(owner, actor_network)
         if clip_value is not None and clip_value <= 0:
             raise ObjectiveConfigError(f"{owner}: clip_value must be > 0, got {clip_value}")
         self.actor_network = actor_network
@@ -89,6 +86,9 @@ class PolicyGradientLoss(LossModule):
 
     def _estimator_network(self) -> TensorDictModuleBase | None:
         return self.critic_network
+
+    def _estimator_actor(self) -> TensorDictModuleBase:
+        return self.actor_network
 
     # -- keys -----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from tensordict.nn import TensorDictModuleBase
 from torch import Tensor, nn
 
 from rlblocks.core.specs import TensorSpec
+from rlblocks.objectives._checks import check_probabilistic
 from rlblocks.objectives._keys import ACTION_VALUE, STATE_ACTION_VALUE
 from rlblocks.objectives._losses.base import (
     as_column,
@@ -46,11 +47,7 @@ class _SoftActorCritic(OffPolicyLoss, TemperatureMixin):
         alpha: tuple[float, float | None, float | None, bool],
     ) -> None:
         owner = type(self).__name__
-        if not callable(getattr(actor_network, "get_dist", None)):
-            raise ObjectiveConfigError(
-                f"{owner}: actor_network must be probabilistic (have get_dist), e.g. a "
-                f"ProbabilisticActor; got {type(actor_network).__name__}"
-            )
+        check_probabilistic(owner, actor_network)
         self.actor_network = actor_network
         self.qvalue_networks = self._make_critics(qvalue_network, num_qvalue_nets)
         self.loss_function = check_distance(owner, loss_function)

@@ -1,8 +1,8 @@
 """Returns and advantages: vectorized functional estimators and estimator modules.
 
 The functions work on plain tensors laid out ``[*batch, T, *features]`` (all of them are
-vectorized; ``vec_td_lambda_return_estimate`` and ``vec_generalized_advantage_estimate`` are
-TorchRL's names for two of them, with TorchRL's arguments); the modules read a
+vectorized; ``vec_td_lambda_return_estimate``, ``vec_generalized_advantage_estimate`` and
+``vtrace_advantage_estimate`` are TorchRL's names, with TorchRL's arguments); the modules read a
 trajectory TensorDict (``("next", "reward")``, ``("next", "done")``,
 ``("next", "terminated")`` and values from a value network) and write ``advantage`` and
 ``value_target``.
@@ -20,6 +20,7 @@ from rlblocks.objectives.value._estimators import (
     make_value_estimator,
     parse_value_estimator,
 )
+from rlblocks.objectives.value._vtrace import VTrace
 from rlblocks.objectives.value.functional import (
     discounted_scan,
     generalized_advantage_estimate,
@@ -29,6 +30,7 @@ from rlblocks.objectives.value.functional import (
     td_lambda_return_estimate,
     vec_generalized_advantage_estimate,
     vec_td_lambda_return_estimate,
+    vtrace_advantage_estimate,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "td_lambda_return_estimate",
     "vec_td_lambda_return_estimate",
     "vec_generalized_advantage_estimate",
+    "vtrace_advantage_estimate",
     # modules
     "ValueEstimators",
     "ValueEstimatorBase",
@@ -48,6 +51,7 @@ __all__ = [
     "TD1Estimator",
     "TDLambdaEstimator",
     "GAE",
+    "VTrace",
     "make_value_estimator",
     "parse_value_estimator",
 ]

@@ -54,6 +54,7 @@ class ValueEstimators(enum.StrEnum):
     TD1 = "td1"
     TDLambda = "td_lambda"
     GAE = "gae"
+    VTrace = "vtrace"
 
 
 class ValueEstimatorBase(nn.Module):
@@ -178,6 +179,9 @@ class ValueEstimatorBase(nn.Module):
                 loss_keys["value"] = _next(keys.value) if nest else keys.value
             else:
                 network_keys.update({_next(k) if nest else k: "value network" for k in in_keys})
+        extra_loss_keys, extra_network_keys = self._extra_keys()
+        loss_keys.update(extra_loss_keys)
+        network_keys.update(extra_network_keys)
         check_keys(type(self).__name__, tensordict, loss_keys, network_keys)
         owner = type(self).__name__
         reward_key = _next(keys.reward)
@@ -203,7 +207,18 @@ class ValueEstimatorBase(nn.Module):
             "state_value": state_value,
             "next_value": next_value,
             "time_dim": self._resolve_time_dim(tensordict),
+            **self._extra_inputs(tensordict, reward_key, reward),
         }
+
+    def _extra_keys(self) -> tuple[dict[str, NestedKey], dict[NestedKey, str]]:
+        """``({role: key}, {key: network})`` read on top of the transitions and values."""
+        return {}, {}
+
+    def _extra_inputs(
+        self, tensordict: TensorDictBase, reward_key: NestedKey, reward: Tensor
+    ) -> dict[str, Tensor]:
+        """Further keyword arguments of :meth:`_estimate`, read from ``tensordict``."""
+        return {}
 
     needs_state_value: ClassVar[bool] = False
 
@@ -443,7 +458,9 @@ _ESTIMATORS: dict[ValueEstimators, type[ValueEstimatorBase]] = {
 def make_value_estimator(
     value_type: ValueEstimators | str, **hyperparams: Any
 ) -> ValueEstimatorBase:
-    """Build an estimator by name: ``"td0"``, ``"td1"``, ``"td_lambda"`` or ``"gae"``.
+    """Build an estimator by name: ``"td0"``, ``"td1"``, ``"td_lambda"``, ``"gae"``...
+
+    ``"vtrace"`` (:class:`VTrace`) also needs ``actor_network``.
 
     Args:
         value_type: A :class:`ValueEstimators` member or its value.

@@ -41,6 +41,7 @@ __all__ = [
     "vec_td_lambda_return_estimate",
     "generalized_advantage_estimate",
     "vec_generalized_advantage_estimate",
+    "vtrace_advantage_estimate",
 ]
 
 # Steps per chunk of the scan with a constant coefficient. Within a chunk the weights span
@@ -64,7 +65,8 @@ def discounted_scan(values: Tensor, coef: Coef, cut: Tensor, *, time_dim: int = 
 
     Args:
         values: The ``b_t`` terms, a floating tensor.
-        coef: A float in ``[0, 1]``, or a tensor shaped like ``values`` (per-step factors).
+        coef: A float in ``[0, 1]``, or a tensor shaped like ``values`` (non-negative
+            per-step factors, above 1 too).
         cut: Boolean tensor shaped like ``values``; where true, nothing from ``t + 1`` on is
             carried into ``x_t``.
         time_dim: The time dimension of ``values`` and ``cut``.
@@ -84,7 +86,11 @@ def discounted_scan(values: Tensor, coef: Coef, cut: Tensor, *, time_dim: int = 
     b = b.flip(-1).to(work)
     cut = cut.flip(-1)
     if isinstance(coef, Tensor):
-        out = _forward_scan_tensor(b.to(torch.float64), coef.flip(-1).to(torch.float64), cut)
+        coef = coef.flip(-1).to(torch.float64)
+        # Factors above 1 (V-trace's gamma * c with c_thresh > 1) would make the chunk
+        # weights below shrink and their differences cancel; double the span instead.
+        scan = _forward_scan_doubling if bool((coef > 1.0).any()) else _forward_scan_tensor
+        out = scan(b.to(torch.float64), coef, cut)
     else:
         out = _forward_scan_scalar(b, float(coef), cut)
     return out.flip(-1).to(values.dtype).movedim(-1, time_dim)
@@ -155,6 +161,22 @@ def _forward_scan_tensor(b: Tensor, coef: Tensor, cut: Tensor) -> Tensor:
     return local.reshape(*b.shape[:-1], -1)[..., :steps]
 
 
+def _forward_scan_doubling(b: Tensor, coef: Tensor, cut: Tensor) -> Tensor:
+    """Like :func:`_forward_scan_tensor` for any non-negative factors, in ``log2(T)`` steps.
+
+    After the step with span ``k``, ``b_s`` holds the sum over ``s - k < j <= s`` and
+    ``a_s`` the factor that carries ``y_{s-k}`` into ``y_s`` (zero across a cut).
+    """
+    steps = b.shape[-1]
+    a = torch.where(cut, 0.0, coef)
+    span = 1
+    while span < steps:
+        b = b + a * torch.nn.functional.pad(b[..., :-span], (span, 0))
+        a = a * torch.nn.functional.pad(a[..., :-span], (span, 0))
+        span *= 2
+    return b
+
+
 # -- validation --------------------------------------------------------------------------
 
 
@@ -209,6 +231,29 @@ def _prepare_lambda(
     done = _flag(done)
     terminated = done if terminated is None else _flag(terminated)
     return time_dim, gamma, lmbda, done, terminated
+
+
+def check_clip_threshold(owner: str, name: str, value: float | Tensor) -> float | Tensor:
+    """Return ``value`` (a float, or a tensor as given) if it is a threshold ``> 0``.
+
+    Raises:
+        ObjectiveConfigError: Some value is ``<= 0`` or NaN.
+    """
+    if isinstance(value, Tensor) and value.ndim > 0:
+        if not bool((value > 0).all()):
+            raise ObjectiveConfigError(
+                f"{owner}: {name} must be > 0 everywhere (it clips the importance weights "
+                f"pi/mu from above; 1.0 in the IMPALA paper), got a tensor with minimum "
+                f"{value.min().item()}"
+            )
+        return value
+    number = float(value)
+    if not number > 0:  # also catches NaN
+        raise ObjectiveConfigError(
+            f"{owner}: {name} must be > 0 (it clips the importance weights pi/mu from above; "
+            f"1.0 in the IMPALA paper), got {number}"
+        )
+    return number
 
 
 def _flag(x: Tensor) -> Tensor:
@@ -395,6 +440,103 @@ def generalized_advantage_estimate(
     delta = reward + gamma * _not(terminated, reward.dtype) * next_state_value - state_value
     advantage = discounted_scan(delta, gamma * lmbda, done, time_dim=time_dim)
     return advantage, advantage + state_value
+
+
+def vtrace_advantage_estimate(
+    gamma: Coef,
+    log_pi: Tensor,
+    log_mu: Tensor,
+    state_value: Tensor,
+    next_state_value: Tensor,
+    reward: Tensor,
+    done: Tensor,
+    terminated: Tensor | None = None,
+    rho_thresh: float | Tensor = 1.0,
+    c_thresh: float | Tensor = 1.0,
+    time_dim: int = -2,
+) -> tuple[Tensor, Tensor]:
+    """V-trace off-policy targets and advantages (Espeholt et al., 2018, IMPALA).
+
+    With importance weights ``pi(a_t|s_t) / mu(a_t|s_t)`` of the target policy ``pi``
+    against the behaviour policy ``mu`` that collected the data, clipped into
+    ``rho_t = min(rho_thresh, pi/mu)`` and ``c_t = min(c_thresh, pi/mu)``:
+
+    - ``delta_t = rho_t * (r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t))``
+    - ``v_t = V(s_t) + delta_t + gamma * c_t * (1 - done_t) * (v_{t+1} - V(s_{t+1}))``
+    - ``A_t = rho_t * (r_t + gamma * (1 - terminated_t) * v_{t+1} - V(s_t))``, where
+      ``v_{t+1}`` is ``V(s_{t+1})`` after a truncation and at the last step.
+
+    Traces stop at every episode end; nothing is bootstrapped after a termination. TorchRL's
+    name and arguments.
+
+    Args:
+        gamma: Discount factor, float or tensor shaped like ``reward``.
+        log_pi: ``log pi(a_t|s_t)``, the policy being learned.
+        log_mu: ``log mu(a_t|s_t)``, the policy that collected the data
+            (``sample_log_prob``).
+        state_value: ``V(s_t)``, shaped ``[*batch, T, *features]``.
+        next_state_value: ``V(s_{t+1})``.
+        reward: ``r_t``.
+        done: ``terminated | truncated``.
+        terminated: Terminal flags; ``None`` treats every ``done`` as a termination.
+        rho_thresh: ``rho``-bar, the clip of the weights in ``delta`` and ``A`` (> 0).
+        c_thresh: ``c``-bar, the clip of the trace weights (> 0).
+        time_dim: The time dimension.
+
+    Returns:
+        ``(advantage, value_target)``: ``A_t`` and ``v_t``.
+
+    Raises:
+        ShapeMismatchError: The inputs differ in shape, or ``time_dim`` is not a dim.
+        ObjectiveConfigError: A threshold is ``<= 0`` or ``gamma`` is outside ``[0, 1]``.
+
+    Example:
+        >>> adv, target = vtrace_advantage_estimate(
+        ...     0.99, log_pi, sample_log_prob, value, next_value, reward, done, terminated
+        ... )
+    """
+    owner = "vtrace_advantage_estimate"
+    time_dim, gamma, _, done, terminated = _prepare_lambda(
+        owner,
+        gamma,
+        1.0,
+        time_dim,
+        reward,
+        done,
+        terminated,
+        log_pi=log_pi,
+        log_mu=log_mu,
+        state_value=state_value,
+        next_state_value=next_state_value,
+    )
+    ratio = torch.exp(log_pi - log_mu)
+    rho = _clip(ratio, _check_threshold(owner, "rho_thresh", rho_thresh, reward))
+    c = _clip(ratio, _check_threshold(owner, "c_thresh", c_thresh, reward))
+    discount = gamma * _not(terminated, reward.dtype)
+    delta = rho * (reward + discount * next_state_value - state_value)
+    # The scan needs a per-step factor even for a float gamma: c changes at each step.
+    vs_minus_v = discounted_scan(delta, gamma * c, done, time_dim=time_dim)
+    value_target = state_value + vs_minus_v
+    steps = reward.shape[time_dim]
+    last = next_state_value.narrow(time_dim, steps - 1, 1)
+    following = torch.cat([value_target.narrow(time_dim, 1, steps - 1), last], time_dim)
+    following = torch.where(done, next_state_value, following)
+    advantage = rho * (reward + discount * following - state_value)
+    return advantage, value_target
+
+
+def _check_threshold(owner: str, name: str, value: float | Tensor, like: Tensor) -> float | Tensor:
+    value = check_clip_threshold(owner, name, value)
+    if isinstance(value, Tensor):
+        check_same_shape(owner, name, value, "reward", like)
+        return value.to(like.device, like.dtype)
+    return value
+
+
+def _clip(ratio: Tensor, thresh: float | Tensor) -> Tensor:
+    if isinstance(thresh, Tensor):
+        return torch.minimum(ratio, thresh)
+    return ratio.clamp_max(thresh)
 
 
 # TorchRL's names of the same functions: TorchRL keeps a loop version under the plain names,
