@@ -7,6 +7,8 @@ files); :class:`ListStorage` keeps any Python object. Prioritized sampling runs 
 active segment-tree provider: the compiled ``rlblocks-kernel`` when installed, else the
 numpy fallback registered here (``rlblocks.core.active_segment_tree_provider()`` says which).
 :class:`MultiStepTransform` turns collected steps into n-step transitions before ``extend``.
+:class:`HindsightRelabel` relabels the goals of sampled transitions (hindsight experience
+replay).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from rlblocks.buffers._datasets import (
     DatasetReplayBuffer,
     dataset_cache_root,
 )
+from rlblocks.buffers._her import HER_STRATEGIES, HindsightRelabel
 from rlblocks.buffers._multistep import STEPS_TO_NEXT_OBS, MultiStepTransform
 from rlblocks.buffers._prioritized import PrioritizedSampler
 from rlblocks.buffers._replay_buffers import ReplayBuffer
@@ -81,6 +84,9 @@ __all__ = [
     # transforms applied before writing
     "MultiStepTransform",
     "STEPS_TO_NEXT_OBS",
+    # transforms applied to sampled batches
+    "HindsightRelabel",
+    "HER_STRATEGIES",
     # helpers
     "default_collate",
     # errors

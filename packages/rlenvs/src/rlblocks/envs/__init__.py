@@ -12,6 +12,7 @@ from rlblocks.envs._batched import EnvCreator, SerialEnv
 from rlblocks.envs._checks import check_env_specs
 from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs._export import to_gymnasium
+from rlblocks.envs._goal_envs import BitFlippingEnv
 from rlblocks.envs._gym import GymEnv, GymWrapper
 from rlblocks.envs._gym_spaces import Leaf as SpaceLeaf
 from rlblocks.envs._gym_spaces import SpaceLayout
@@ -54,6 +55,7 @@ __all__ = [
     "PendulumEnv",
     "CartPoleEnv",
     "MultiAgentLineEnv",
+    "BitFlippingEnv",
     # multi-agent: agent groups
     "MarlGroupMapType",
     "make_group_map",
