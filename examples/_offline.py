@@ -1,11 +1,12 @@
 """What the offline examples share: an expert trained briefly, a dataset recorded from it.
 
 The first offline example run with a seed trains the expert (``examples/sac.py``, a few
-thousand frames, its run folder under ``<datasets-dir>/experts``), records a medium-quality
-dataset from it (the expert's mean action plus Gaussian noise, and a uniformly random action
-on a share of the steps) with Minari's ``DataCollector`` (``--dataset-format minari``) or in
-D4RL's HDF5 layout (``d4rl``), and measures the reference returns. Later runs with that seed
-reuse all three; every dataset opens through ``rlblocks.core.make_dataset``.
+thousand frames, or the script an example names), records a dataset from it (a medium one:
+the expert's mean action plus Gaussian noise, a uniformly random action on a share of the
+steps; or the expert's own actions) with Minari's ``DataCollector`` (``--dataset-format
+minari``) or in D4RL's HDF5 layout (``d4rl``), and measures the reference returns. All of it
+lives in ``<datasets-dir>/<env id>-seed<seed>/``; later runs with that seed reuse it, and
+every dataset opens through ``rlblocks.core.make_dataset``.
 
 The score offline examples report is D4RL's normalized score:
 ``(return - random) / (expert - random)``, 1.0 being the expert, 0.0 random actions.
