@@ -379,6 +379,21 @@ def _build(kind: str, name: str, call: Callable[[Any], Any], what: str) -> Any:
         raise
 
 
+def _build_named_item(
+    caller: str, kind: str, given: Any, form: str, example: str, kwargs: dict[str, Any]
+) -> Any:
+    """``factory(item, **kwargs)`` of the ``kind`` component named before the ``:`` of
+    ``given`` (``"<name>:<item>"``, as ``make_env`` and ``make_dataset`` take)."""
+    if not isinstance(given, str) or ":" not in given:
+        raise ValueError(
+            f"{caller} expects '{form}', e.g. '{example}', got {given!r}. "
+            f"Installed {KINDS[kind][1]}: {', '.join(_names(kind)) or 'none'}."
+        )
+    name, item = given.split(":", 1)
+    what = kind.removesuffix("_backend")
+    return _build(kind, name, lambda f: f(item, **kwargs), f"{what} {given!r} with kwargs {kwargs}")
+
+
 def make_env(env: str, **kwargs: Any) -> Any:
     """Create an environment from ``"<backend>:<env_id>"``.
 
@@ -396,17 +411,8 @@ def make_env(env: str, **kwargs: Any) -> Any:
     Example:
         >>> env = make_env("gymnasium:CartPole-v1", num_envs=4)
     """
-    if not isinstance(env, str) or ":" not in env:
-        raise ValueError(
-            f"make_env expects '<backend>:<env_id>', e.g. 'gymnasium:CartPole-v1', got {env!r}. "
-            f"Installed backends: {', '.join(list_env_backends()) or 'none'}."
-        )
-    backend, env_id = env.split(":", 1)
-    return _build(
-        "env_backend",
-        backend,
-        lambda f: f(env_id, **kwargs),
-        f"env {env!r} with kwargs {kwargs}",
+    return _build_named_item(
+        "make_env", "env_backend", env, "<backend>:<env_id>", "gymnasium:CartPole-v1", kwargs
     )
 
 
@@ -428,17 +434,13 @@ def make_dataset(dataset: str, **kwargs: Any) -> Any:
     Example:
         >>> data = make_dataset("minari:pendulum/medium-v0", batch_size=256)  # doctest: +SKIP
     """
-    if not isinstance(dataset, str) or ":" not in dataset:
-        raise ValueError(
-            f"make_dataset expects '<format>:<dataset_id>', e.g. 'minari:pendulum/medium-v0', "
-            f"got {dataset!r}. Installed formats: {', '.join(list_dataset_formats()) or 'none'}."
-        )
-    fmt, dataset_id = dataset.split(":", 1)
-    return _build(
+    return _build_named_item(
+        "make_dataset",
         "dataset",
-        fmt,
-        lambda f: f(dataset_id, **kwargs),
-        f"dataset {dataset!r} with kwargs {kwargs}",
+        dataset,
+        "<format>:<dataset_id>",
+        "minari:pendulum/medium-v0",
+        kwargs,
     )
 
 
