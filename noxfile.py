@@ -210,9 +210,10 @@ def plugins(session: nox.Session, plugin: str) -> None:
 
 @nox.session(python="3.11")
 def ray(session: nox.Session) -> None:
-    """rlblocks-collectors' RayCollector against a local Ray instance."""
+    """RayCollector and RayReplayBuffer against a local Ray instance."""
     _install_torch(session)
-    session.install(*_pip_args(_local_closure(PACKAGES["collectors"], ["ray", "test"])))
+    wanted = [(PACKAGES["collectors"], ["ray", "test"]), (PACKAGES["buffers"], ["ray"])]
+    session.install(*_pip_args(_merged_closure(wanted)))
     _pytest(session, "tests/collectors/ray", own_session_tests=True)
 
 

@@ -22,6 +22,7 @@ from rlblocks.buffers._datasets import (
 from rlblocks.buffers._her import HER_STRATEGIES, HindsightRelabel
 from rlblocks.buffers._multistep import STEPS_TO_NEXT_OBS, MultiStepTransform
 from rlblocks.buffers._prioritized import PrioritizedSampler
+from rlblocks.buffers._ray import RayReplayBuffer
 from rlblocks.buffers._replay_buffers import ReplayBuffer
 from rlblocks.buffers._samplers import RandomSampler, Sampler, SamplerWithoutReplacement
 from rlblocks.buffers._segment_tree import NumpyMinSegmentTree, NumpySumSegmentTree
@@ -58,6 +59,8 @@ __all__ = [
     "TensorDictReplayBuffer",
     "PrioritizedReplayBuffer",
     "TensorDictPrioritizedReplayBuffer",
+    # a buffer hosted by a Ray actor
+    "RayReplayBuffer",
     # offline datasets
     "DatasetReplayBuffer",
     "dataset_cache_root",

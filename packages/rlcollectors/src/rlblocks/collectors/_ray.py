@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
-from rlblocks.collectors._base import EnvFactory
+from rlblocks.collectors._base import EnvFactory, extend_buffer
 from rlblocks.collectors._pool import DEFAULT_TIMEOUT_S, PoolCollectorBase
+from rlblocks.collectors._trajectories import split_trajectories
 from rlblocks.collectors._worker import CollectorWorker
 from rlblocks.collectors.errors import CollectorConfigError, CollectorWorkerError
 from rlblocks.core import ExplorationType
@@ -39,10 +40,30 @@ def _import_ray() -> Any:
 
 
 class _ActorWorker(CollectorWorker):
-    """A :class:`CollectorWorker` with the extra method Ray calls need."""
+    """A :class:`CollectorWorker` with the extra methods Ray calls need."""
+
+    _sink: tuple[Any, bool, Any] | None = None
 
     def batch_size(self) -> list[int]:
         return self.env_batch_size
+
+    def write_to(self, replay_buffer: Any, split_trajs: bool, postproc: Any) -> None:
+        """From now on, write each batch to ``replay_buffer`` here (after splitting and
+        ``postproc``, as the driver would) and send back only its shape."""
+        self._sink = (replay_buffer, split_trajs, postproc)
+
+    def collect(self, random: bool, weights: TensorDictBase | None = None) -> TensorDictBase:
+        batch = super().collect(random, weights)
+        if self._sink is None:
+            return batch
+        replay_buffer, split_trajs, postproc = self._sink
+        receipt = TensorDict({}, batch_size=batch.batch_size)
+        if split_trajs:
+            batch = split_trajectories(batch)
+        if postproc is not None:
+            batch = postproc(batch)
+        extend_buffer(replay_buffer, batch)
+        return receipt
 
 
 class RayCollector(PoolCollectorBase):
@@ -73,7 +94,11 @@ class RayCollector(PoolCollectorBase):
         device: Device the actors run the policy on: one, or a list/tuple with one per actor.
         storing_device: Device of the yielded batches (on the driver); a list/tuple gives
             each actor's own (see :class:`MultiSyncDataCollector`).
-        replay_buffer: See :class:`SyncDataCollector` (written from the driver).
+        replay_buffer: See :class:`SyncDataCollector`. Written from the driver, except a
+            buffer every process can extend (``replay_buffer.remote_extend``, e.g. a
+            :class:`~rlblocks.buffers.RayReplayBuffer`): each actor then writes its batches
+            into it itself (after ``split_trajs`` and ``postproc``, which run in the actor)
+            and only their sizes reach the driver.
         ray_init_config: Keyword arguments of ``ray.init`` when Ray is not initialized.
         remote_config: Options of the actors (``ray.remote``), e.g. ``{"num_cpus": 1}``
             (the default) or ``{"num_gpus": 1}``.
@@ -126,6 +151,7 @@ class RayCollector(PoolCollectorBase):
         ray = _import_ray()
         self._ray = ray
         self._actors: list[Any] = []
+        self._actors_write = bool(getattr(replay_buffer, "remote_extend", False))
         super().__init__(
             create_env_fn,
             policy,
@@ -159,6 +185,9 @@ class RayCollector(PoolCollectorBase):
             ]
             refs = [actor.batch_size.remote() for actor in self._actors]
             self._check_batch_sizes(self._get(refs, timeout=start_timeout))
+            if self._actors_write:
+                sink = (replay_buffer, self.split_trajs, self.postproc)
+                self._get([actor.write_to.remote(*sink) for actor in self._actors])
         except BaseException:
             self.shutdown()
             raise
@@ -260,6 +289,11 @@ class RayCollector(PoolCollectorBase):
         ready = self._wait(dict(self._in_flight), 1, "collecting a batch")[0]
         self._take(ready)
         return self._output(self._get(ready))
+
+    def _deliver(self, batch: TensorDictBase) -> TensorDictBase | None:
+        if self._actors_write:  # the actors wrote it; ``batch`` holds only its shape
+            return None
+        return super()._deliver(batch)
 
     # ------------------------------------------------------------------ lifecycle
     @property
