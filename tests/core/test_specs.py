@@ -33,6 +33,11 @@ LEAF_SPECS = {
     "categorical": lambda: Categorical(4, shape=(2,)),
     "categorical_scalar": lambda: Categorical(4),
     "onehot": lambda: OneHot(4),
+    # Action masks: rand, zero, expand, to, clone, == and pickling must carry them.
+    "categorical_masked": lambda: Categorical(
+        4, shape=(2,), mask=torch.tensor([[False, True, False, True], [True, False, False, False]])
+    ),
+    "onehot_masked": lambda: OneHot(4, mask=torch.tensor([False, False, True, True])),
     "multicategorical": lambda: MultiCategorical([3, 2, 4]),
     "multionehot": lambda: MultiOneHot([3, 2, 4]),
     "binary": lambda: Binary(3),

@@ -23,7 +23,7 @@ from __future__ import annotations
 from rlblocks.core._specs_base import TensorSpec
 from rlblocks.core._specs_composite import Composite
 from rlblocks.core._specs_continuous import Bounded, Unbounded
-from rlblocks.core._specs_discrete import Binary, Categorical, OneHot
+from rlblocks.core._specs_discrete import Binary, Categorical, MaskableSpec, OneHot
 from rlblocks.core._specs_multi import MultiCategorical, MultiOneHot
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "Bounded",
     "Categorical",
     "OneHot",
+    "MaskableSpec",
     "MultiCategorical",
     "MultiOneHot",
     "Binary",
