@@ -42,8 +42,10 @@ def _validator(spec: TensorSpec) -> Callable[[Any], bool]:
 
 def _sampler(spec: TensorSpec) -> Callable[[], torch.Tensor]:
     """``spec.rand`` for one value, with the common Categorical case inlined (it is hot):
-    a ``partial`` of ``torch.randint`` adds no Python frame, and ``low=0`` is its default."""
-    if isinstance(spec, Categorical):
+    a ``partial`` of ``torch.randint`` adds no Python frame, and ``low=0`` is its default.
+    A masked spec (``ActionMask`` masks it from the start) keeps ``rand``, which reads the
+    mask it holds at each call."""
+    if isinstance(spec, Categorical) and spec.mask is None:
         return functools.partial(
             torch.randint, spec.n, spec.shape, dtype=spec.dtype, device=spec.device
         )

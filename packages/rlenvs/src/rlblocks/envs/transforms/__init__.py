@@ -19,6 +19,7 @@ from rlblocks.envs.transforms._episode import RewardSum, StepCounter
 from rlblocks.envs.transforms._frames import CatFrames
 from rlblocks.envs.transforms._image import CenterCrop, GrayScale, Resize, ToTensorImage
 from rlblocks.envs.transforms._keys import ExcludeTransform, RenameTransform, SelectTransform
+from rlblocks.envs.transforms._mask import ActionMask
 from rlblocks.envs.transforms._norm import ObservationNorm, VecNorm
 from rlblocks.envs.transforms._obs import (
     CatTensors,
@@ -59,4 +60,5 @@ __all__ = [
     "SelectTransform",
     "ExcludeTransform",
     "ActionDiscretizer",
+    "ActionMask",
 ]

@@ -7,14 +7,16 @@ from typing import ClassVar
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
 from torch import Tensor
 
 from rlblocks.objectives._keys import ACTION_VALUE
 from rlblocks.objectives._losses.base import check_distance, distance_loss
 from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
 from rlblocks.objectives.errors import ShapeMismatchError
+from rlblocks.objectives.modules._actors import QValueModule
 
-__all__ = ["DQNLoss", "select_action_values", "values_only"]
+__all__ = ["DQNLoss", "action_mask_key", "greedy_values", "select_action_values", "values_only"]
 
 
 def select_action_values(owner: str, values: Tensor, action: Tensor) -> Tensor:
@@ -35,6 +37,27 @@ def select_action_values(owner: str, values: Tensor, action: Tensor) -> Tensor:
     )
 
 
+def action_mask_key(network: TensorDictModuleBase) -> NestedKey | None:
+    """The ``action_mask_key`` of the greedy head (``QValueModule``) inside ``network``."""
+    greedy = next((m for m in network.modules() if isinstance(m, QValueModule)), None)
+    return getattr(greedy, "action_mask_key", None)
+
+
+def greedy_values(
+    values: Tensor, choose_from: Tensor | None = None, mask: Tensor | None = None
+) -> Tensor:
+    """``values`` of the best allowed action, ``[*batch, 1]``.
+
+    The action maximizes ``choose_from`` (default ``values``; the online network's values
+    for double DQN) among those ``mask`` allows. A state with no allowed action (a terminal
+    one) gets a finite value rather than ``-inf``, so that ``(1 - terminated) * value`` is 0.
+    """
+    scores = values if choose_from is None else choose_from
+    if mask is not None:
+        scores = scores.masked_fill(~mask.bool(), float("-inf"))
+    return values.gather(-1, scores.argmax(-1, keepdim=True))
+
+
 def values_only(network: TensorDictModuleBase) -> TensorDictModuleBase:
     """The part of ``network`` that writes the action values: a ``QValueActor``'s
     ``action_value_module`` (its greedy action is not needed here), else ``network``."""
@@ -45,8 +68,10 @@ class DQNLoss(OffPolicyLoss):
     """The DQN loss ``mean(d(Q(s, a), r + gamma * (1 - terminated) * max_a' Q_target(s', a')))``.
 
     With ``double_dqn=True`` the next action is chosen by the online network and valued by
-    the target network (van Hasselt et al., 2016). The target network is a frozen copy
-    (``target_value_network``) updated by :class:`SoftUpdate`/:class:`HardUpdate`; with
+    the target network (van Hasselt et al., 2016). When the network's ``QValueModule`` has an
+    ``action_mask_key``, the next action is the best one the next state's mask allows. The
+    target network is a frozen copy (``target_value_network``) updated by
+    :class:`SoftUpdate`/:class:`HardUpdate`; with
     ``delay_value=False`` the online network is used (without gradient). On n-step
     transitions (``rlblocks.buffers.MultiStepTransform``), which carry
     ``steps_to_next_obs``, the next value is discounted by ``gamma ** steps_to_next_obs``.
@@ -85,6 +110,8 @@ class DQNLoss(OffPolicyLoss):
         self.loss_function = check_distance("DQNLoss", loss_function)
         self.delay_value = delay_value
         self.double_dqn = double_dqn
+        # The greedy head's action mask: the max over next actions obeys it.
+        self._mask_key = action_mask_key(value_network)
         if delay_value:
             self._register_target("value_network")
 
@@ -99,13 +126,11 @@ class DQNLoss(OffPolicyLoss):
         pred = select_action_values("DQNLoss", values, tensordict.get(self._keys.action))
         with torch.no_grad():
             target_net = values_only(self._target("value_network", self.delay_value))
-            next_values = target_net(self._with_action(tensordict, None, nested=True)).get(key)
-            if self.double_dqn:
-                online = value_net(self._with_action(tensordict, None, nested=True))
-                best = online.get(key).argmax(-1, keepdim=True)
-            else:
-                best = next_values.argmax(-1, keepdim=True)
-            next_value = next_values.gather(-1, best)
+            next_td = self._with_action(tensordict, None, nested=True)
+            next_values = target_net(next_td).get(key)
+            online = value_net(next_td.copy()).get(key) if self.double_dqn else None
+            mask = None if self._mask_key is None else next_td.get(self._mask_key)
+            next_value = greedy_values(next_values, online, mask)
         target = self._bootstrap(tensordict, next_value)
         loss = distance_loss("DQNLoss", pred, target, self.loss_function).mean()
         self._write_priority(tensordict, [pred], target)

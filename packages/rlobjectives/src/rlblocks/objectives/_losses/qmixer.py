@@ -21,7 +21,7 @@ from rlblocks.objectives._losses.base import (
     merge_network_keys,
     next_key,
 )
-from rlblocks.objectives._losses.dqn import select_action_values, values_only
+from rlblocks.objectives._losses.dqn import greedy_values, select_action_values, values_only
 from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
 from rlblocks.objectives.modules._actors import QValueModule
@@ -203,10 +203,8 @@ class QMixerLoss(OffPolicyLoss):
             next_td = tensordict.get(NEXT).copy()
             local_target = values_only(self._target("local_value_network", self.delay_value))
             next_values = local_target(next_td).get(keys.action_value)
-            if self._action_mask_key is not None:
-                mask = next_td.get(self._action_mask_key).bool()
-                next_values = next_values.masked_fill(~mask, float("-inf"))
-            next_td.set(keys.local_value, next_values.amax(-1, keepdim=True))
+            mask = None if self._action_mask_key is None else next_td.get(self._action_mask_key)
+            next_td.set(keys.local_value, greedy_values(next_values, mask=mask))
             mixer_target = self._target("mixer_network", self.delay_value)
             next_value = mixer_target(next_td).get(keys.global_value)
         target = self._bootstrap(tensordict, next_value)

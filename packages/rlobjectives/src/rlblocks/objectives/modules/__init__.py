@@ -37,6 +37,7 @@ from rlblocks.objectives.modules._exploration import (
     EGreedyModule,
     OrnsteinUhlenbeckProcessModule,
 )
+from rlblocks.objectives.modules._masked import MaskedCategorical, MaskedOneHotCategorical
 from rlblocks.objectives.modules._multiagent import MultiAgentMLP, QMixer, VDNMixer
 from rlblocks.objectives.modules._networks import MLP, ConvNet, SquashDims
 from rlblocks.objectives.modules._noisy import NoisyLazyLinear, NoisyLinear, reset_noise
@@ -81,6 +82,8 @@ __all__ = [
     "TanhNormal",
     "TanhDelta",
     "OneHotCategorical",
+    "MaskedCategorical",
+    "MaskedOneHotCategorical",
     "NormalParamExtractor",
     # exploration
     "EGreedyModule",
