@@ -8,7 +8,7 @@ import pytest
 import torch
 from mpe2 import simple_spread_v3
 
-from rlblocks.envs import check_env_specs
+from rlblocks.envs import ActionMask, TransformedEnv, check_env_specs
 from rlblocks.envs.errors import InvalidActionError
 from rlblocks.pettingzoo import PettingZooEnv, PettingZooWrapper
 
@@ -46,6 +46,18 @@ def test_whose_turn_alternates_and_masks_follow_the_board(tictactoe):
     td = tictactoe.step_mdp(play(tictactoe, td, 0))
     assert td["agents", "mask"].tolist() == [True, False]
     assert not td["done"].item()
+
+
+def test_the_action_mask_transform_follows_the_players_masks(tictactoe):
+    env = TransformedEnv(tictactoe, ActionMask(("agents", "action"), ("agents", "action_mask")))
+    td = env.step_mdp(play(env, env.reset(), 4))
+    spec = env.full_action_spec["agents", "action"]
+    assert torch.equal(spec.mask[1], td["agents", "action_mask"][1])  # player_2 on turn
+    assert spec.mask[0].all()  # off turn: PettingZoo's mask is empty, the spec's is full
+    assert all(int(spec.rand()[1]) != 4 for _ in range(50))
+    td["agents", "action"] = torch.tensor([0, 4])  # square 4 is taken
+    with pytest.raises(InvalidActionError, match="forbids"):
+        env.step(td)
 
 
 def test_win_rewards_and_episode_end(tictactoe):
