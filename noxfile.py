@@ -219,11 +219,11 @@ def ray(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def interop(session: nox.Session) -> None:
-    """rlblocks envs exported with ``to_gymnasium`` train with Stable-Baselines3."""
+    """rlblocks envs exported with ``to_gymnasium`` train with Stable-Baselines3; policies
+    exported with ``export_policy`` to ONNX run in onnxruntime."""
     _install_torch(session)
-    session.install(
-        *_pip_args(_local_closure(PACKAGES["envs"], ["test"])), "stable-baselines3>=2.3"
-    )
+    closure = _local_closure(PACKAGES["envs"], ["test", "onnx"])
+    session.install(*_pip_args(closure), "stable-baselines3>=2.3", "onnxruntime>=1.17")
     _pytest(session, "tests/envs/interop", own_session_tests=True)
 
 

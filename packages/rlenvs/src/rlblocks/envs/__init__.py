@@ -25,6 +25,7 @@ from rlblocks.envs._multiagent import (
 from rlblocks.envs._native import CartPoleEnv, PendulumEnv
 from rlblocks.envs._native_marl import MultiAgentLineEnv
 from rlblocks.envs._parallel import ParallelEnv
+from rlblocks.envs._policy_export import EXPORT_FORMATS, export_policy
 from rlblocks.envs._stepper import Stepper, repeat_action
 from rlblocks.envs._version import __version__
 from rlblocks.envs.errors import (
@@ -32,6 +33,7 @@ from rlblocks.envs.errors import (
     EnvClosedError,
     EnvError,
     EnvSpecError,
+    ExportError,
     InvalidActionError,
     TransformError,
     UnsupportedEnvOperationError,
@@ -67,6 +69,8 @@ __all__ = [
     "EnvCreator",
     # export
     "to_gymnasium",
+    "export_policy",
+    "EXPORT_FORMATS",
     # errors
     "EnvError",
     "EnvClosedError",
@@ -76,6 +80,7 @@ __all__ = [
     "TransformError",
     "WorkerError",
     "UnsupportedEnvOperationError",
+    "ExportError",
     # transforms (Transform, Compose, TransformedEnv, StepCounter, RewardSum, ...)
     *transforms.__all__,
 ]

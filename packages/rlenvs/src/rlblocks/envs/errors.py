@@ -18,6 +18,7 @@ __all__ = [
     "TransformError",
     "WorkerError",
     "UnsupportedEnvOperationError",
+    "ExportError",
 ]
 
 
@@ -51,3 +52,7 @@ class WorkerError(EnvError, RuntimeError):
 
 class UnsupportedEnvOperationError(EnvError, NotImplementedError):
     """The environment cannot do what was asked (e.g. a partial reset it has no means for)."""
+
+
+class ExportError(EnvError, ValueError):
+    """A policy (with its env's transforms) cannot be exported as asked."""
