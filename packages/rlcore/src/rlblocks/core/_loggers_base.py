@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tensordict import TensorDictBase
 
+from rlblocks.core._loggers_video import check_video
 from rlblocks.core.errors import LoggerClosedError, LoggerError
 
 __all__ = [
@@ -188,6 +189,33 @@ class Logger(abc.ABC):
         }
         self._write_hparams(flat)
 
+    def log_video(self, name: str, video: Any, step: int | None = None, fps: float = 30) -> None:
+        """Log a video (e.g. an evaluation episode) under ``name`` at ``step``.
+
+        The CSV logger writes ``videos/<name>_<step>.mp4`` (or ``.gif``) in the run folder,
+        TensorBoard shows it as an animated image, W&B as a video. Needs ``imageio`` (``pip
+        install 'rlblocks-core[video]'``).
+
+        Args:
+            name: Video name, e.g. ``"eval/video"``; a non-empty ``str``.
+            video: Frames ``[T, H, W, C]`` or ``[T, C, H, W]`` (C = 1, 3 or 4), a tensor or
+                numpy array, uint8 or float in ``[0, 1]``.
+            step: A non-negative int, or ``None`` for the logger's own counter.
+            fps: Frames per second of the file.
+
+        Raises:
+            LoggerError: Bad name, frames (shape, dtype, range), fps or step, or a file that
+                cannot be written (its path is named); nothing is logged then.
+            MissingDependencyError: ``imageio`` (or, for mp4, ``imageio-ffmpeg``) is missing.
+            LoggerClosedError: The logger is closed.
+        """
+        self._check_open()
+        owner = type(self).__name__
+        name = _check_name(owner, name)
+        frames, fps = check_video(owner, name, video, fps)
+        step = _check_step(owner, step)
+        self._write_video(name, frames, self._next_step(step), fps)
+
     def flush(self) -> None:
         """Write buffered data to disk now.
 
@@ -234,6 +262,10 @@ class Logger(abc.ABC):
     @abc.abstractmethod
     def _close(self) -> None:
         """Flush and release resources; called once, unless it raises."""
+
+    def _write_video(self, name: str, frames: np.ndarray, step: int, fps: float) -> None:
+        """Write validated uint8 frames ``[T, H, W, C]``; backends that show videos override."""
+        raise LoggerError(f"{type(self).__name__} cannot log videos")
 
     def _flush(self) -> None:  # noqa: B027 - optional hook: unbuffered backends need nothing
         """Write buffered data now."""

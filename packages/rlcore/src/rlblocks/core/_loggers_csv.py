@@ -11,7 +11,10 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rlblocks.core._loggers_base import Logger, LoggerError
+from rlblocks.core._loggers_video import VIDEO_FORMATS, write_video
 
 __all__ = ["CSVLogger"]
 
@@ -49,6 +52,8 @@ class CSVLogger(Logger):
       one column per metric). NaN is written as ``nan``.
     - ``hparams.json``: one JSON object of the flattened hyper-parameters; each
       :meth:`log_hparams` call merges its keys in and rewrites the file atomically.
+    - ``videos/<name>_<step>.<video_format>``: each :meth:`log_video` (``/`` in the name
+      becomes ``_``).
 
     Rows are buffered in memory and appended every ``flush_every`` rows or ``flush_secs``
     seconds, whichever comes first, so a training loop does not pay a system call per
@@ -63,6 +68,7 @@ class CSVLogger(Logger):
         flush_every: Append the buffered rows once this many are waiting.
         flush_secs: Also append them when this many seconds passed since the last write
             (checked when something is logged); ``None`` to flush on row count only.
+        video_format: ``"mp4"`` or ``"gif"``, the files :meth:`log_video` writes.
 
     Raises:
         LoggerError: Bad ``exp_name``/``log_dir``/``flush_every``/``flush_secs``, or the
@@ -86,8 +92,15 @@ class CSVLogger(Logger):
         *,
         flush_every: int = 1000,
         flush_secs: float | None = 10.0,
+        video_format: str = "mp4",
     ) -> None:
         super().__init__(exp_name, log_dir)
+        if video_format not in VIDEO_FORMATS:
+            raise LoggerError(
+                f"CSVLogger: video_format must be one of {list(VIDEO_FORMATS)}, got "
+                f"{video_format!r}."
+            )
+        self.video_format = video_format
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise LoggerError(
                 f"CSVLogger: flush_every must be an int >= 1 (rows buffered before a write), "
@@ -140,6 +153,10 @@ class CSVLogger(Logger):
             self.flush_secs is not None and wall_time - self._last_flush >= self.flush_secs
         ):
             self._flush()
+
+    def _write_video(self, name: str, frames: np.ndarray, step: int, fps: float) -> None:
+        file = f"{name.replace('/', '_')}_{step}.{self.video_format}"
+        write_video("CSVLogger.log_video", frames, fps, self.log_dir / "videos" / file)
 
     def _flush(self) -> None:
         self._buffer.flush()

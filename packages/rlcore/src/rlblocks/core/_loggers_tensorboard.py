@@ -1,4 +1,5 @@
-"""TensorBoardLogger (alias TensorboardLogger): scalars and hyper-parameters to TensorBoard."""
+"""TensorBoardLogger (alias TensorboardLogger): scalars, hyper-parameters and videos to
+TensorBoard."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 import os
 from typing import Any
 
+import numpy as np
+
 from rlblocks.core._loggers_base import Logger
+from rlblocks.core._loggers_video import encode_video
 from rlblocks.core.errors import missing_dependency
 
 __all__ = ["TensorBoardLogger", "TensorboardLogger"]
@@ -85,6 +89,20 @@ class TensorBoardLogger(Logger):
             "hparams", "| name | value |\n|---|---|\n" + rows, global_step=self._hparams_calls
         )
         self._hparams_calls += 1
+
+    def _write_video(self, name: str, frames: np.ndarray, step: int, fps: float) -> None:
+        # What SummaryWriter.add_video writes (an animated GIF in an image summary), encoded
+        # with imageio instead of the moviepy add_video needs.
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        image = Summary.Image(
+            height=frames.shape[1],
+            width=frames.shape[2],
+            colorspace=frames.shape[3],
+            encoded_image_string=encode_video(frames, fps, "gif"),
+        )
+        summary = Summary(value=[Summary.Value(tag=name, image=image)])
+        self._writer.file_writer.add_summary(summary, step)
 
     def _flush(self) -> None:
         self._writer.flush()

@@ -7,7 +7,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from rlblocks.core._loggers_base import Logger, LoggerError
+from rlblocks.core._loggers_video import write_video
 from rlblocks.core.errors import missing_dependency
 
 __all__ = ["WandbLogger"]
@@ -80,14 +83,27 @@ class WandbLogger(Logger):
         self._last_step = -1
         self._exit_code = 0
 
-    def _write_scalars(self, items: list[tuple[str, float]], step: int, wall_time: float) -> None:
+    def _check_step_order(self, step: int) -> None:
         if step < self._last_step:
             raise LoggerError(
                 f"WandbLogger: step {step} is smaller than the last step logged, "
                 f"{self._last_step}, and W&B would silently drop the row. Fix: log with "
                 f"non-decreasing steps (e.g. the number of frames collected so far)."
             )
+
+    def _write_scalars(self, items: list[tuple[str, float]], step: int, wall_time: float) -> None:
+        self._check_step_order(step)
         self.run.log(dict(items), step=step)
+        self._last_step = step
+
+    def _write_video(self, name: str, frames: np.ndarray, step: int, fps: float) -> None:
+        import wandb
+
+        self._check_step_order(step)
+        # From a file: wandb.Video of an array needs moviepy, a file does not.
+        path = self.log_dir / "videos" / f"{name.replace('/', '_')}_{step}.mp4"
+        write_video("WandbLogger.log_video", frames, fps, path)
+        self.run.log({name: wandb.Video(str(path), format="mp4")}, step=step)
         self._last_step = step
 
     def _write_hparams(self, hparams: dict[str, Any]) -> None:

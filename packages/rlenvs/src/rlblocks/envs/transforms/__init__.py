@@ -29,6 +29,7 @@ from rlblocks.envs.transforms._obs import (
 )
 from rlblocks.envs.transforms._reward import RewardClipping, RewardScaling
 from rlblocks.envs.transforms._transformed_env import TransformedEnv
+from rlblocks.envs.transforms._video import VideoRecorder
 
 __all__ = [
     "Transform",
@@ -61,4 +62,5 @@ __all__ = [
     "ExcludeTransform",
     "ActionDiscretizer",
     "ActionMask",
+    "VideoRecorder",
 ]
