@@ -86,7 +86,8 @@ def test_every_test_folder_mirrors_a_package():
         "__pycache__",
     }
     plugin_modules = {p.name for p in ROOT.glob("plugins/*/src/rlblocks/*") if p.is_dir()}
-    # Besides one folder per distribution: the examples' tests, and the fault-injection
-    # suite, which crosses every package and runs in a nox session of its own.
-    expected = SIBLINGS | plugin_modules | {"examples", "faults"}
+    # Besides one folder per distribution: the examples' tests, the pipelines that span
+    # distributions (run by the tests session, which installs them all), and the
+    # fault-injection suite, which crosses every package and runs in a nox session of its own.
+    expected = SIBLINGS | plugin_modules | {"examples", "integration", "faults"}
     assert folders <= expected, f"unexpected test folders: {sorted(folders - expected)}"
