@@ -85,9 +85,20 @@ TARGETS = {
     "cql_offline": ("cql_offline.py", "Pendulum-v1", 10_000, 0.8),
     "dt_offline": ("dt_offline.py", "Pendulum-v1", 6_000, 0.6),
     "gail": ("gail.py", "Pendulum-v1", 400_000, 0.8),
+    # The rest of the model-free table (issue 17). Rainbow: C51 + dueling + noisy nets +
+    # 3-step returns + prioritized replay + double Q. HER: DQN on 15-bit flipping, scored by
+    # the success rate of greedy episodes on fresh targets (the same DQN without
+    # relabelling stays at 0: `examples/her_bitflip.py --her-k 0`).
+    "rainbow": ("rainbow.py", "CartPole-v1", 100_000, 475.0),
+    "her_bitflip": ("her_bitflip.py", "BitFlippingEnv", 40_000, 0.9),
 }
 # The examples whose figure is the normalized score they print, not the evaluation return.
 SCORED = {"td3bc_offline", "iql_offline", "cql_offline", "dt_offline", "gail"}
+# Every example whose figure is not the evaluation return: the label it prints it with.
+FIGURE_LABEL = {
+    **dict.fromkeys(sorted(SCORED), "normalized score"),
+    "her_bitflip": "final success rate",
+}
 # The plugin each multi-agent example needs: it runs by default only where it is installed.
 NEEDS_PLUGIN = {
     "mappo_vmas": "rlblocks.vmas",
@@ -95,7 +106,7 @@ NEEDS_PLUGIN = {
     "vdn_pettingzoo": "rlblocks.pettingzoo",
     **dict.fromkeys(sorted(SCORED), "rlblocks.minari"),  # their datasets are Minari's
 }
-DEFAULT_ALGOS = ["td3", "ddpg", "a2c", *NEEDS_PLUGIN]
+DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "rainbow", "her_bitflip", *NEEDS_PLUGIN]
 
 
 @dataclass(frozen=True)
@@ -215,8 +226,9 @@ def run_example(algo: str, seed: int, runs_dir: str, frames: int) -> tuple[float
     if algo in SCORED:  # the offline examples of one seed share its expert and dataset
         command += ["--datasets-dir", str(Path(runs_dir) / "datasets")]
     stdout, seconds = run_script(command, f"{script} seed {seed}")
-    if algo in SCORED:
-        return float(re.search(r"normalized score: (-?[\d.]+)", stdout).group(1)), seconds
+    if algo in FIGURE_LABEL:
+        label = FIGURE_LABEL[algo]
+        return float(re.search(rf"{label}: (-?[\d.]+)", stdout).group(1)), seconds
     return final_return(stdout), seconds
 
 
@@ -301,7 +313,7 @@ def run_untimed(
 
 def figure_name(algo: str) -> tuple[str, int]:
     """What an algorithm's figure is, and the decimals it is printed with."""
-    return ("normalized score", 3) if algo in SCORED else ("eval return", 1)
+    return (FIGURE_LABEL[algo], 3) if algo in FIGURE_LABEL else ("eval return", 1)
 
 
 def spread(values: list[float], digits: int = 1) -> str:

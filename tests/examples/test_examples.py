@@ -37,6 +37,8 @@ SHORT = {
     "--learning-starts 300 --gradient-steps 2 --batch-size 32",
     "masac_vmas.py": "--total-frames 400 --num-envs 4 --frames-per-batch 80 --max-steps 20 "
     "--learning-starts 160 --gradient-steps 2 --batch-size 32",
+    "rainbow.py": "--total-frames 512 --learning-starts 256 --gradient-steps 4",
+    "her_bitflip.py": "--total-frames 512 --learning-starts 256 --gradient-steps 4",
 }
 
 # Flags that change an example only when given (benchmarks/learning.py's settings use them),
