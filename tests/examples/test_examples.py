@@ -53,10 +53,12 @@ OPT_IN = {
 }
 
 
-def _run(script: str, runs_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    script: str, runs_dir: Path, *extra: str, datasets: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, str(EXAMPLES / script), "--runs-dir", str(runs_dir)]
     if script in OFFLINE_SCRIPTS and "--datasets-dir" not in extra:
-        command += ["--datasets-dir", str(runs_dir.parent / "datasets")]
+        command += ["--datasets-dir", str(datasets or runs_dir.parent / "datasets")]
     command += ["--eval-episodes", "2", "--no-progress", *SHORT[script].split(), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
@@ -69,9 +71,18 @@ def test_every_example_is_smoke_tested() -> None:
     assert scripts == set(SHORT)
 
 
+@pytest.fixture(scope="session")
+def shared_datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One expert and dataset for the offline smoke runs (per test process): recording them
+    once is what a user's later runs do too (the reuse itself is tested below)."""
+    return tmp_path_factory.mktemp("datasets")
+
+
 @pytest.mark.parametrize("script", sorted(SHORT))
-def test_example_runs_and_writes_its_run_folder(script: str, tmp_path: Path) -> None:
-    result = _run(script, tmp_path / "runs")
+def test_example_runs_and_writes_its_run_folder(
+    script: str, tmp_path: Path, shared_datasets: Path
+) -> None:
+    result = _run(script, tmp_path / "runs", datasets=shared_datasets)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith(script.removesuffix(".py").removesuffix("_offline"))
