@@ -123,14 +123,14 @@ def test_a_state_dict_round_trips_through_the_actor(buffers):
     assert sorted(second.sample(6)["id"].tolist()) == list(range(6))
 
 
-@pytest.mark.parametrize("sync", [True, False])
-def test_two_ray_collectors_extend_it_from_their_actors(buffers, sync):
-    """Several collectors on Ray write into one buffer; the driver only counts frames."""
+def test_two_ray_collectors_extend_it_from_their_actors(buffers):
+    """Several collectors on Ray (one gathering its actors, one not) write into one buffer;
+    the driver only counts frames."""
     buffer = buffers(storage=LazyTensorStorage(1000), replay_buffer_cls=TensorDictReplayBuffer)
-    config = {"frames_per_batch": 8, "total_frames": 24, "sync": sync, "replay_buffer": buffer}
+    config = {"frames_per_batch": 8, "total_frames": 24, "replay_buffer": buffer}
     collectors = [
-        RayCollector([lambda: CartPoleEnv()], remote_config={"num_cpus": 0.5}, **config)
-        for _ in range(2)
+        RayCollector([lambda: CartPoleEnv()], sync=sync, remote_config={"num_cpus": 0.5}, **config)
+        for sync in (True, False)
     ]
     try:
         assert [list(c) for c in collectors] == [[None] * 3, [None] * 3]
