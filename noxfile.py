@@ -143,6 +143,7 @@ def _merged_closure(folders: list[tuple[str, list[str]]]) -> dict[str, set[str]]
 # record Minari datasets).
 EXAMPLE_REQUIREMENTS = ["matplotlib>=3.8", "tqdm>=4.66"]
 EXAMPLE_PLUGIN_EXTRAS = {"rlpettingzoo": ["mpe"], "rlminari": ["create"]}
+EXAMPLE_PACKAGE_EXTRAS = {PACKAGES["collectors"]: ["ray"]}  # impala.py --collector ray
 
 
 @nox.session(python="3.11")
@@ -155,7 +156,7 @@ def tests(session: nox.Session) -> None:
     would only double CI time (``nox -s tests -- tests/envs`` runs a folder here anyway).
     """
     _install_torch(session)
-    folders = [(f, ["test"]) for f in PACKAGES.values()]
+    folders = [(f, ["test", *EXAMPLE_PACKAGE_EXTRAS.get(f, [])]) for f in PACKAGES.values()]
     folders += [
         (f, EXAMPLE_PLUGIN_EXTRAS.get(Path(f).name, []))
         for f in _plugin_folders()

@@ -91,6 +91,9 @@ TARGETS = {
     # relabelling stays at 0: `examples/her_bitflip.py --her-k 0`).
     "rainbow": ("rainbow.py", "CartPole-v1", 100_000, 475.0),
     "her_bitflip": ("her_bitflip.py", "BitFlippingEnv", 40_000, 0.9),
+    # IMPALA: 2 worker processes (MultiaSyncDataCollector), one learner update per batch in
+    # arrival order, V-trace; batches arrive in timing order, so runs do not repeat.
+    "impala": ("impala.py", "CartPole-v1", 300_000, 475.0),
 }
 # The examples whose figure is the normalized score they print, not the evaluation return.
 SCORED = {"td3bc_offline", "iql_offline", "cql_offline", "dt_offline", "gail"}
@@ -106,7 +109,7 @@ NEEDS_PLUGIN = {
     "vdn_pettingzoo": "rlblocks.pettingzoo",
     **dict.fromkeys(sorted(SCORED), "rlblocks.minari"),  # their datasets are Minari's
 }
-DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "rainbow", "her_bitflip", *NEEDS_PLUGIN]
+DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "rainbow", "her_bitflip", "impala", *NEEDS_PLUGIN]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ SHORT = {
     "--learning-starts 160 --gradient-steps 2 --batch-size 32",
     "rainbow.py": "--total-frames 512 --learning-starts 256 --gradient-steps 4",
     "her_bitflip.py": "--total-frames 512 --learning-starts 256 --gradient-steps 4",
+    "impala.py": "--total-frames 2048 --num-envs 4 --num-steps 8",
 }
 
 # Flags that change an example only when given (benchmarks/learning.py's settings use them),
@@ -117,6 +118,15 @@ def test_offline_examples_record_once_then_reuse_the_expert_and_dataset(fmt, tmp
     assert "training the expert" not in second.stdout and "recording" not in second.stdout
     prefix = "minari:pendulum-v1/medium-seed1-v0" if fmt == "minari" else "d4rl:"
     assert f"dataset {prefix}" in second.stdout and ": 400 transitions" in second.stdout
+
+
+def test_impala_runs_its_workers_on_ray(tmp_path: Path) -> None:
+    result = _run("impala.py", tmp_path / "runs", "--collector", "ray")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "final evaluation return:" in result.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "hparams.json").read_text())["collector"] == "ray"
+    assert "policy_lag" in (run_dir / "scalars.csv").read_text()
 
 
 def _final_return(result: subprocess.CompletedProcess[str]) -> str:
