@@ -57,7 +57,14 @@ _MAX_LOG_WEIGHT = 69.0
 Coef = float | Tensor
 
 
-def discounted_scan(values: Tensor, coef: Coef, cut: Tensor, *, time_dim: int = -1) -> Tensor:
+def discounted_scan(
+    values: Tensor,
+    coef: Coef,
+    cut: Tensor,
+    *,
+    time_dim: int = -1,
+    max_coef: float | None = None,
+) -> Tensor:
     """Solve ``x_t = values_t + coef_t * (1 - cut_t) * x_{t+1}`` backwards in time, ``x_T = 0``.
 
     This is the kernel of every estimator here: discounted sums that restart where ``cut``
@@ -70,6 +77,10 @@ def discounted_scan(values: Tensor, coef: Coef, cut: Tensor, *, time_dim: int = 
         cut: Boolean tensor shaped like ``values``; where true, nothing from ``t + 1`` on is
             carried into ``x_t``.
         time_dim: The time dimension of ``values`` and ``cut``.
+        max_coef: An upper bound of a tensor ``coef`` known beforehand (V-trace:
+            ``gamma * c_thresh``). It picks the scan without reading ``coef``'s values, so
+            the call compiles to one graph; without it the values are read (eager), or the
+            scan safe for any factor is used (under ``torch.compile``).
 
     Returns:
         ``x``, shaped and typed like ``values``.
@@ -89,7 +100,13 @@ def discounted_scan(values: Tensor, coef: Coef, cut: Tensor, *, time_dim: int = 
         coef = coef.flip(-1).to(torch.float64)
         # Factors above 1 (V-trace's gamma * c with c_thresh > 1) would make the chunk
         # weights below shrink and their differences cancel; double the span instead.
-        scan = _forward_scan_doubling if bool((coef > 1.0).any()) else _forward_scan_tensor
+        if max_coef is not None:
+            above_one = max_coef > 1.0
+        elif torch.compiler.is_compiling():
+            above_one = True  # reading the values would break the graph; this scan fits all
+        else:
+            above_one = bool((coef > 1.0).any())
+        scan = _forward_scan_doubling if above_one else _forward_scan_tensor
         out = scan(b.to(torch.float64), coef, cut)
     else:
         out = _forward_scan_scalar(b, float(coef), cut)
@@ -515,7 +532,9 @@ def vtrace_advantage_estimate(
     discount = gamma * _not(terminated, reward.dtype)
     delta = rho * (reward + discount * next_state_value - state_value)
     # The scan needs a per-step factor even for a float gamma: c changes at each step.
-    vs_minus_v = discounted_scan(delta, gamma * c, done, time_dim=time_dim)
+    c_bar = c_thresh if isinstance(c_thresh, float | int) else None
+    bound = float(gamma) * c_bar if isinstance(gamma, float | int) and c_bar is not None else None
+    vs_minus_v = discounted_scan(delta, gamma * c, done, time_dim=time_dim, max_coef=bound)
     value_target = state_value + vs_minus_v
     steps = reward.shape[time_dim]
     last = next_state_value.narrow(time_dim, steps - 1, 1)
