@@ -69,7 +69,9 @@ def action(env: EnvBase) -> TensorDict:
 def test_an_interrupted_step_does_not_shift_later_results():
     """Ctrl-C in the parent alone during a step (a notebook's "interrupt"): the workers
     finish that step, and the next step returns its own results, not the previous ones."""
-    env = ParallelEnv(2, partial(CountingEnv, delay=0.4))
+    # The step lasts 1.2 s and the interrupt comes at 0.1 s: on a loaded machine a timer
+    # thread can start hundreds of ms late (a 0.4 s step once finished before it fired).
+    env = ParallelEnv(2, partial(CountingEnv, delay=1.2))
     try:
         env.reset()
         assert env.step(action(env))["next", "observation"].flatten().tolist() == [1, 1]
