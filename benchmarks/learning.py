@@ -89,6 +89,12 @@ TARGETS = {
     # 3-step returns + prioritized replay + double Q. HER: DQN on 15-bit flipping, scored by
     # the success rate of greedy episodes on fresh targets (the same DQN without
     # relabelling stays at 0: `examples/her_bitflip.py --her-k 0`).
+    # Critic ensembles on Pendulum-v1 (each docstring says where it departs from its paper
+    # to fit a 20k-frame CPU run; benchmarks/crossq_vs_sac.py compares CrossQ's gradient
+    # steps with SAC's).
+    "redq": ("redq.py", "Pendulum-v1", 20_000, -200.0),
+    "crossq": ("crossq.py", "Pendulum-v1", 20_000, -200.0),
+    "tqc": ("tqc.py", "Pendulum-v1", 20_000, -200.0),
     "rainbow": ("rainbow.py", "CartPole-v1", 100_000, 475.0),
     "her_bitflip": ("her_bitflip.py", "BitFlippingEnv", 40_000, 0.9),
     # IMPALA: 2 worker processes (MultiaSyncDataCollector), one learner update per batch in
@@ -109,7 +115,8 @@ NEEDS_PLUGIN = {
     "vdn_pettingzoo": "rlblocks.pettingzoo",
     **dict.fromkeys(sorted(SCORED), "rlblocks.minari"),  # their datasets are Minari's
 }
-DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "rainbow", "her_bitflip", "impala", *NEEDS_PLUGIN]
+DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "redq", "crossq", "tqc", "rainbow", "her_bitflip", "impala"]
+DEFAULT_ALGOS += list(NEEDS_PLUGIN)
 
 
 @dataclass(frozen=True)

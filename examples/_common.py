@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -198,6 +199,30 @@ def plot_learning_curve(run_dir: Path) -> Path:
     return path
 
 
+def add_eval_every_arg(parser: argparse.ArgumentParser) -> None:
+    """``--eval-every N``: an evaluation every ``N`` frames during training (opt-in)."""
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="frames between evaluations during training, logged as eval/return (0: the "
+        "final one only)",
+    )
+
+
+def evaluate_every(
+    logger: CSVLogger, args: argparse.Namespace, policy: Policy, frames: int, new_frames: int
+) -> None:
+    """With ``--eval-every N``, log ``eval/return`` (the final evaluation's protocol) when
+    the last ``new_frames`` frames crossed a multiple of ``N`` before the last frame (the
+    final evaluation scores that one). It draws nothing from torch's generator, so the
+    training run is the same with or without it."""
+    every = args.eval_every
+    if every and frames < args.total_frames and frames % every < new_frames:
+        eval_return = evaluate(policy, args.env_id, args.eval_episodes, args.seed)
+        logger.log_scalar("eval/return", eval_return, step=frames)
+
+
 def finish(
     logger: CSVLogger,
     args: argparse.Namespace,
@@ -241,10 +266,19 @@ def make_replay_buffer(size: int, batch_size: int) -> TensorDictReplayBuffer:
     return TensorDictReplayBuffer(storage=LazyTensorStorage(size), batch_size=batch_size)
 
 
-def make_qvalue(obs_dim: int, action_dim: int, hidden: int) -> ValueOperator:
+def make_qvalue(
+    obs_dim: int, action_dim: int, hidden: int, *, num_outputs: int = 1, **mlp_kwargs: Any
+) -> ValueOperator:
     """A critic ``Q(s, a)`` reading ``observation`` and ``action``, writing
-    ``state_action_value``."""
-    net = MLP(obs_dim + action_dim, 1, num_cells=[hidden] * 2, activation_class=nn.ReLU)
+    ``state_action_value`` (``num_outputs`` values: TQC's quantiles); ``mlp_kwargs`` go to
+    the :class:`MLP` (CrossQ's ``norm_class``)."""
+    net = MLP(
+        obs_dim + action_dim,
+        num_outputs,
+        num_cells=[hidden] * 2,
+        activation_class=nn.ReLU,
+        **mlp_kwargs,
+    )
     return ValueOperator(net, in_keys=["observation", "action"])
 
 
@@ -300,11 +334,13 @@ def update_step(
 def td3_step(
     loss_module: nn.Module,
     optimizer: torch.optim.Optimizer,
-    target_updater: SoftUpdate,
+    target_updater: SoftUpdate | None,
     args: argparse.Namespace,
 ) -> Callable[[int, TensorDictBase], TensorDictBase]:
     """TD3's delayed updates, one call per gradient step ``number`` (from 1): the critics
-    every step, the actor and the target networks every ``args.policy_delay`` steps."""
+    every step, the actor (and temperature) and the target networks every
+    ``args.policy_delay`` steps. CrossQ delays its actor the same way and has no targets
+    (``target_updater=None``)."""
     critic_update = update_step(loss_module, optimizer, args, terms=("loss_qvalue",))
     full_update = update_step(loss_module, optimizer, args)
 
@@ -312,7 +348,8 @@ def td3_step(
         if number % args.policy_delay:
             return critic_update(batch)
         out = full_update(batch)
-        target_updater.step()
+        if target_updater is not None:
+            target_updater.step()
         return out
 
     return step

@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 from _common import (
     Metrics,
+    add_eval_every_arg,
     add_off_policy_args,
     base_parser,
     env_specs,
+    evaluate_every,
     finish,
     log_episodes,
     make_qvalue,
@@ -40,6 +42,7 @@ parser.add_argument(
     "--loss-function", default="smooth_l1", choices=["l2", "smooth_l1"], help="critic loss"
 )
 add_off_policy_args(parser)  # buffer, batch, gamma, tau, ... (see --help)
+add_eval_every_arg(parser)
 args = parser.parse_args()
 logger = setup(args, "sac")
 env = make_train_env(args.env_id, args.num_envs, args.seed)
@@ -89,6 +92,7 @@ for batch in collector:
         if frames % 1000 < batch.numel():
             metrics.flush(logger, frames)
     log_episodes(logger, bar, batch, frames)
+    evaluate_every(logger, args, actor, frames, batch.numel())
 bar.close()
 collector.shutdown()
 finish(logger, args, actor, frames, {"actor": actor, "qvalue": loss_module})

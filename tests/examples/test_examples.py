@@ -40,6 +40,9 @@ SHORT = {
     "rainbow.py": "--total-frames 512 --learning-starts 256 --gradient-steps 4",
     "her_bitflip.py": "--total-frames 512 --learning-starts 256 --gradient-steps 4",
     "impala.py": "--total-frames 2048 --num-envs 4 --num-steps 8",
+    "redq.py": "--total-frames 300 --learning-starts 200",
+    "crossq.py": "--total-frames 300 --learning-starts 200",
+    "tqc.py": "--total-frames 300 --learning-starts 200",
 }
 
 # Flags that change an example only when given (benchmarks/learning.py's settings use them),
