@@ -1,4 +1,9 @@
-"""RayReplayBuffer on a local Ray instance: one actor owns the storage, everyone else uses it."""
+"""RayReplayBuffer on a local Ray instance: one actor owns the storage, everyone else uses it.
+
+Each buffer is a Ray actor whose process imports torch (seconds), so the tests share one
+where they can (emptied before each use) and make their own only for another sampler or
+layout.
+"""
 
 from __future__ import annotations
 
@@ -29,27 +34,26 @@ def rows(start: int, n: int) -> TensorDict:
     return TensorDict({"id": ids, "x": ids.float().unsqueeze(-1)}, batch_size=[n])
 
 
-@pytest.fixture(name="buffers")
-def buffers_fixture():
-    made = []
-
-    def make(*args, **kwargs):
-        buffer = RayReplayBuffer(*args, **kwargs)
-        made.append(buffer)
-        return buffer
-
-    yield make
-    for buffer in made:
-        buffer.close()
-
-
-def test_extend_sample_and_len_go_through_the_actor(buffers):
-    buffer = buffers(
+@pytest.fixture(scope="module", name="shared")
+def shared_fixture():
+    """A buffer of `rows` (sampled without replacement), shared by the tests below."""
+    buffer = RayReplayBuffer(
         storage=LazyTensorStorage(100),
         sampler=SamplerWithoutReplacement(),
         batch_size=10,
         replay_buffer_cls=TensorDictReplayBuffer,
     )
+    yield buffer
+    buffer.close()
+
+
+@pytest.fixture(name="buffer")
+def buffer_fixture(shared):
+    shared.empty()
+    return shared
+
+
+def test_extend_sample_and_len_go_through_the_actor(buffer):
     assert len(buffer) == 0
     indices = buffer.extend(rows(0, 30))
     assert indices.tolist() == list(range(30)) and len(buffer) == 30
@@ -59,25 +63,39 @@ def test_extend_sample_and_len_go_through_the_actor(buffers):
     assert buffer.sample(5).batch_size == (5,)
 
 
-def test_a_pickled_handle_writes_into_the_same_storage(buffers):
-    buffer = buffers(
-        storage=LazyTensorStorage(100),
-        sampler=SamplerWithoutReplacement(),
-        replay_buffer_cls=TensorDictReplayBuffer,
-    )
-
+def test_a_pickled_handle_writes_into_the_same_storage(buffer):
     @ray.remote(num_cpus=0)
     def writer(handle, start):
         handle.extend(rows(start, 10))
 
-    ray.get([writer.remote(buffer, 0), writer.remote(buffer, 10)])
+    ray.get([writer.remote(buffer, 30), writer.remote(buffer, 40)])
     copy = pickle.loads(pickle.dumps(buffer))
     assert len(copy) == len(buffer) == 20
-    assert sorted(copy.sample(20)["id"].tolist()) == list(range(20))
+    assert sorted(copy.sample(20)["id"].tolist()) == list(range(30, 50))
 
 
-def test_priorities_update_in_the_actor(buffers):
-    buffer = buffers(
+def test_a_state_dict_round_trips_through_the_actor(buffer):
+    buffer.extend(rows(0, 6))
+    state = buffer.state_dict()
+    buffer.empty()
+    assert len(buffer) == 0
+    buffer.load_state_dict(state)
+    assert sorted(buffer.sample(6)["id"].tolist()) == list(range(6))
+
+
+def test_errors_of_the_hosted_buffer_keep_their_type_and_lose_nothing(buffer):
+    with pytest.raises(EmptyBufferError):
+        buffer.sample()
+    buffer.extend(rows(0, 4))
+    with pytest.raises(Exception, match="id") as info:  # a layout the storage does not have
+        buffer.extend(TensorDict({"other": torch.zeros(2)}, batch_size=[2]))
+    assert not isinstance(info.value, ray.exceptions.RayError)
+    assert "Raised in the buffer's Ray actor" in "".join(getattr(info.value, "__notes__", []))
+    assert len(buffer) == 4
+
+
+def test_priorities_update_in_the_actor():
+    buffer = RayReplayBuffer(
         storage=LazyTensorStorage(16),
         sampler=PrioritizedSampler(16, alpha=1.0, beta=1.0),
         batch_size=64,
@@ -86,18 +104,10 @@ def test_priorities_update_in_the_actor(buffers):
     buffer.extend(rows(0, 4))
     buffer.update_priority(torch.arange(4), torch.tensor([0.0, 0.0, 0.0, 1.0]))
     assert (buffer.sample()["id"] == 3).all()
-
-
-def test_errors_of_the_hosted_buffer_keep_their_type_and_lose_nothing(buffers):
-    buffer = buffers(storage=LazyTensorStorage(10), batch_size=4,
-                     replay_buffer_cls=TensorDictReplayBuffer)  # fmt: skip
-    with pytest.raises(EmptyBufferError):
-        buffer.sample()
-    buffer.extend(rows(0, 4))
-    with pytest.raises(Exception, match="id") as info:  # a layout the storage does not have
-        buffer.extend(TensorDict({"other": torch.zeros(2)}, batch_size=[2]))
-    assert not isinstance(info.value, ray.exceptions.RayError)
-    assert len(buffer) == 4
+    buffer.close()  # and a closed buffer says so
+    buffer.close()
+    with pytest.raises(BufferConfigError, match="was closed"):
+        len(buffer)
 
 
 def test_a_bad_buffer_class_is_named():
@@ -105,29 +115,13 @@ def test_a_bad_buffer_class_is_named():
         RayReplayBuffer(replay_buffer_cls=dict)
 
 
-def test_a_closed_buffer_says_so(buffers):
-    buffer = buffers(storage=LazyTensorStorage(10))
-    buffer.close()
-    buffer.close()
-    with pytest.raises(BufferConfigError, match="was closed"):
-        len(buffer)
-
-
-def test_a_state_dict_round_trips_through_the_actor(buffers):
-    kwargs = {"sampler": SamplerWithoutReplacement(), "replay_buffer_cls": TensorDictReplayBuffer}
-    first = buffers(storage=LazyTensorStorage(10), **kwargs)
-    first.extend(rows(0, 6))
-    second = buffers(storage=LazyTensorStorage(10), **kwargs)
-    second.load_state_dict(first.state_dict())
-    assert len(second) == 6
-    assert sorted(second.sample(6)["id"].tolist()) == list(range(6))
-
-
-def test_two_ray_collectors_extend_it_from_their_actors(buffers):
-    """Several collectors on Ray (one gathering its actors, one not) write into one buffer;
-    the driver only counts frames."""
-    buffer = buffers(storage=LazyTensorStorage(1000), replay_buffer_cls=TensorDictReplayBuffer)
-    config = {"frames_per_batch": 8, "total_frames": 24, "replay_buffer": buffer}
+def test_two_ray_collectors_extend_it_from_their_actors():
+    """Several collectors on Ray (one gathering its actors, one not) write into one buffer,
+    with split_trajs off; the driver only counts frames."""
+    other = RayReplayBuffer(
+        storage=LazyTensorStorage(1000), replay_buffer_cls=TensorDictReplayBuffer
+    )
+    config = {"frames_per_batch": 8, "total_frames": 24, "replay_buffer": other}
     collectors = [
         RayCollector([lambda: CartPoleEnv()], sync=sync, remote_config={"num_cpus": 0.5}, **config)
         for sync in (True, False)
@@ -135,16 +129,19 @@ def test_two_ray_collectors_extend_it_from_their_actors(buffers):
     try:
         assert [list(c) for c in collectors] == [[None] * 3, [None] * 3]
         assert [c.frames for c in collectors] == [24, 24]
+        assert len(other) == 48
+        stored = other.sample(48)
+        assert stored["observation"].shape == (48, 4) and TRAJ in stored.keys(True)
     finally:
         for collector in collectors:
             collector.shutdown()
-    assert len(buffer) == 48
-    stored = buffer.sample(48)
-    assert stored["observation"].shape == (48, 4) and TRAJ in stored.keys(True)
+        other.close()
 
 
-def test_split_trajs_and_postproc_run_in_the_actors(buffers):
-    buffer = buffers(storage=LazyTensorStorage(100), replay_buffer_cls=TensorDictReplayBuffer)
+def test_split_trajs_and_postproc_run_in_the_actors():
+    buffer = RayReplayBuffer(
+        storage=LazyTensorStorage(100), replay_buffer_cls=TensorDictReplayBuffer
+    )
 
     def mark(batch):
         batch["marked"] = torch.ones(batch.shape)
@@ -154,8 +151,9 @@ def test_split_trajs_and_postproc_run_in_the_actors(buffers):
                              split_trajs=True, postproc=mark, replay_buffer=buffer)  # fmt: skip
     try:
         list(collector)
+        stored = buffer.sample(len(buffer))
+        assert stored.ndim == 2 and ("collector", "mask") in stored.keys(True)  # trajectories
+        assert (stored["marked"] == 1).all()
     finally:
         collector.shutdown()
-    stored = buffer.sample(len(buffer))
-    assert stored.ndim == 2 and ("collector", "mask") in stored.keys(True)  # trajectories
-    assert (stored["marked"] == 1).all()
+        buffer.close()
