@@ -67,6 +67,21 @@ def test_the_file_acts_as_the_policy_on_transformed_observations_at_any_batch_si
     assert policy.training  # the policy's mode is restored
 
 
+def test_the_distributions_validation_setting_is_restored(tmp_path):
+    from torch import distributions as torch_distributions
+
+    env, policy = normalized_pendulum(), gaussian_policy()
+    for setting in (False, True):
+        torch_distributions.Distribution.set_default_validate_args(setting)
+        export_policy(policy, env, tmp_path / "pi.pt2")
+        raised = False
+        try:
+            torch_distributions.Bernoulli(probs=torch.tensor(2.0))
+        except ValueError:
+            raised = True
+        assert raised is setting
+
+
 def test_normalization_statistics_are_frozen_in(tmp_path):
     env, policy = normalized_pendulum(), gaussian_policy()
     obs = torch.randn(3, 3)

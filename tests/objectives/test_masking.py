@@ -75,6 +75,13 @@ def test_bad_masks_are_named(mask, message):
             cls(logits=torch.zeros(2, 4), mask=mask)
 
 
+def test_logits_or_probs_exactly_one():
+    with pytest.raises(ShapeMismatchError, match="exactly one of logits and probs, got both"):
+        MaskedCategorical(logits=torch.zeros(4), probs=torch.full((4,), 0.25), mask=MASK[0])
+    with pytest.raises(ShapeMismatchError, match="got neither"):
+        MaskedOneHotCategorical(mask=MASK[0])
+
+
 def masked_actor(seed=0):
     torch.manual_seed(seed)
     net = TensorDictModule(nn.Linear(3, 4), in_keys=["observation"], out_keys=["logits"])

@@ -165,8 +165,9 @@ def _export(pipeline: _Pipeline, examples: tuple[torch.Tensor, ...]) -> Any:
     if missing:
         raise _keys_error(pipeline, f"it wrote no {missing}")
     # Distributions check their parameters' values by default (data-dependent, which
-    # torch.export cannot trace); the eager run above has checked them. torch has no
-    # public getter of the setting: it is put back to torch's default afterwards.
+    # torch.export cannot trace); the eager run above has checked them. The user's own
+    # setting is put back afterwards.
+    validating = _distributions_validate()
     D.Distribution.set_default_validate_args(False)
     try:
         with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
@@ -187,7 +188,17 @@ def _export(pipeline: _Pipeline, examples: tuple[torch.Tensor, ...]) -> Any:
             f"exported: {hint}. torch.export said: {text}"
         ) from err
     finally:
-        D.Distribution.set_default_validate_args(__debug__)
+        D.Distribution.set_default_validate_args(validating)
+
+
+def _distributions_validate() -> bool:
+    """Whether torch distributions validate their arguments now (torch has no getter: an
+    invalid Bernoulli raises exactly when they do)."""
+    try:
+        D.Bernoulli(probs=torch.tensor(2.0))
+    except ValueError:
+        return True
+    return False
 
 
 def _keys_error(pipeline: _Pipeline, what: str) -> ExportError:

@@ -56,7 +56,11 @@ def masked_logits(
     """``(logits with -inf where the mask is False, the checked mask)``, from ``logits`` or
     ``probs``."""
     if (logits is None) == (probs is None):
-        raise ShapeMismatchError(f"{owner}: pass exactly one of logits and probs")
+        given = "both" if logits is not None else "neither"
+        raise ShapeMismatchError(
+            f"{owner}: expected exactly one of logits and probs, got {given}. Fix: pass "
+            f"logits=... (or probs=...) and mask=..."
+        )
     if logits is None:
         logits = probs.log()
     mask = check_action_mask(owner, mask, logits)
