@@ -255,10 +255,11 @@ def _install_everything(
     dmcontrol: bool = False,
     multiagent: bool = False,
     offline: bool = False,
+    atari: bool = False,
 ) -> None:
     """torch, then every package of the tree (with the gymnasium backend, and the compiled
-    kernel, the dm_control plugin, the multi-agent backends and the dataset formats if
-    asked), then ``extra``."""
+    kernel, the dm_control plugin, the multi-agent backends, the dataset formats and the
+    Atari plugin if asked), then ``extra``."""
     _install_torch(session)
     folders = [(f, []) for f in PACKAGES.values()] + [(PACKAGES["envs"], ["gymnasium"])]
     if kernel:
@@ -269,6 +270,8 @@ def _install_everything(
         folders += [(PLUGINS["rlvmas"], []), (PLUGINS["rlpettingzoo"], ["mpe"])]
     if offline:
         folders += [(PLUGINS["rlminari"], ["create"]), (PLUGINS["rld4rl"], [])]
+    if atari:
+        folders.append((PLUGINS["rlatari"], []))
     session.install(*_pip_args(_merged_closure(folders)), *EXAMPLE_REQUIREMENTS, *extra)
 
 
@@ -284,7 +287,8 @@ def bench(session: nox.Session) -> None:
     """Every benchmarks/*.py; their figures next to their targets in benchmarks/RESULTS.md.
 
     The compiled kernel is built too (the buffers benchmark compares it with the numpy
-    fallback), the dm_control plugin (its benchmark compares it with bare dm_control), and
+    fallback), the dm_control plugin (its benchmark compares it with bare dm_control), the
+    Atari plugin (against gymnasium's Atari wrappers, which resize with OpenCV), and
     Stable-Baselines3 and cpprb are the references measured in the same run.
     ``nox -s bench -- envs.py buffers.py`` re-runs some scripts and keeps the other sections.
     """
@@ -292,9 +296,11 @@ def bench(session: nox.Session) -> None:
         session,
         "stable-baselines3>=2.3",
         "cpprb==11.0.0",
+        "opencv-python-headless>=4.8",
         kernel=True,
         dmcontrol=True,
         multiagent=True,
         offline=True,
+        atari=True,
     )
     session.run("python", "benchmarks/run_all.py", *session.posargs, env={"MUJOCO_GL": "disable"})

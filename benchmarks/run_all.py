@@ -39,6 +39,8 @@ DISTRIBUTIONS = [
     "mpe2",
     "minari",
     "h5py",
+    "ale-py",
+    "opencv-python-headless",
     "rlblocks-core",
     "rlblocks-envs",
     "rlblocks-buffers",
@@ -50,6 +52,7 @@ DISTRIBUTIONS = [
     "rlblocks-pettingzoo",
     "rlblocks-minari",
     "rlblocks-d4rl",
+    "rlblocks-atari",
 ]
 
 

@@ -1,4 +1,5 @@
-"""NoopResetEnv, FrameSkipTransform, InitTracker and TensorDictPrimer."""
+"""NoopResetEnv, FireResetEnv, FrameSkipTransform, EndOfLifeTransform, SignTransform,
+InitTracker and TensorDictPrimer."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from rlblocks.envs import GymEnv, PendulumEnv, SerialEnv, check_env_specs
 from rlblocks.envs.errors import TransformError, UnsupportedEnvOperationError
 from rlblocks.envs.transforms import (
     Compose,
+    EndOfLifeTransform,
+    FireResetEnv,
     FrameSkipTransform,
     InitTracker,
     NoopResetEnv,
+    SignTransform,
     StepCounter,
     TensorDictPrimer,
     TransformedEnv,
@@ -244,3 +248,124 @@ def test_noops_per_sub_env_of_a_serial_env_allow_partial_resets(counting_env_cls
     assert td["observation"][0].flatten().tolist() == [1, 2, 1, 2, 1, 2]
     assert td["observation"][1].flatten().tolist() == [1, 2, 3, 1, 2, 3]
     env.close()
+
+
+# ---------------------------------------------------------------------- Atari-style transforms
+def test_frame_skip_max_pools_the_last_two_frames(counting_env_cls):
+    class CountingDown(counting_env_cls):
+        def _step(self, tensordict):
+            return (
+                super()
+                ._step(tensordict)
+                .apply(lambda x: x, batch_size=self.batch_size)
+                .set("observation", -self.count.clone())
+            )
+
+    env = TransformedEnv(CountingDown(limit=100), FrameSkipTransform(3, max_pool="observation"))
+    td = env.step(env.reset().set("action", torch.tensor([0.5])))
+    assert td["next", "observation"].item() == -2  # frames -1, -2, -3: max of the last two
+    assert td["next", "reward"].item() == 1.5
+    check_env_specs(env)
+
+
+def test_frame_skip_max_pool_needs_an_observation(counting_env_cls):
+    env = TransformedEnv(counting_env_cls(), FrameSkipTransform(2, max_pool="pixels"))
+    with pytest.raises(TransformError, match=r"max_pool entries \['pixels'\] are not obs"):
+        env.observation_spec  # noqa: B018
+
+
+def _gym_frames(env_id, seed, noops, actions, frames):
+    """A hand-written frame skip with max-pooling over a raw gymnasium env (after ``noops``
+    single steps of action 0)."""
+    import gymnasium as gym
+
+    raw = gym.make(env_id)
+    obs, _ = raw.reset(seed=seed)
+    for _ in range(noops):
+        obs, *_ = raw.step([0.0])
+    out = []
+    for action in actions:
+        total, last = 0.0, [obs]
+        for _ in range(frames):
+            obs, reward, terminated, truncated, _ = raw.step(action)
+            total, last = total + reward, [last[-1], obs]
+            if terminated or truncated:
+                break
+        out.append((torch.as_tensor(last[0]).maximum(torch.as_tensor(last[1])), total))
+    return out
+
+
+@pytest.mark.parametrize("noops", [0, 2])
+def test_frame_skip_on_gymnasium_matches_a_hand_written_loop(noops):
+    # GymWrapper takes the repeated frames with bare gymnasium steps (also behind a
+    # NoopResetEnv, which leaves steps alone): the same as a hand-written loop.
+    skip = FrameSkipTransform(4, max_pool="observation")
+    noop = NoopResetEnv(noops, random=False, noop_action=[0.0]) if noops else None
+    env = TransformedEnv(GymEnv("Pendulum-v1"), Compose(noop, skip) if noop else skip)
+    actions = [[0.5], [-1.0], [2.0]]
+    env.set_seed(3)
+    td = env.reset()
+    for action, (obs, reward) in zip(actions, _gym_frames("Pendulum-v1", 3, noops, actions, 4)):
+        td = env.step(td.set("action", torch.tensor(action)))
+        torch.testing.assert_close(td["next", "observation"], obs.to(torch.float32))
+        assert td["next", "reward"].item() == pytest.approx(reward, rel=1e-5)
+        td = env.step_mdp(td)
+
+
+def test_fire_reset_takes_its_actions_after_every_reset(counting_env_cls):
+    base = _recording(counting_env_cls)(limit=100)
+    env = TransformedEnv(base, FireResetEnv((0.5, -0.5)))
+    assert env.reset()["observation"].item() == 2
+    assert [a.item() for a in base.actions] == [0.5, -0.5]
+    check_env_specs(env)
+    with pytest.raises(TransformError, match=r"non-empty sequence of actions, e.g. \(1, 2\)"):
+        FireResetEnv(())
+
+
+def _with_lives(counting_env_cls, lives_every):
+    class WithLives(counting_env_cls):
+        """Loses a life every ``lives_every`` frames, from 3 lives."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.full_observation_spec["lives"] = Unbounded(
+                shape=self.batch_size, dtype=torch.int64
+            )
+
+        def _lives(self):
+            return 3 - self.count.reshape(self.batch_size) // lives_every
+
+        def _reset(self, tensordict, **kwargs):
+            return super()._reset(tensordict, **kwargs).set("lives", self._lives())
+
+        def _step(self, tensordict):
+            return super()._step(tensordict).set("lives", self._lives())
+
+    return WithLives
+
+
+def test_end_of_life_flags_a_lost_life_and_the_end_of_the_game(counting_env_cls):
+    env = TransformedEnv(
+        _with_lives(counting_env_cls, lives_every=2)(limit=5), Compose(EndOfLifeTransform())
+    )
+    trajectory = env.rollout(5)
+    assert trajectory["next", "end-of-life"].flatten().tolist() == [False, True, False, True, True]
+    assert not trajectory["next", "done"][:4].any()  # the env is not reset at a lost life
+    assert env.reset()["end-of-life"].flatten().tolist() == [False]
+    check_env_specs(env)
+
+
+def test_end_of_life_needs_a_lives_counter(counting_env_cls):
+    env = TransformedEnv(counting_env_cls(), EndOfLifeTransform())
+    with pytest.raises(TransformError, match="info_keys=\\['lives'\\]"):
+        env.observation_spec  # noqa: B018
+
+
+def test_sign_transform_keeps_only_the_sign_of_the_reward(counting_env_cls):
+    env = TransformedEnv(counting_env_cls(limit=100), SignTransform())
+    rewards = [
+        env.step(env.reset().set("action", torch.tensor([a])))["next", "reward"].item()
+        for a in (0.3, 0.0, -0.7)
+    ]
+    assert rewards == [1.0, 0.0, -1.0]
+    assert env.reward_spec.low.item() == -1.0 and env.reward_spec.high.item() == 1.0

@@ -109,6 +109,15 @@ def test_resize_uint8_keeps_the_dtype_and_nearest_is_exact():
     assert spec == Bounded(0, 255, shape=(3, 6, 5), dtype=torch.uint8)
 
 
+def test_resize_uint8_bilinear_is_within_one_of_the_float_result():
+    # uint8 images are resized natively (no float round trip): at most 1 off.
+    frames = torch.randint(0, 256, (4, 1, 210, 160), dtype=torch.uint8)
+    out = Resize(84)(TensorDict(pixels=frames, batch_size=[4]))["pixels"]
+    ref = F.interpolate(frames.float(), size=(84, 84), mode="bilinear", antialias=True)
+    assert out.dtype == torch.uint8 and out.shape == (4, 1, 84, 84)
+    assert (out.float() - ref.round()).abs().max().item() <= 1
+
+
 def test_bicubic_spec_is_unbounded():
     env = TransformedEnv(ImageEnv(), Compose(ToTensorImage(), Resize(4, interpolation="bicubic")))
     assert env.observation_spec["pixels"] == Unbounded(shape=(3, 4, 4))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import MissingKeyError
@@ -185,6 +186,47 @@ class EnvBase(EnvSpecs):
         this from ``_step``; :meth:`any_done` then answers without a device sync.
         """
         self._done_hint = (done, any_done)
+
+    def _step_frames(
+        self,
+        tensordict: TensorDictBase,
+        previous: TensorDictBase,
+        frames: int,
+        max_pool: Sequence[NestedKey] = (),
+    ) -> TensorDictBase:
+        """Optional: repeat an action for up to ``frames`` more steps (frame skipping).
+
+        ``tensordict`` is the input of the step that returned ``previous`` (its action is
+        repeated) and ``previous`` that step's output, not done. The steps stop early at a
+        done. Returns the output of the last step taken, with each reward summed from
+        ``previous`` on and the ``max_pool`` entries replaced by their elementwise maximum
+        over the last two steps (``previous`` counting as one).
+
+        :class:`~rlblocks.envs.FrameSkipTransform` calls it. The default calls
+        :meth:`_step` in a loop; a backend may override it to take the steps without
+        building a TensorDict for each (``GymWrapper`` does).
+        """
+        reward_keys = self.reward_keys
+        totals = [previous.get(key) for key in reward_keys]
+        before, current = previous, previous
+        root = tensordict.exclude(NEXT)
+        for _ in range(frames):
+            if self.any_done(current.get(DONE)):
+                break
+            # The same action, from the state the last step reached.
+            root.update(current)
+            before, current = current, self._step(root)
+            if not self.step_returns_done_flags:
+                self._fill_done(current)
+            for i, key in enumerate(reward_keys):
+                totals[i] = totals[i] + current.get(key)
+        if current is previous:
+            return current
+        for key, total in zip(reward_keys, totals):
+            current.set(key, total)
+        for key in max_pool:
+            current.set(key, torch.maximum(before.get(key), current.get(key)))
+        return current
 
     # ------------------------------------------------------------------ fast path
     def steppers(self) -> Sequence[Stepper] | None:

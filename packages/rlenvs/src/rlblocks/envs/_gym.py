@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey, unravel_key
 
 from rlblocks.core import DONE, NEXT, PIXELS, RESET, REWARD, TERMINATED, TRUNCATED
 from rlblocks.core.errors import missing_dependency
@@ -389,18 +390,61 @@ class GymWrapper(EnvBase):
             if vector.same_step:
                 self._record_done(data[DONE], bool(flags[2].any()))
         else:
-            obs, reward, terminated, truncated, info = self._gym_step(action)
-            data = self._obs_tensors(obs)
-            data[REWARD] = torch.from_numpy(np.array([reward], dtype=np.float32))
-            # Copying a one-element array is cheaper than building one from a list.
-            data[TERMINATED] = torch.from_numpy((_TRUE if terminated else _FALSE).copy())
-            data[TRUNCATED] = torch.from_numpy((_TRUE if truncated else _FALSE).copy())
-            done = bool(terminated or truncated)
-            data[DONE] = done_flag = torch.from_numpy((_TRUE if done else _FALSE).copy())
-            self._record_done(done_flag, done)
+            return self._single_output(*self._gym_step(action))
         if self._has_extras:
             self._extras(info, data)
         return self._output(data)
+
+    def _single_output(
+        self, obs: Any, reward: float, terminated: bool, truncated: bool, info: Mapping[str, Any]
+    ) -> TensorDictBase:
+        """The output of a single env's step from what gymnasium's ``step`` returned."""
+        data = self._obs_tensors(obs)
+        data[REWARD] = torch.from_numpy(np.array([reward], dtype=np.float32))
+        # Copying a one-element array is cheaper than building one from a list.
+        data[TERMINATED] = torch.from_numpy((_TRUE if terminated else _FALSE).copy())
+        data[TRUNCATED] = torch.from_numpy((_TRUE if truncated else _FALSE).copy())
+        done = bool(terminated or truncated)
+        data[DONE] = done_flag = torch.from_numpy((_TRUE if done else _FALSE).copy())
+        self._record_done(done_flag, done)
+        if self._has_extras:
+            self._extras(info, data)
+        return self._output(data)
+
+    def _step_frames(
+        self,
+        tensordict: TensorDictBase,
+        previous: TensorDictBase,
+        frames: int,
+        max_pool: Sequence[NestedKey] = (),
+    ) -> TensorDictBase:
+        # A single env with one array observation on the CPU repeats the action with bare
+        # gymnasium steps, and builds one TensorDict for the last.
+        layout = self._obs_layout
+        key = layout.leaves[0].key if layout.simple else None
+        plain = layout.simple and layout.leaves[0].start is None and self.device.type == "cpu"
+        if (
+            self._vector_steps is not None
+            or not plain
+            or any(unravel_key(k) != key for k in max_pool)
+        ):
+            return super()._step_frames(tensordict, previous, frames, max_pool)
+        action = self._gym_action(tensordict)
+        step = self._gym_step
+        before = obs = None
+        reward = float(previous.get(REWARD))
+        terminated = truncated = False
+        info: Mapping[str, Any] = {}
+        for _ in range(frames):
+            before, (obs, more, terminated, truncated, info) = obs, step(action)
+            reward += more
+            if terminated or truncated:
+                break
+        if max_pool:
+            # gymnasium hands each step's observation over as a new array.
+            first = previous.get(key).numpy() if before is None else before
+            obs = np.maximum(first, obs)
+        return self._single_output(obs, reward, terminated, truncated, info)
 
     def _close(self) -> None:
         self._env.close()

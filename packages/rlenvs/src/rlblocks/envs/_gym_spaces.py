@@ -8,6 +8,7 @@ converting a gym value costs one assignment per leaf.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +36,9 @@ def torch_dtype(dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
+@functools.cache
 def numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """The numpy dtype of a torch dtype."""
+    """The numpy dtype of a torch dtype (cached: per-step info entries ask for it)."""
     return torch.empty(0, dtype=dtype).numpy().dtype
 
 

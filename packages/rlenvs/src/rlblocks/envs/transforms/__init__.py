@@ -10,6 +10,8 @@ from rlblocks.envs.transforms._action import ActionDiscretizer
 from rlblocks.envs.transforms._base import Compose, Transform
 from rlblocks.envs.transforms._cast import DeviceCastTransform, DoubleToFloat, DTypeCastTransform
 from rlblocks.envs.transforms._env_ops import (
+    EndOfLifeTransform,
+    FireResetEnv,
     FrameSkipTransform,
     InitTracker,
     NoopResetEnv,
@@ -27,7 +29,7 @@ from rlblocks.envs.transforms._obs import (
     SqueezeTransform,
     UnsqueezeTransform,
 )
-from rlblocks.envs.transforms._reward import RewardClipping, RewardScaling
+from rlblocks.envs.transforms._reward import RewardClipping, RewardScaling, SignTransform
 from rlblocks.envs.transforms._transformed_env import TransformedEnv
 from rlblocks.envs.transforms._video import VideoRecorder
 
@@ -39,6 +41,7 @@ __all__ = [
     "RewardSum",
     "RewardScaling",
     "RewardClipping",
+    "SignTransform",
     "ObservationNorm",
     "VecNorm",
     "DoubleToFloat",
@@ -54,7 +57,9 @@ __all__ = [
     "GrayScale",
     "CenterCrop",
     "NoopResetEnv",
+    "FireResetEnv",
     "FrameSkipTransform",
+    "EndOfLifeTransform",
     "InitTracker",
     "TensorDictPrimer",
     "RenameTransform",

@@ -183,6 +183,12 @@ class Transform(nn.Module):
         """Map a step's input (the policy's action) to what the wrapped env reads."""
         return self._inv_call(tensordict)
 
+    def _passes_steps(self) -> bool:
+        """Whether :meth:`_step` leaves step outputs as they are (lets frame skipping go
+        straight to the wrapped env)."""
+        cls = type(self)
+        return cls._step is Transform._step and (not self.in_keys and cls._call is Transform._call)
+
     def _has_inv(self) -> bool:
         """Whether :meth:`inv` does anything (lets ``TransformedEnv`` skip a copy)."""
         return (
@@ -466,6 +472,9 @@ class Compose(Transform):
         for transform in reversed(self.transforms):
             tensordict = transform.inv(tensordict)
         return tensordict
+
+    def _passes_steps(self) -> bool:
+        return all(t._passes_steps() for t in self.transforms)
 
     def _has_inv(self) -> bool:
         return any(t._has_inv() for t in self.transforms)

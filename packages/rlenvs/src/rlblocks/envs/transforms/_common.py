@@ -354,6 +354,15 @@ class FeatureTransform(Transform):
     def _inv_apply_transform(self, value: torch.Tensor) -> torch.Tensor:
         return self._inv_apply(value, 0, None)
 
+    def _has_inv(self) -> bool:
+        # _inv_call edits only the in_keys_inv entries: without them a step needs no copy.
+        cls = type(self)
+        return (
+            bool(self.in_keys_inv)
+            or cls.inv is not Transform.inv
+            or cls._inv_call is not FeatureTransform._inv_call
+        )
+
     def _call(self, tensordict: TensorDictBase) -> TensorDictBase:
         nb = tensordict.batch_dims
         for in_key, out_key in zip(self.in_keys, self.out_keys):

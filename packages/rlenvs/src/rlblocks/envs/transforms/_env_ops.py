@@ -1,20 +1,21 @@
 """Transforms that change how the env runs or what it carries: :class:`NoopResetEnv`,
-:class:`FrameSkipTransform`, :class:`InitTracker` and :class:`TensorDictPrimer`."""
+:class:`FireResetEnv`, :class:`FrameSkipTransform`, :class:`EndOfLifeTransform`,
+:class:`InitTracker` and :class:`TensorDictPrimer`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 
 from rlblocks.core import DONE, IS_INIT, NEXT, RESET, step_mdp
 from rlblocks.core.specs import Binary, Composite, TensorSpec
 from rlblocks.envs._env_base import EnvBase
 from rlblocks.envs.errors import TransformError, UnsupportedEnvOperationError
-from rlblocks.envs.transforms._base import Transform
+from rlblocks.envs.transforms._base import Transform, as_key_list
 from rlblocks.envs.transforms._common import (
     key_parts,
     positive_int,
@@ -24,7 +25,14 @@ from rlblocks.envs.transforms._common import (
     where_reset,
 )
 
-__all__ = ["NoopResetEnv", "FrameSkipTransform", "InitTracker", "TensorDictPrimer"]
+__all__ = [
+    "NoopResetEnv",
+    "FireResetEnv",
+    "FrameSkipTransform",
+    "EndOfLifeTransform",
+    "InitTracker",
+    "TensorDictPrimer",
+]
 
 
 def _parent_of(transform: Transform) -> EnvBase:
@@ -38,7 +46,57 @@ def _parent_of(transform: Transform) -> EnvBase:
     return parent
 
 
-class NoopResetEnv(Transform):
+class _ResetSteps(Transform):
+    """Take some steps after every reset of the wrapped env (no-ops, FIRE presses).
+
+    Subclasses give the actions through :meth:`_actions`. If an episode ends during these
+    steps it is reset and the steps go on. In a batched env only full resets are
+    supported: stepping the wrapped env moves every element.
+    """
+
+    #: The error for an env with several action keys (formatted with ``keys``).
+    _several_keys_message: ClassVar[str]
+
+    def _actions(self, parent: EnvBase) -> list[Any]:
+        raise NotImplementedError
+
+    def _act(self, parent: EnvBase, tensordict: TensorDictBase, action: Any) -> TensorDictBase:
+        if action is None:
+            return parent.rand_action(tensordict)
+        keys = parent.action_keys
+        if len(keys) != 1:
+            raise TransformError(self._several_keys_message.format(keys=keys))
+        spec = parent.full_action_spec[keys[0]]
+        value = torch.as_tensor(action, dtype=spec.dtype, device=spec.device)
+        return tensordict.set(keys[0], value.expand(spec.shape).clone())
+
+    def _reset(
+        self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
+    ) -> TensorDictBase:
+        parent = _parent_of(self)
+        batched = parent.batch_size.numel() > 1
+        mask = reset_mask(tensordict)
+        name = type(self).__name__
+        if batched and mask is not None and not bool(mask.all()):
+            raise UnsupportedEnvOperationError(
+                f"{name} cannot take its steps for only some elements of a batched env "
+                f"(stepping it moves every element); put {name} inside each sub-env: "
+                f"SerialEnv(n, lambda: TransformedEnv(make_env(), {name}(...)))"
+            )
+        td = tensordict_reset
+        reward_keys, action_keys = parent.reward_keys, parent.action_keys
+        for action in self._actions(parent):
+            td = parent.step(self._act(parent, td, action), check=False)
+            td = step_mdp(td, reward_keys=reward_keys, action_keys=action_keys)
+            done = td.get(DONE)
+            if bool(done.any()):
+                if batched:
+                    td.set(RESET, done.reshape(*parent.batch_size, 1))
+                td = parent.reset(td)
+        return td
+
+
+class NoopResetEnv(_ResetSteps):
     """Take a number of no-op steps after every reset (Atari's random starts).
 
     After the wrapped env resets, ``noops`` steps are taken (a number drawn uniformly in
@@ -59,13 +117,18 @@ class NoopResetEnv(Transform):
             takes random actions.
 
     Raises:
-        TransformError: ``noops`` is not a positive int, or the transform is not in a
-            TransformedEnv.
+        TransformError: ``noops`` is not a positive int, the transform is not in a
+            TransformedEnv, or ``noop_action`` is given for an env with several action keys.
         UnsupportedEnvOperationError: A batched env is partially reset.
 
     Example:
         >>> env = TransformedEnv(GymEnv("ALE/Pong-v5"), NoopResetEnv(30, noop_action=0))
     """
+
+    _several_keys_message = (
+        "NoopResetEnv: noop_action is one action, but the env has action keys {keys}; use "
+        "noop_action=None for random no-ops"
+    )
 
     def __init__(self, noops: int = 30, random: bool = True, *, noop_action: Any = None) -> None:
         super().__init__()
@@ -73,46 +136,53 @@ class NoopResetEnv(Transform):
         self.random = random
         self.noop_action = noop_action
 
-    def _act(self, parent: EnvBase, tensordict: TensorDictBase) -> TensorDictBase:
-        if self.noop_action is None:
-            return parent.rand_action(tensordict)
-        keys = parent.action_keys
-        if len(keys) != 1:
-            raise TransformError(
-                f"NoopResetEnv: noop_action is one action, but the env has action keys {keys}; "
-                f"use noop_action=None for random no-ops"
-            )
-        spec = parent.full_action_spec[keys[0]]
-        value = torch.as_tensor(self.noop_action, dtype=spec.dtype, device=spec.device)
-        return tensordict.set(keys[0], value.expand(spec.shape).clone())
-
-    def _reset(
-        self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
-    ) -> TensorDictBase:
-        parent = _parent_of(self)
-        batched = parent.batch_size.numel() > 1
-        mask = reset_mask(tensordict)
-        if batched and mask is not None and not bool(mask.all()):
-            raise UnsupportedEnvOperationError(
-                "NoopResetEnv cannot take no-op steps for only some elements of a batched env "
-                "(stepping it moves every element); put NoopResetEnv inside each sub-env: "
-                "SerialEnv(n, lambda: TransformedEnv(make_env(), NoopResetEnv(...)))"
-            )
+    def _actions(self, parent: EnvBase) -> list[Any]:
         count = int(torch.randint(1, self.noops + 1, ())) if self.random else self.noops
-        td = tensordict_reset
-        reward_keys, action_keys = parent.reward_keys, parent.action_keys
-        for _ in range(count):
-            td = parent.step(self._act(parent, td), check=False)
-            td = step_mdp(td, reward_keys=reward_keys, action_keys=action_keys)
-            done = td.get(DONE)
-            if bool(done.any()):
-                if batched:
-                    td.set(RESET, done.reshape(*parent.batch_size, 1))
-                td = parent.reset(td)
-        return td
+        return [self.noop_action] * count
 
     def extra_repr(self) -> str:
         return f"noops={self.noops}, random={self.random}, noop_action={self.noop_action}"
+
+
+class FireResetEnv(_ResetSteps):
+    """Press FIRE after every reset, for Atari games that wait for it to start.
+
+    After the wrapped env resets, the ``actions`` are taken in turn (by default FIRE, then
+    action 2, as the Atari wrappers of OpenAI Baselines and Stable-Baselines3 do). If an
+    episode ends during them it is reset and they go on. Batched envs: see
+    :class:`NoopResetEnv`.
+
+    Args:
+        actions: The actions taken after each reset (ALE's FIRE is ``1``).
+
+    Raises:
+        TransformError: ``actions`` is empty, the transform is not in a TransformedEnv, or
+            the env has several action keys.
+        UnsupportedEnvOperationError: A batched env is partially reset.
+
+    Example:
+        >>> env = TransformedEnv(GymEnv("ALE/Breakout-v5"), FireResetEnv())
+    """
+
+    _several_keys_message = (
+        "FireResetEnv: each of its actions is one value of one action key, but the env has "
+        "action keys {keys}"
+    )
+
+    def __init__(self, actions: Sequence[Any] = (1, 2)) -> None:
+        super().__init__()
+        if isinstance(actions, (str, bytes)) or not isinstance(actions, Sequence) or not actions:
+            raise TransformError(
+                f"FireResetEnv: actions must be a non-empty sequence of actions, e.g. (1, 2), "
+                f"got {actions!r}"
+            )
+        self.actions = list(actions)
+
+    def _actions(self, parent: EnvBase) -> list[Any]:
+        return self.actions
+
+    def extra_repr(self) -> str:
+        return f"actions={self.actions}"
 
 
 class FrameSkipTransform(Transform):
@@ -123,44 +193,123 @@ class FrameSkipTransform(Transform):
     the repeats stop for every element as soon as any element is done, so no env is
     stepped past the end of its episode.
 
+    With ``max_pool``, the named observation entries hold the elementwise maximum of the
+    last two frames taken (Atari's remedy for sprites drawn only every other frame).
+
     Args:
         frame_skip: Number of frames per step.
+        max_pool: Observation entries to max-pool over the last two frames.
 
     Raises:
-        TransformError: ``frame_skip`` is not a positive int, or the transform is not in a
-            TransformedEnv.
+        TransformError: ``frame_skip`` is not a positive int, the transform is not in a
+            TransformedEnv, or a ``max_pool`` entry is not an observation of the env.
 
     Example:
         >>> env = TransformedEnv(PendulumEnv(), FrameSkipTransform(4))
         >>> td = env.rand_step(env.reset())
     """
 
-    def __init__(self, frame_skip: int = 1) -> None:
+    def __init__(
+        self, frame_skip: int = 1, *, max_pool: NestedKey | Sequence[NestedKey] | None = None
+    ) -> None:
         super().__init__()
         self.frame_skip = positive_int(frame_skip, "FrameSkipTransform", "frame_skip")
+        self.max_pool = as_key_list(max_pool)
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        observed = {unravel_key(k) for k in observation_spec.keys(True, True)}
+        missing = [k for k in self.max_pool if unravel_key(k) not in observed]
+        if missing:
+            raise TransformError(
+                f"FrameSkipTransform: max_pool entries {missing} are not observations of the "
+                f"env; it has {sorted(map(str, observed))}"
+            )
+        return observation_spec
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         if self.frame_skip == 1:
             return next_tensordict
         parent = _parent_of(self)
-        reward_keys = parent.reward_keys
-        totals = {key: next_tensordict.get(key) for key in reward_keys}
-        current = next_tensordict
-        root = tensordict.exclude(NEXT)
-        for _ in range(self.frame_skip - 1):
-            if bool(current.get(DONE).any()):
-                break
-            # The same action, from the state the last frame reached.
-            root.update(current.exclude(*reward_keys))
-            current = parent.step(root, check=False).get(NEXT)
-            for key in reward_keys:
-                totals[key] = totals[key] + current.get(key)
-        for key, total in totals.items():
-            current.set(key, total)
-        return current
+        if parent.any_done(next_tensordict.get(DONE)):
+            return next_tensordict
+        # The env takes the other frames: a backend may do it without TensorDicts per frame.
+        return parent._step_frames(tensordict, next_tensordict, self.frame_skip - 1, self.max_pool)
 
     def extra_repr(self) -> str:
-        return f"frame_skip={self.frame_skip}"
+        pooled = f", max_pool={self.max_pool}" if self.max_pool else ""
+        return f"frame_skip={self.frame_skip}{pooled}"
+
+
+class EndOfLifeTransform(Transform):
+    """Flag the steps where a life is lost (Atari's ``lives`` counter drops), or the game ends.
+
+    Reads the lives counter ``lives_key`` (e.g. ALE's ``info["lives"]``, copied into the
+    TensorDict by ``GymEnv(..., info_keys=["lives"])``) of the previous and the new
+    observation and writes ``eol_key`` (bool, ``[*batch, 1]``): ``True`` when the counter
+    dropped or the episode is done. The env is not reset at a lost life; a loss or value
+    estimator treats it as the end of the trajectory through its keys, e.g.
+    ``loss.set_keys(done="end-of-life", terminated="end-of-life")`` (the agent then values
+    each life on its own, as the "episodic life" wrappers of other libraries do).
+
+    Args:
+        eol_key: Where to write the flag.
+        lives_key: The lives counter, an observation entry.
+        done_key: The done flag that also ends a life.
+
+    Raises:
+        TransformError: The env has no ``lives_key`` observation.
+
+    Example:
+        >>> env = TransformedEnv(GymEnv("ALE/Breakout-v5", info_keys=["lives"]),
+        ...                      EndOfLifeTransform())
+        >>> env.rand_step(env.reset())["next", "end-of-life"].shape
+        torch.Size([1])
+    """
+
+    def __init__(
+        self,
+        eol_key: NestedKey = "end-of-life",
+        lives_key: NestedKey = "lives",
+        done_key: NestedKey = DONE,
+    ) -> None:
+        super().__init__()
+        self.eol_key = eol_key
+        self.lives_key = lives_key
+        self.done_key = done_key
+
+    def _flag(self, like: torch.Tensor, value: bool) -> torch.Tensor:
+        return torch.full(like.shape, value, dtype=torch.bool, device=like.device)
+
+    def _reset(
+        self, tensordict: TensorDictBase | None, tensordict_reset: TensorDictBase
+    ) -> TensorDictBase:
+        done = tensordict_reset.get(self.done_key)
+        return tensordict_reset.set(self.eol_key, self._flag(done, False))
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        lives = tensordict.get(self.lives_key, None)
+        done = next_tensordict.get(self.done_key)
+        if lives is None:  # a step from a TensorDict without the counter: only done counts
+            return next_tensordict.set(self.eol_key, done.clone())
+        lost = torch.lt(next_tensordict.get(self.lives_key), lives).reshape(done.shape)
+        return next_tensordict.set(self.eol_key, lost.logical_or_(done))
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        if self.lives_key not in observation_spec.keys(True, True):
+            raise TransformError(
+                f"EndOfLifeTransform: the env has no {self.lives_key!r} observation to read "
+                f"the lives from; for ALE games create it with GymEnv(..., "
+                f"info_keys=['lives']); observations: "
+                f"{sorted(map(str, observation_spec.keys(True, True)))}"
+            )
+        shape = (*observation_spec.shape, 1)
+        observation_spec[self.eol_key] = Binary(
+            shape=shape, dtype=torch.bool, device=observation_spec.device
+        )
+        return observation_spec
+
+    def extra_repr(self) -> str:
+        return f"eol_key={self.eol_key!r}, lives_key={self.lives_key!r}"
 
 
 class InitTracker(Transform):

@@ -1,4 +1,4 @@
-"""Reward edits: :class:`RewardScaling` and :class:`RewardClipping`."""
+"""Reward edits: :class:`RewardScaling`, :class:`RewardClipping` and :class:`SignTransform`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rlblocks.envs.errors import TransformError
 from rlblocks.envs.transforms._base import Transform, as_key_list
 from rlblocks.envs.transforms._common import as_float_buffer, monotone_spec
 
-__all__ = ["RewardScaling", "RewardClipping"]
+__all__ = ["RewardScaling", "RewardClipping", "SignTransform"]
 
 
 class RewardScaling(Transform):
@@ -128,3 +128,35 @@ class RewardClipping(Transform):
 
     def extra_repr(self) -> str:
         return f"clamp_min={self.clamp_min}, clamp_max={self.clamp_max}, {super().extra_repr()}"
+
+
+class SignTransform(Transform):
+    """Replace entries by their sign: -1, 0 or 1 (Atari's reward clipping).
+
+    Unlike :class:`RewardClipping(-1, 1) <RewardClipping>`, a reward of 0.5 becomes 1: every
+    point scored counts the same whatever the game's scale.
+
+    Args:
+        in_keys: Entries to edit (default: ``"reward"``).
+        out_keys: Where to write (default: ``in_keys``, in place).
+
+    Example:
+        >>> env = TransformedEnv(PendulumEnv(), SignTransform())
+        >>> env.reward_spec
+        Bounded(shape=torch.Size([1]), low=-1.0, high=1.0, dtype=torch.float32, device=cpu)
+    """
+
+    stateless = True
+
+    def __init__(
+        self,
+        in_keys: NestedKey | Sequence[NestedKey] | None = None,
+        out_keys: NestedKey | Sequence[NestedKey] | None = None,
+    ) -> None:
+        super().__init__(in_keys=as_key_list(in_keys) or [REWARD], out_keys=out_keys)
+
+    def _apply_transform(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.sign(value)
+
+    def _apply_transform_spec(self, spec: TensorSpec) -> TensorSpec:
+        return monotone_spec(spec, self._apply_transform)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.utils import unravel_key
+from tensordict.utils import NestedKey, unravel_key
 from torch import nn
 
 from rlblocks.core import RESET
@@ -243,6 +244,19 @@ class TransformedEnv(EnvBase):
             self._fill_done(next_td)
         self._last_reset = None  # the fast rollout starts from a fresh reset only
         return self._transform._step(tensordict, next_td)
+
+    def _step_frames(
+        self,
+        tensordict: TensorDictBase,
+        previous: TensorDictBase,
+        frames: int,
+        max_pool: Sequence[NestedKey] = (),
+    ) -> TensorDictBase:
+        # Transforms that leave steps alone (e.g. NoopResetEnv) let the base env take the
+        # frames its own (possibly faster) way.
+        if not self._needs_inv and self._transform._passes_steps():
+            return self._base_env._step_frames(tensordict, previous, frames, max_pool)
+        return super()._step_frames(tensordict, previous, frames, max_pool)
 
     def any_done(self, done: torch.Tensor) -> bool:
         # The base env's answer holds while the transforms keep its done tensor (it
