@@ -26,7 +26,7 @@ from tqdm import tqdm
 from rlblocks.buffers import LazyTensorStorage, TensorDictReplayBuffer
 from rlblocks.core import ExplorationType, TensorSpec, set_exploration_type
 from rlblocks.core.loggers import CSVLogger
-from rlblocks.envs import GymEnv, RewardSum, TransformedEnv
+from rlblocks.envs import GymEnv, RewardSum, TransformedEnv, VideoRecorder, export_policy
 from rlblocks.objectives import SoftUpdate, UpdateStep, make_update_step
 from rlblocks.objectives.modules import (
     MLP,
@@ -73,13 +73,32 @@ def add_off_policy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=256, help="cells per hidden layer")
 
 
+def add_ship_args(parser: argparse.ArgumentParser) -> None:
+    """``--export`` and ``--video``: what :func:`finish` adds to the run folder on request."""
+    parser.add_argument(
+        "--export",
+        choices=["pt2", "onnx"],
+        help="also write the final policy as policy.pt2 (torch.export) or policy.onnx "
+        "(pip install 'rlblocks-envs[onnx]'), observation transforms included",
+    )
+    parser.add_argument(
+        "--video",
+        choices=["gif", "mp4"],
+        help="record one evaluation episode to videos/eval_video_<frames>.<format> (needs "
+        "'rlblocks-core[video]'; mp4 also imageio-ffmpeg)",
+    )
+
+
 def setup(args: argparse.Namespace, name: str) -> CSVLogger:
     """Seed torch, set its thread count and open the run folder ``<runs-dir>/<name>-<time>``."""
     torch.manual_seed(args.seed)
     # Small networks on CPU: one thread avoids the cost of waking a pool for tiny matmuls.
     torch.set_num_threads(args.threads)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    logger = CSVLogger(f"{name}-{stamp}-seed{args.seed}", log_dir=args.runs_dir)
+    video_format = getattr(args, "video", None) or "mp4"
+    logger = CSVLogger(
+        f"{name}-{stamp}-seed{args.seed}", log_dir=args.runs_dir, video_format=video_format
+    )
     logger.log_hparams(vars(args))
     return logger
 
@@ -223,6 +242,19 @@ def evaluate_every(
         logger.log_scalar("eval/return", eval_return, step=frames)
 
 
+def record_episode(logger: CSVLogger, args: argparse.Namespace, policy: Policy, step: int) -> None:
+    """Render one deterministic evaluation episode into the run folder's ``videos/``."""
+    recorder = VideoRecorder(logger, "eval/video")
+    env = TransformedEnv(GymEnv(args.env_id, from_pixels=True, pixels_only=False), recorder)
+    env.set_seed(args.seed + 10_000)
+    try:
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            env.rollout(gym.spec(args.env_id).max_episode_steps or 1000, policy)
+    finally:
+        env.close()
+    recorder.dump(step=step)
+
+
 def finish(
     logger: CSVLogger,
     args: argparse.Namespace,
@@ -239,8 +271,15 @@ def finish(
     if eval_return is None:
         eval_return = evaluate(policy, args.env_id, args.eval_episodes, args.seed)
     logger.log_scalar("eval/return", eval_return, step=frames)
+    if getattr(args, "video", None):
+        record_episode(logger, args, policy, frames)
     logger.close()
     run_dir = logger.log_dir
+    if getattr(args, "export", None):
+        with GymEnv(args.env_id) as env:
+            print(
+                f"exported policy: {export_policy(policy, env, run_dir / f'policy.{args.export}')}"
+            )
     checkpoint = {name: module.state_dict() for name, module in modules.items()}
     torch.save({"frames": frames, "args": vars(args), **checkpoint}, run_dir / "checkpoint.pt")
     torch.save(policy, run_dir / "policy.pt")  # the whole module: torch.load(weights_only=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from _common import (
     Metrics,
+    add_ship_args,
     base_parser,
     env_specs,
     finish,
@@ -40,6 +41,7 @@ parser.add_argument("--ent-coef", type=float, default=0.0, help="entropy bonus w
 parser.add_argument("--vf-coef", type=float, default=0.5, help="value loss weight")
 parser.add_argument("--max-grad-norm", type=float, default=0.5, help="gradient clipping")
 parser.add_argument("--hidden", type=int, default=64, help="cells per hidden layer")
+add_ship_args(parser)  # --export, --video
 args = parser.parse_args()
 logger = setup(args, "a2c")
 env = make_train_env(args.env_id, args.num_envs, args.seed)

@@ -13,6 +13,7 @@ import torch
 from _common import (
     Metrics,
     add_off_policy_args,
+    add_ship_args,
     base_parser,
     env_specs,
     finish,
@@ -36,6 +37,7 @@ parser = base_parser(__doc__.splitlines()[0], env_id="Pendulum-v1", total_frames
 parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
 parser.add_argument("--ou-sigma", type=float, default=0.2, help="exploration noise scale")
 add_off_policy_args(parser)  # buffer, batch, gamma, tau, ... (see --help)
+add_ship_args(parser)  # --export, --video
 args = parser.parse_args()
 logger = setup(args, "ddpg")
 env = make_train_env(args.env_id, args.num_envs, args.seed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from _common import (
     Metrics,
+    add_ship_args,
     base_parser,
     env_specs,
     finish,
@@ -53,6 +54,7 @@ parser.add_argument("--hidden", type=int, default=256, help="cells per hidden la
 parser.add_argument("--double-dqn", action="store_true", help="double-DQN target")
 parser.add_argument("--loss-function", default="l2", choices=["l2", "smooth_l1"], help="TD loss")
 parser.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping")
+add_ship_args(parser)  # --export, --video
 args = parser.parse_args()
 logger = setup(args, "dqn")
 env = make_train_env(args.env_id, args.num_envs, args.seed)

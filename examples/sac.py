@@ -15,6 +15,7 @@ from _common import (
     Metrics,
     add_eval_every_arg,
     add_off_policy_args,
+    add_ship_args,
     base_parser,
     env_specs,
     evaluate_every,
@@ -43,6 +44,7 @@ parser.add_argument(
 )
 add_off_policy_args(parser)  # buffer, batch, gamma, tau, ... (see --help)
 add_eval_every_arg(parser)
+add_ship_args(parser)  # --export, --video
 args = parser.parse_args()
 logger = setup(args, "sac")
 env = make_train_env(args.env_id, args.num_envs, args.seed)

@@ -14,6 +14,7 @@ import torch
 from _common import (
     Metrics,
     add_off_policy_args,
+    add_ship_args,
     base_parser,
     env_specs,
     finish,
@@ -40,6 +41,7 @@ parser.add_argument("--policy-noise", type=float, default=0.2, help="target smoo
 parser.add_argument("--noise-clip", type=float, default=0.5, help="target smoothing clip")
 parser.add_argument("--policy-delay", type=int, default=2, help="critic steps per actor step")
 add_off_policy_args(parser)  # buffer, batch, gamma, tau, ... (see --help)
+add_ship_args(parser)  # --export, --video
 args = parser.parse_args()
 logger = setup(args, "td3")
 env = make_train_env(args.env_id, args.num_envs, args.seed)

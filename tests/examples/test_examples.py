@@ -50,7 +50,10 @@ SHORT = {
 # Flags that change an example only when given (benchmarks/learning.py's settings use them),
 # with the hyper-parameter each sets in hparams.json; the smoke run of the script uses them.
 OPT_IN = {
-    "ppo.py": ("--anneal-clip", {"anneal_clip": True}),
+    "ppo.py": (
+        "--anneal-clip --export pt2 --video gif",
+        {"anneal_clip": True, "export": "pt2", "video": "gif"},
+    ),
     "dqn.py": (
         "--target-update-frames 10 --loss-function smooth_l1 --max-grad-norm 10",
         {"target_update_frames": 10, "loss_function": "smooth_l1", "max_grad_norm": 10.0},
@@ -104,6 +107,9 @@ def test_example_runs_and_writes_its_run_folder(
     assert f"run folder: {run_dir}" in result.stdout
     if script in OFFLINE_SCRIPTS:
         assert "normalized score:" in result.stdout
+    if "export" in hparams:  # the deployable policy and a rendered evaluation episode
+        assert (run_dir / f"policy.{hparams['export']}").stat().st_size > 0
+        assert list((run_dir / "videos").glob(f"eval_video_*.{hparams['video']}"))
 
 
 @pytest.mark.parametrize("fmt", ["minari", "d4rl"])
