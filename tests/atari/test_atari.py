@@ -69,7 +69,7 @@ def test_frames_match_a_hand_written_loop_over_the_ale():
 def test_end_of_life_is_flagged_when_a_life_is_lost_and_the_game_goes_on():
     env = make_atari_env("Breakout", repeat_action_probability=0.0)
     env.set_seed(0)
-    trajectory = env.rollout(2000, break_when_any_done=False)
+    trajectory = env.rollout(300, break_when_any_done=False)
     eol = trajectory["next", "end-of-life"].flatten()
     lives, next_lives = trajectory["lives"], trajectory["next", "lives"]
     done = trajectory["next", "done"].flatten()
