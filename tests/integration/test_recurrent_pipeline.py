@@ -9,6 +9,7 @@ import torch
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 
+from rlblocks.buffers import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 from rlblocks.envs import CartPoleEnv, Compose, InitTracker, TensorDictPrimer, TransformedEnv
 from rlblocks.objectives.errors import MissingInputError
 from rlblocks.objectives.modules import LSTMModule
@@ -51,3 +52,25 @@ def test_without_the_primer_the_policy_refuses_to_act():
     env = TransformedEnv(CartPoleEnv(batch_size=[2]), InitTracker())
     with pytest.raises(MissingInputError, match="primer_specs"):
         env.rollout(5, policy)
+
+
+def test_slices_from_the_slice_sampler_replay_the_features_the_policy_acted_on():
+    # The loss side of the pipeline: a replay buffer of single-env steps, slices of one
+    # trajectory each (starting anywhere in it), the LSTM over each slice from the state
+    # stored at its first step.
+    lstm, policy = lstm_policy()
+    env = TransformedEnv(
+        CartPoleEnv(), Compose(InitTracker(), TensorDictPrimer(lstm.primer_specs()))
+    )
+    with torch.no_grad():
+        trajectory = env.rollout(150, policy, break_when_any_done=False)
+    assert trajectory["next", "done"].sum() >= 2  # several episodes
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(150), sampler=SliceSampler(slice_len=12), batch_size=96
+    )
+    buffer.extend(trajectory)
+    slices = buffer.sample().reshape(8, 12)
+    assert not slices["is_init"][:, 1:].any()  # each slice lies within one episode
+    with torch.no_grad():
+        replay = lstm.set_recurrent_mode(True)(slices.clone())
+    torch.testing.assert_close(replay["features"], slices["features"])
