@@ -424,7 +424,8 @@ class GymWrapper(EnvBase):
         key = layout.leaves[0].key if layout.simple else None
         plain = layout.simple and layout.leaves[0].start is None and self.device.type == "cpu"
         if (
-            self._vector_steps is not None
+            frames < 1
+            or self._vector_steps is not None
             or not plain
             or any(unravel_key(k) != key for k in max_pool)
         ):
