@@ -359,6 +359,8 @@ def test_end_of_life_needs_a_lives_counter(counting_env_cls):
     env = TransformedEnv(counting_env_cls(), EndOfLifeTransform())
     with pytest.raises(TransformError, match="info_keys=\\['lives'\\]"):
         env.observation_spec  # noqa: B018
+    with pytest.raises(TransformError, match="drop eol_attribute"):  # TorchRL's argument
+        EndOfLifeTransform(eol_attribute="unwrapped.ale.lives")
 
 
 def test_sign_transform_keeps_only_the_sign_of_the_reward(counting_env_cls):

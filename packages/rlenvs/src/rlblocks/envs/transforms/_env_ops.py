@@ -255,9 +255,11 @@ class EndOfLifeTransform(Transform):
         eol_key: Where to write the flag.
         lives_key: The lives counter, an observation entry.
         done_key: The done flag that also ends a life.
+        eol_attribute: TorchRL's way to the lives (an attribute of the gym env); rlblocks
+            raises, saying what to write instead.
 
     Raises:
-        TransformError: The env has no ``lives_key`` observation.
+        TransformError: The env has no ``lives_key`` observation; ``eol_attribute`` given.
 
     Example:
         >>> env = TransformedEnv(GymEnv("ALE/Breakout-v5", info_keys=["lives"]),
@@ -271,7 +273,14 @@ class EndOfLifeTransform(Transform):
         eol_key: NestedKey = "end-of-life",
         lives_key: NestedKey = "lives",
         done_key: NestedKey = DONE,
+        eol_attribute: str | None = None,
     ) -> None:
+        if eol_attribute is not None:
+            raise TransformError(
+                f"EndOfLifeTransform reads the lives from the TensorDict, not from an env "
+                f"attribute (got eol_attribute={eol_attribute!r}, TorchRL's argument): create "
+                f"the env with GymEnv(..., info_keys=['lives']) and drop eol_attribute"
+            )
         super().__init__()
         self.eol_key = eol_key
         self.lives_key = lives_key
