@@ -100,6 +100,10 @@ TARGETS = {
     # IMPALA: 2 worker processes (MultiaSyncDataCollector), one learner update per batch in
     # arrival order, V-trace; batches arrive in timing order, so runs do not repeat.
     "impala": ("impala.py", "CartPole-v1", 300_000, 475.0),
+    # Recurrent PPO (issue 19) on CartPole-v1 with the velocities masked out (a POMDP); the
+    # same script with an MLP instead of the LSTM (`examples/ppo_lstm.py --no-lstm`) stays
+    # below 60.
+    "ppo_lstm": ("ppo_lstm.py", "CartPole-v1", 100_000, 475.0),
 }
 # The examples whose figure is the normalized score they print, not the evaluation return.
 SCORED = {"td3bc_offline", "iql_offline", "cql_offline", "dt_offline", "gail"}
@@ -116,6 +120,7 @@ NEEDS_PLUGIN = {
     **dict.fromkeys(sorted(SCORED), "rlblocks.minari"),  # their datasets are Minari's
 }
 DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "redq", "crossq", "tqc", "rainbow", "her_bitflip", "impala"]
+DEFAULT_ALGOS += ["ppo_lstm"]
 DEFAULT_ALGOS += list(NEEDS_PLUGIN)
 
 

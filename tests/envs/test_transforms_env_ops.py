@@ -215,6 +215,16 @@ def test_primer_random_default_values_and_given_batch_dims():
     check_env_specs(env)
 
 
+def test_primer_from_an_unbatched_composite_always_gets_the_batch_dims():
+    # An RNN's primer_specs(): [num_layers, hidden] leaves in a Composite of shape []; with
+    # one env and one layer, [1, 8] must not pass for "already batched".
+    specs = Composite(h=Unbounded(shape=(1, 8)), c=Unbounded(shape=(1, 8)))
+    env = TransformedEnv(PendulumEnv(batch_size=[1]), TensorDictPrimer(specs))
+    td = env.reset()
+    assert td["h"].shape == td["c"].shape == (1, 1, 8)
+    check_env_specs(env)
+
+
 def test_primer_on_a_plain_tensordict():
     primer = TensorDictPrimer(Composite(h=Unbounded(shape=(4,))))
     td = TensorDict({"obs": torch.ones(6, 2), "next": {"obs": torch.ones(6, 2)}}, batch_size=[6])

@@ -43,6 +43,7 @@ SHORT = {
     "redq.py": "--total-frames 300 --learning-starts 200",
     "crossq.py": "--total-frames 300 --learning-starts 200",
     "tqc.py": "--total-frames 300 --learning-starts 200",
+    "ppo_lstm.py": "--total-frames 1024 --update-epochs 2",
     "ppo_atari.py": "--total-frames 256 --num-envs 2 --num-steps 64 --update-epochs 1 "
     "--minibatch-size 64 --eval-max-steps 100",
 }

@@ -402,8 +402,9 @@ class TensorDictPrimer(Transform):
         random: Fill with ``spec.rand()`` instead of ``default_value``.
         default_value: The fill value, one number or a mapping from keys to numbers.
         expand_specs: ``True``: prepend the env's batch dims to every spec; ``None``:
-            prepend them unless a spec's shape already starts with them; ``False``: specs
-            already have the batch dims.
+            prepend them unless a spec's shape already starts with them (the leaves of a
+            Composite with an empty shape, such as an RNN module's ``primer_specs()``,
+            always get them); ``False``: specs already have the batch dims.
         **kwargs: More ``key=spec`` primers.
 
     Raises:
@@ -427,8 +428,14 @@ class TensorDictPrimer(Transform):
     ) -> None:
         super().__init__()
         entries: list[tuple[NestedKey, Any]] = []
+        # A Composite says which dims are batch dims: with an empty shape (e.g. an RNN
+        # module's primer_specs()), its leaves have none, whatever the env's batch size.
+        self._unbatched: set[NestedKey] = set()
         if isinstance(primers, Composite):
-            entries += primers.items(include_nested=True, leaves_only=True)
+            leaves = primers.items(include_nested=True, leaves_only=True)
+            entries += leaves
+            if not primers.shape:
+                self._unbatched.update(key for key, _ in leaves)
         elif primers is not None:
             entries += list(primers.items())
         entries += list(kwargs.items())
@@ -454,7 +461,9 @@ class TensorDictPrimer(Transform):
     def _given_batch_ndim(self, key: NestedKey) -> int:
         """How many of the env's batch dims the primer's spec was given with."""
         env_batch, shape = self._batch_size, self.primers[key].shape
-        if self.expand_specs is True or (env_batch is None and self.expand_specs is None):
+        if self.expand_specs is None and (env_batch is None or key in self._unbatched):
+            return 0
+        if self.expand_specs is True:
             return 0
         if env_batch is None:
             raise TransformError(
