@@ -144,7 +144,7 @@ def main() -> int:
         "",
     ]
     body = "\n".join(sections[n] for n in sorted(sections))
-    results.write_text("\n".join(header) + body, encoding="utf-8")
+    results.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
     print(f"wrote {results}")
     return 1 if failed else 0
 

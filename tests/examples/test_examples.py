@@ -45,7 +45,7 @@ SHORT = {
     "tqc.py": "--total-frames 300 --learning-starts 200",
     "ppo_lstm.py": "--total-frames 1024 --update-epochs 2",
     "ppo_atari.py": "--total-frames 256 --num-envs 2 --num-steps 64 --update-epochs 1 "
-    "--minibatch-size 64 --eval-max-steps 100",
+    "--minibatch-size 64 --eval-max-steps 100 --threads 1",
 }
 
 # Flags that change an example only when given (benchmarks/learning.py's settings use them),
