@@ -112,6 +112,15 @@ def _pip_args(closure: dict[str, set[str]]) -> list[str]:
     return args
 
 
+def _setup(session: nox.Session) -> None:
+    """What every session with torch starts with: bytecode caching on, then torch."""
+    # A machine may set PYTHONDONTWRITEBYTECODE (this one does): then every process
+    # (pytest workers, example subprocesses, Ray workers) compiles torch's Python sources
+    # again, ~3 s each. The session's venv is ours to write .pyc files into.
+    session.env["PYTHONDONTWRITEBYTECODE"] = ""
+    _install_torch(session)
+
+
 def _install_torch(session: nox.Session) -> None:
     args = [TORCH_SPEC]
     if TORCH_INDEX_URL:
@@ -155,7 +164,7 @@ def tests(session: nox.Session) -> None:
     ``plugins`` session, which install exactly what they declare; running them here again
     would only double CI time (``nox -s tests -- tests/envs`` runs a folder here anyway).
     """
-    _install_torch(session)
+    _setup(session)
     folders = [(f, ["test", *EXAMPLE_PACKAGE_EXTRAS.get(f, [])]) for f in PACKAGES.values()]
     folders += [
         (f, EXAMPLE_PLUGIN_EXTRAS.get(Path(f).name, []))
@@ -182,7 +191,7 @@ def standalone(session: nox.Session, package: str) -> None:
 
     This is what proves that each distribution installs and works alone.
     """
-    _install_torch(session)
+    _setup(session)
     closure = _local_closure(PACKAGES[package], ["test"])
     fixtures = [str(ROOT / f) for f in TEST_FIXTURE_PLUGINS] if package == "core" else []
     session.install(*_pip_args(closure), *fixtures)
@@ -204,7 +213,7 @@ PLUGINS = {Path(f).name: f for f in _plugin_folders()}
 @nox.parametrize("plugin", sorted(PLUGINS))
 def plugins(session: nox.Session, plugin: str) -> None:
     """One plugin built from source with its dependencies and ``test`` extra; its own tests."""
-    _install_torch(session)
+    _setup(session)
     session.install(*_pip_args(_local_closure(PLUGINS[plugin], ["test"])))
     _pytest(session, f"tests/{_plugin_module(PLUGINS[plugin])}")
 
@@ -212,7 +221,7 @@ def plugins(session: nox.Session, plugin: str) -> None:
 @nox.session(python="3.11")
 def ray(session: nox.Session) -> None:
     """RayCollector and RayReplayBuffer against a local Ray instance."""
-    _install_torch(session)
+    _setup(session)
     wanted = [(PACKAGES["collectors"], ["ray", "test"]), (PACKAGES["buffers"], ["ray"])]
     session.install(*_pip_args(_merged_closure(wanted)))
     _pytest(session, "tests/collectors/ray", own_session_tests=True)
@@ -222,7 +231,7 @@ def ray(session: nox.Session) -> None:
 def interop(session: nox.Session) -> None:
     """rlblocks envs exported with ``to_gymnasium`` train with Stable-Baselines3; policies
     exported with ``export_policy`` to ONNX run in onnxruntime."""
-    _install_torch(session)
+    _setup(session)
     closure = _local_closure(PACKAGES["envs"], ["test", "onnx"])
     session.install(*_pip_args(closure), "stable-baselines3>=2.3", "onnxruntime>=1.17")
     _pytest(session, "tests/envs/interop", own_session_tests=True)
@@ -233,7 +242,7 @@ def faults(session: nox.Session) -> None:
     """The fault-injection suite: killed, hung and interrupted processes, corrupt and
     truncated checkpoints, a full disk, writes that cannot complete. Serial: its scenarios
     time how long processes take to notice each other."""
-    _install_torch(session)
+    _setup(session)
     folders = [(f, ["test"]) for f in PACKAGES.values()]
     folders += [(f, []) for f in _plugin_folders() if Path(f).name not in OWN_SESSION_PLUGINS]
     session.install(*_pip_args(_merged_closure(folders)))
@@ -260,7 +269,7 @@ def _install_everything(
     """torch, then every package of the tree (with the gymnasium backend, and the compiled
     kernel, the dm_control plugin, the multi-agent backends, the dataset formats and the
     Atari plugin if asked), then ``extra``."""
-    _install_torch(session)
+    _setup(session)
     folders = [(f, []) for f in PACKAGES.values()] + [(PACKAGES["envs"], ["gymnasium"])]
     if kernel:
         folders.append((PACKAGES["buffers"], ["kernel"]))
