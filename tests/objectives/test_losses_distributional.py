@@ -188,6 +188,16 @@ def test_loss_matches_a_hand_computation(build, double_dqn):
     assert not list(loss.target_value_network.parameters())  # frozen: buffers only
 
 
+def test_importance_weights_weight_each_samples_cross_entropy(build):
+    actor = build.distributional_actor()
+    loss = DistributionalDQNLoss(actor, gamma=0.9)
+    td = build.batch(action=ACTIONS)
+    weight = torch.linspace(0.0, 1.0, td.shape[0])
+    out = loss(td.clone().set("_weight", weight))
+    losses, _ = naive_loss(actor, loss.target_value_network, td, 0.9, False)
+    torch.testing.assert_close(out["loss_qvalue"], (weight * losses).mean())
+
+
 def test_double_dqn_chooses_the_next_action_with_the_online_network(build):
     actor = build.distributional_actor()
     td = build.batch(action=ACTIONS)

@@ -46,6 +46,17 @@ def test_dqn_matches_reference(build, one_hot):
     torch.testing.assert_close(td["td_error"], (pred - target).abs().squeeze(-1).detach())
 
 
+def test_dqn_weights_samples_by_the_importance_weights_of_prioritized_replay(build):
+    actor = q_actor(Categorical(3))
+    td = build.batch(action=torch.tensor([0, 1, 2, 2, 1, 0]))
+    weight = torch.tensor([0.0, 0.5, 1.0, 0.25, 1.0, 0.0])
+    plain = DQNLoss(actor, gamma=0.9)(td.clone())
+    weighted = DQNLoss(actor, gamma=0.9)(td.clone().set("_weight", weight))
+    errors = (plain["pred_value"] - plain["target_value"]) ** 2  # per sample
+    torch.testing.assert_close(weighted["loss_qvalue"], (weight * errors).mean())
+    torch.testing.assert_close(plain["loss_qvalue"], errors.mean())  # no weights: uniform
+
+
 def test_double_dqn_selects_with_online_and_values_with_target(build):
     actor = q_actor(Categorical(3))
     td = build.batch(action=torch.tensor([0, 1, 2, 2, 1, 0]))

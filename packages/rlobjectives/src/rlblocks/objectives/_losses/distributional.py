@@ -13,7 +13,11 @@ from rlblocks.objectives._checks import read_discount, read_flags
 from rlblocks.objectives._keys import ACTION_VALUE
 from rlblocks.objectives._losses.base import next_key
 from rlblocks.objectives._losses.dqn import values_only
-from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
+from rlblocks.objectives._losses.off_policy import (
+    OFF_POLICY_KEYS,
+    PRIORITY_WEIGHT,
+    OffPolicyLoss,
+)
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
 from rlblocks.objectives.modules._distributional import check_support, expected_action_values
 from rlblocks.objectives.value import ValueEstimators, parse_value_estimator
@@ -101,7 +105,9 @@ class DistributionalDQNLoss(OffPolicyLoss):
     Returns (per call): ``loss_qvalue`` (TorchRL names it ``"loss"``) and, per sample
     (``[*batch]``), ``pred_value`` (the expected ``Z(s, a)``) and ``target_value`` (the
     expected projected target). The batch gets ``td_error``: the cross-entropy per sample,
-    the priority of prioritized replay (as in TorchRL and Rainbow).
+    the priority of prioritized replay (as in TorchRL and Rainbow); a batch that carries its
+    importance weights (``"_weight"``, role ``priority_weight``) weights each sample's
+    cross-entropy by them, as Rainbow does (TorchRL's averages uniformly).
 
     Raises:
         ObjectiveConfigError: The network has no valid ``support``.
@@ -114,7 +120,11 @@ class DistributionalDQNLoss(OffPolicyLoss):
         >>> total_loss(loss(batch)).backward()
     """
 
-    default_keys: ClassVar = {**OFF_POLICY_KEYS, "action_value": ACTION_VALUE}
+    default_keys: ClassVar = {
+        **OFF_POLICY_KEYS,
+        "action_value": ACTION_VALUE,
+        "priority_weight": PRIORITY_WEIGHT,
+    }
     default_value_estimator = None
 
     def __init__(
@@ -187,7 +197,7 @@ class DistributionalDQNLoss(OffPolicyLoss):
         with torch.no_grad():
             tensordict.set(self._keys.priority, cross_entropy.detach())
         return self._output(
-            loss_qvalue=cross_entropy.mean(),
+            loss_qvalue=self._weighted_mean(tensordict, cross_entropy),
             pred_value=(log_p.detach().exp() * support).sum(-1),
             target_value=(target_probs * support).sum(-1),
         )

@@ -12,7 +12,11 @@ from torch import Tensor
 
 from rlblocks.objectives._keys import ACTION_VALUE
 from rlblocks.objectives._losses.base import check_distance, distance_loss
-from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
+from rlblocks.objectives._losses.off_policy import (
+    OFF_POLICY_KEYS,
+    PRIORITY_WEIGHT,
+    OffPolicyLoss,
+)
 from rlblocks.objectives.errors import ShapeMismatchError
 from rlblocks.objectives.modules._actors import QValueModule
 
@@ -85,7 +89,9 @@ class DQNLoss(OffPolicyLoss):
 
     Returns (per call): ``loss_qvalue`` and, per sample (``[*batch]``) as in the other
     value-based losses, the diagnostics ``pred_value`` (``Q(s, a)``) and ``target_value``.
-    The batch gets ``td_error`` (``|Q - target|`` per sample) for prioritized replay.
+    The batch gets ``td_error`` (``|Q - target|`` per sample) for prioritized replay, and a
+    batch that carries its importance weights (``"_weight"``, role ``priority_weight``)
+    weights each sample's term by them (all 1 with ``beta = 0``).
     TorchRL's ``DQNLoss`` names its term ``"loss"``: read ``out["loss_qvalue"]`` (or
     ``total_loss(out)``) instead.
 
@@ -94,7 +100,11 @@ class DQNLoss(OffPolicyLoss):
         >>> updater = HardUpdate(loss, period=500)
     """
 
-    default_keys: ClassVar = {**OFF_POLICY_KEYS, "action_value": ACTION_VALUE}
+    default_keys: ClassVar = {
+        **OFF_POLICY_KEYS,
+        "action_value": ACTION_VALUE,
+        "priority_weight": PRIORITY_WEIGHT,
+    }
 
     def __init__(
         self,
@@ -132,7 +142,9 @@ class DQNLoss(OffPolicyLoss):
             mask = None if self._mask_key is None else next_td.get(self._mask_key)
             next_value = greedy_values(next_values, online, mask)
         target = self._bootstrap(tensordict, next_value)
-        loss = distance_loss("DQNLoss", pred, target, self.loss_function).mean()
+        loss = self._weighted_mean(
+            tensordict, distance_loss("DQNLoss", pred, target, self.loss_function)
+        )
         self._write_priority(tensordict, [pred], target)
         return self._output(
             loss_qvalue=loss,

@@ -32,6 +32,8 @@ OFF_POLICY_KEYS: dict[str, NestedKey] = {
     "priority": TD_ERROR,
     "steps_to_next_obs": STEPS_TO_NEXT_OBS,
 }
+#: Prioritized replay's importance weights, read by the losses that apply them.
+PRIORITY_WEIGHT = "_weight"
 
 
 def action_bounds(spec: TensorSpec | None, actor: nn.Module | None) -> tuple[Tensor, Tensor] | None:
@@ -70,6 +72,19 @@ class OffPolicyLoss(LossModule):
     def _bootstrap(self, tensordict: TensorDictBase, next_value: Tensor) -> Tensor:
         """The (detached) TD target for ``next_value``."""
         return self.value_estimator.value_estimate(tensordict, next_value=next_value.detach())
+
+    def _weighted_mean(self, tensordict: TensorDictBase, per_sample: Tensor) -> Tensor:
+        """The mean of ``per_sample`` (``[*batch, ...]``), each sample weighted by prioritized
+        replay's importance weight when the batch carries one (role ``priority_weight``,
+        ``"_weight"``, in the losses that declare it); uniform otherwise."""
+        key = self._keys.as_dict().get("priority_weight")
+        weight = None if key is None else tensordict.get(key, None)
+        if weight is None:
+            return per_sample.mean()
+        weight = weight.to(per_sample.dtype).reshape(
+            *tensordict.batch_size, *([1] * (per_sample.ndim - tensordict.batch_dims))
+        )
+        return (weight * per_sample).mean()
 
     def _write_priority(
         self, tensordict: TensorDictBase, predictions: Sequence[Tensor] | Tensor, target: Tensor
