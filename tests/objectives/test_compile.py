@@ -85,6 +85,11 @@ def discrete_batch(build, one_hot=False):
     return build.batch(action=F.one_hot(index, 3) if one_hot else index)
 
 
+def prioritized_discrete_batch(build):
+    """A prioritized replay sample: importance weights ride along under ``"_weight"``."""
+    return discrete_batch(build).set("_weight", torch.linspace(0.25, 1.0, 6))
+
+
 def grouped_on_policy_batch(build):
     """``[2, 5]`` trajectories of 3 agents without advantages: GAE runs in the graph."""
     td = build.grouped.batch(shape=(2, 5))
@@ -153,7 +158,7 @@ CASES = {
     # C51: the categorical projection (scatter_add) in the graph.
     "DistributionalDQNLoss": (
         lambda b: DistributionalDQNLoss(b.distributional_actor()),
-        discrete_batch,
+        prioritized_discrete_batch,  # Rainbow's: the weighted mean in the graph too
         AOT_EAGER,
     ),
     "DDPGLoss": (deterministic(DDPGLoss), plain_batch, AOT_EAGER),
