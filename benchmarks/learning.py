@@ -104,6 +104,11 @@ TARGETS = {
     # same script with an MLP instead of the LSTM (`examples/ppo_lstm.py --no-lstm`) stays
     # below 60.
     "ppo_lstm": ("ppo_lstm.py", "CartPole-v1", 100_000, 475.0),
+    # Language-model post-training (issue 21): a 2-layer GPT-2 briefly trained by SFT, then
+    # GRPO with the exact-sum reward on two-digit addition; the figure is the gain in greedy
+    # accuracy on 1000 held-out problems over the SFT-only model, in points. Frames are the
+    # completions GRPO samples.
+    "grpo_arithmetic": ("grpo_arithmetic.py", "arithmetic", 153_600, 20.0),
 }
 # The examples whose figure is the normalized score they print, not the evaluation return.
 SCORED = {"td3bc_offline", "iql_offline", "cql_offline", "dt_offline", "gail"}
@@ -111,6 +116,7 @@ SCORED = {"td3bc_offline", "iql_offline", "cql_offline", "dt_offline", "gail"}
 FIGURE_LABEL = {
     **dict.fromkeys(sorted(SCORED), "normalized score"),
     "her_bitflip": "final success rate",
+    "grpo_arithmetic": "GRPO gain over SFT only",
 }
 # The plugin each multi-agent example needs: it runs by default only where it is installed.
 NEEDS_PLUGIN = {
@@ -118,6 +124,7 @@ NEEDS_PLUGIN = {
     "masac_vmas": "rlblocks.vmas",
     "vdn_pettingzoo": "rlblocks.pettingzoo",
     **dict.fromkeys(sorted(SCORED), "rlblocks.minari"),  # their datasets are Minari's
+    "grpo_arithmetic": "rlblocks.llm",
 }
 DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "redq", "crossq", "tqc", "rainbow", "her_bitflip", "impala"]
 DEFAULT_ALGOS += ["ppo_lstm"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tensordict import NonTensorStack
 
 from rlblocks.envs import CartPoleEnv, InvalidActionError, PendulumEnv
 
@@ -56,6 +57,26 @@ def test_rollout_with_policy_records_its_outputs(counting_env_cls):
     td = env.rollout(4, policy)
     assert td["action"].eq(0.5).all() and td["log_prob"].shape == (4,)
     assert td["next", "reward"].eq(0.5).all()
+
+
+def test_rollout_records_non_tensor_data_per_step():
+    # A policy that writes strings (a language model's decoded text, say): each step's are
+    # kept, stacked with the batch and time dims like the tensors.
+    env = CartPoleEnv(batch_size=[2])
+    calls = iter(range(100))
+
+    def policy(td):
+        td.set("action", torch.zeros(2, dtype=torch.int64))
+        step = next(calls)
+        td.set("note", NonTensorStack.from_list([f"env0 step{step}", f"env1 step{step}"]))
+        return td
+
+    td = env.rollout(3, policy, break_when_any_done=False)
+    assert td.batch_size == (2, 3)
+    assert td["note"].tolist() == [
+        ["env0 step0", "env0 step1", "env0 step2"],
+        ["env1 step0", "env1 step1", "env1 step2"],
+    ]
 
 
 def test_rollout_check_validates_actions(counting_env_cls):

@@ -44,6 +44,8 @@ SHORT = {
     "crossq.py": "--total-frames 300 --learning-starts 200",
     "tqc.py": "--total-frames 300 --learning-starts 200",
     "ppo_lstm.py": "--total-frames 1024 --update-epochs 2",
+    "grpo_arithmetic.py": "--total-frames 512 --sft-steps 50 --sft-target 0 --prompts-per-step 4 "
+    "--group-size 4 --minibatch-size 16 --validation-size 50",
     "ppo_atari.py": "--total-frames 256 --num-envs 2 --num-steps 64 --update-epochs 1 "
     "--minibatch-size 64 --eval-max-steps 100 --threads 1",
 }

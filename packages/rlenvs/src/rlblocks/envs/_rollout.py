@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict, TensorDictBase, is_non_tensor
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT
@@ -47,7 +47,9 @@ class TrajectoryStorage:
     """Buffers of shape ``[*batch, T, *leaf]`` for every leaf of a step's TensorDict.
 
     Built from the first step (so a policy's extra outputs are recorded too) and filled
-    one time index at a time; :meth:`result` wraps them in one TensorDict.
+    one time index at a time; :meth:`result` wraps them in one TensorDict. Non-tensor
+    leaves (strings, e.g. a text env's prompts) are kept per step and stacked at the end
+    into a ``NonTensorStack`` of the same batch size.
     """
 
     def __init__(self, example: TensorDictBase, max_steps: int) -> None:
@@ -60,9 +62,14 @@ class TrajectoryStorage:
         # accessor), each with its buffer; the buffers' time dim is written through
         # ``select(dim, t)`` views, all copied by one ``_foreach_copy_`` call.
         groups: dict[tuple[str, ...], list[tuple[str, torch.Tensor]]] = {}
+        self.non_tensor: dict[NestedKey, list[Any]] = {}
+        # (items() yields non-tensor data as sub-TensorDicts, not as leaves)
+        for key, value in example.items(include_nested=True):
+            if is_non_tensor(value):
+                self.non_tensor[key] = []
         for key, value in example.items(include_nested=True, leaves_only=True):
             if not isinstance(value, torch.Tensor):
-                continue  # non-tensor data (strings, objects) is not recorded
+                continue
             shape = (*value.shape[:nb], max_steps, *value.shape[nb:])
             buffer = torch.empty(shape, dtype=value.dtype, device=value.device)
             self.slots.append((key, buffer))
@@ -94,6 +101,8 @@ class TrajectoryStorage:
                         f"rollout: step {t} lacks the entry {key!r} present at step 0; the "
                         f"env and policy must write the same keys at every step"
                     )
+        for key, recorded in self.non_tensor.items():
+            recorded.append(tensordict.get(key))
         if torch.is_grad_enabled() and any(v.requires_grad for v in values):
             # A policy's outputs that require grad keep their graph in the trajectory, as
             # plain copies do; autograd's foreach copy would also mark the integer buffers.
@@ -112,6 +121,8 @@ class TrajectoryStorage:
                 buffer = buffer.narrow(nb, 0, steps).clone()
             data[key] = buffer
         out = TensorDict(data, batch_size=(*self.batch_size, steps), device=self.device)
+        for key, recorded in self.non_tensor.items():
+            out.set(key, torch.stack(recorded[:steps], dim=nb))
         return set_sub_batch_dims(out, self._sub_batch)
 
 
