@@ -323,9 +323,116 @@ class Build:
                 torch.testing.assert_close(g[i], expected[name], msg=f"member {i}: {name}")
 
 
+class Imagination:
+    """The ``rollout`` protocol of a model-based env over a WorldModel's imagined step: what
+    DreamerActorLoss calls (rlblocks.objectives does not import rlblocks.envs, whose
+    ModelBasedEnv the integration tests use)."""
+
+    def __init__(self, world_model):
+        self.transition = world_model.transition_module()
+        self.calls = 0
+
+    def rollout(self, max_steps, policy, *, auto_reset, tensordict, break_when_any_done):
+        assert auto_reset is False and break_when_any_done is False
+        self.calls += 1
+        steps, td = [], tensordict
+        for _ in range(max_steps):
+            td = self.transition(policy(td.copy()))
+            steps.append(td)
+            td = td.get("next").select("state", "belief")
+        return torch.stack(steps, 1)
+
+
+class Dreamer:
+    """A small world model (1-dim actions, 2-dim observations), latent actor and value, and
+    sequence batches for the Dreamer losses."""
+
+    obs, act, state, belief = 2, 1, 6, 24
+    imagination = Imagination
+
+    @staticmethod
+    def world_model(seed=0):
+        from rlblocks.objectives.modules import RSSM, WorldModel
+
+        torch.manual_seed(seed)
+        d = Dreamer
+        latent = d.state + d.belief
+        rssm = RSSM(d.act, 32, state_dim=d.state, belief_dim=d.belief, hidden_dim=32)
+        return WorldModel(
+            MLP(d.obs, 32, num_cells=[32]),
+            rssm,
+            MLP(latent, d.obs, num_cells=[64]),
+            MLP(latent, 1, num_cells=[32]),
+        )
+
+    @staticmethod
+    def _features():
+        return TensorDictModule(
+            lambda s, b: torch.cat([s, b], -1), in_keys=["state", "belief"], out_keys=["features"]
+        )
+
+    @staticmethod
+    def actor(seed=0):
+        torch.manual_seed(seed)
+        latent = Dreamer.state + Dreamer.belief
+        actor = ProbabilisticActor(
+            TensorDictModule(
+                nn.Sequential(MLP(latent, 2 * Dreamer.act, num_cells=[32]), NormalParamExtractor()),
+                in_keys=["features"],
+                out_keys=["loc", "scale"],
+            ),
+            in_keys=["loc", "scale"],
+            distribution_class=TanhNormal,
+        )
+        return TensorDictSequential(Dreamer._features(), actor)
+
+    @staticmethod
+    def value(seed=0):
+        torch.manual_seed(seed)
+        latent = Dreamer.state + Dreamer.belief
+        net = TensorDictModule(MLP(latent, 1, num_cells=[32]), ["features"], ["state_value"])
+        return TensorDictSequential(Dreamer._features(), net)
+
+    @staticmethod
+    def oscillator_batch(n, steps, seed):
+        """Sequences of a damped, driven oscillator: x' = A x + B a, reward = -x_0^2."""
+        generator = torch.Generator().manual_seed(seed)
+        a_matrix = torch.tensor([[0.95, 0.2], [-0.2, 0.95]])
+        b_matrix = torch.tensor([[0.0], [0.3]])
+        x = torch.randn(n, Dreamer.obs, generator=generator)
+        obs, nxt, actions = [], [], []
+        for _ in range(steps):
+            action = torch.rand(n, Dreamer.act, generator=generator) * 2 - 1
+            x_next = x @ a_matrix.T + action @ b_matrix.T
+            obs.append(x)
+            nxt.append(x_next)
+            actions.append(action)
+            x = x_next
+        nxt_obs = torch.stack(nxt, 1)
+        return TensorDict(
+            {
+                "observation": torch.stack(obs, 1),
+                "action": torch.stack(actions, 1),
+                ("next", "observation"): nxt_obs,
+                ("next", "reward"): -nxt_obs[..., :1].square(),
+                ("next", "done"): torch.zeros(n, steps, 1, dtype=torch.bool),
+                ("next", "terminated"): torch.zeros(n, steps, 1, dtype=torch.bool),
+            },
+            batch_size=[n, steps],
+        )
+
+
+Build.dreamer = Dreamer
+
+
 @pytest.fixture
 def build():
     return Build
+
+
+@pytest.fixture
+def dreamer():
+    return Dreamer
 
 
 class Grouped:

@@ -16,6 +16,7 @@ from rlblocks.envs._goal_envs import BitFlippingEnv
 from rlblocks.envs._gym import GymEnv, GymWrapper
 from rlblocks.envs._gym_spaces import Leaf as SpaceLeaf
 from rlblocks.envs._gym_spaces import SpaceLayout
+from rlblocks.envs._model_based import ModelBasedEnv
 from rlblocks.envs._multiagent import (
     MarlGroupMapType,
     all_agents_done,
@@ -58,6 +59,8 @@ __all__ = [
     "CartPoleEnv",
     "MultiAgentLineEnv",
     "BitFlippingEnv",
+    # a learned model as an env (model-based RL: imagination rollouts)
+    "ModelBasedEnv",
     # multi-agent: agent groups
     "MarlGroupMapType",
     "make_group_map",

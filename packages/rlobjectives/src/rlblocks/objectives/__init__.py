@@ -39,6 +39,12 @@ from rlblocks.objectives._losses.decision_transformer import (
 )
 from rlblocks.objectives._losses.distributional import DistributionalDQNLoss
 from rlblocks.objectives._losses.dqn import DQNLoss
+from rlblocks.objectives._losses.dreamer import (
+    LAMBDA_TARGET,
+    DreamerActorLoss,
+    DreamerModelLoss,
+    DreamerValueLoss,
+)
 from rlblocks.objectives._losses.gail import GAILLoss
 from rlblocks.objectives._losses.multiagent import (
     IDDPGLoss,
@@ -91,6 +97,11 @@ __all__ = [
     "DTLoss",
     "OnlineDTLoss",
     "GAILLoss",
+    # model-based
+    "DreamerModelLoss",
+    "DreamerActorLoss",
+    "DreamerValueLoss",
+    "LAMBDA_TARGET",
     # multi-agent (over a group of agents)
     "MAPPOLoss",
     "IPPOLoss",

@@ -41,6 +41,9 @@ name                loss
                     Q-Learning)
 ``idqn``            :class:`IndependentQLoss`
 ``qmixer``          :class:`QMixerLoss` (QMIX or VDN, by the mixer given)
+``dreamer_model``   :class:`DreamerModelLoss` (the world model: reconstruction, reward, KL)
+``dreamer_actor``   :class:`DreamerActorLoss` (lambda-returns of imagined rollouts)
+``dreamer_value``   :class:`DreamerValueLoss`
 ==================  ========================
 """
 
@@ -85,6 +88,9 @@ LOSS_NAMES: dict[str, str] = {
     "independent_q": "IndependentQLoss",
     "idqn": "IndependentQLoss",
     "qmixer": "QMixerLoss",
+    "dreamer_model": "DreamerModelLoss",
+    "dreamer_actor": "DreamerActorLoss",
+    "dreamer_value": "DreamerValueLoss",
 }
 """``make_loss`` name -> class name in :mod:`rlblocks.objectives`."""
 

@@ -43,6 +43,7 @@ from rlblocks.objectives.modules._networks import MLP, ConvNet, SquashDims
 from rlblocks.objectives.modules._noisy import NoisyLazyLinear, NoisyLinear, reset_noise
 from rlblocks.objectives.modules._normalization import BatchRenorm1d
 from rlblocks.objectives.modules._rnn import GRUModule, LSTMModule
+from rlblocks.objectives.modules._world_models import RSSM, ObsDecoder, ObsEncoder, WorldModel
 
 __all__ = [
     # networks
@@ -57,6 +58,11 @@ __all__ = [
     "reset_noise",
     "LSTMModule",
     "GRUModule",
+    # world models (Dreamer)
+    "RSSM",
+    "ObsEncoder",
+    "ObsDecoder",
+    "WorldModel",
     # Decision Transformer
     "DecisionTransformer",
     "DTConfig",
