@@ -316,29 +316,6 @@ def test_transformed_model_env_with_step_counter_and_reward_sum():
     assert torch.equal(traj["observation"][:, 3], torch.full((2, OBS), 0.5))
 
 
-def test_sync_data_collector_collects_from_a_model_env():
-    collectors = pytest.importorskip("rlblocks.collectors")
-    dynamics = LinearDynamics()
-    env = TransformedEnv(
-        linear_env(
-            batch=(4,),
-            world_model=linear_model(dynamics),
-            reset_fn=lambda b: start(tuple(b)),
-        ),
-        StepCounter(5),
-    )
-    with collectors.SyncDataCollector(
-        env, make_policy(), frames_per_batch=40, total_frames=80
-    ) as collector:
-        batches = list(collector)
-    assert [b.batch_size for b in batches] == [torch.Size([4, 10])] * 2
-    for batch in batches:
-        with torch.no_grad():
-            x_next = batch["observation"] @ dynamics.A.T + batch["action"] @ dynamics.B.T
-        torch.testing.assert_close(batch["next", "observation"], x_next)
-        assert batch["next", "truncated"].sum() == 4 * 2  # two episodes of 5 in each row
-
-
 def test_batched_model_env_steps_all_rows():
     env = linear_env(batch=(4,), reset_fn=lambda b: start(tuple(b)))
     check_env_specs(env)

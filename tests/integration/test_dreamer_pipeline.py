@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 
 from rlblocks.buffers import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
+from rlblocks.collectors import SyncDataCollector
 from rlblocks.core.specs import Composite, Unbounded
-from rlblocks.envs import InvalidActionError, ModelBasedEnv, PendulumEnv
+from rlblocks.envs import (
+    InvalidActionError,
+    ModelBasedEnv,
+    PendulumEnv,
+    StepCounter,
+    TransformedEnv,
+)
 from rlblocks.objectives import (
     DreamerActorLoss,
     DreamerModelLoss,
@@ -125,3 +133,36 @@ def test_slices_shorter_than_the_horizon_are_refused(setup):
         latents = world_model(buffer.sample().reshape(SLICES, SLICE))
     with pytest.raises(ShapeMismatchError, match=r"has 10 steps .* imagination_horizon is 15"):
         loss(latents)
+
+
+def test_a_collector_collects_imagined_episodes(setup):
+    # The model env as any env: StepCounter ends imagined episodes of 5 steps, the
+    # collector resets them through reset_fn (zero latents) and batches [envs, time].
+    _, _, world_model, _ = setup
+    actor, _ = latent_modules(PendulumEnv().action_spec)
+
+    def zero_latents(batch_size):
+        state, belief = world_model.rssm.initial_state(batch_size)
+        return TensorDict({"state": state, "belief": belief}, batch_size)
+
+    env = TransformedEnv(
+        ModelBasedEnv.from_env(
+            PendulumEnv(),
+            world_model.transition_module(),
+            observation_spec=Composite(
+                state=Unbounded(shape=(STATE,)), belief=Unbounded(shape=(BELIEF,))
+            ),
+            batch_size=[3],
+            reset_fn=zero_latents,
+        ),
+        StepCounter(5),
+    )
+    with SyncDataCollector(env, actor, frames_per_batch=30, total_frames=60) as collector:
+        batches = list(collector)
+    assert [b.batch_size for b in batches] == [torch.Size([3, 10])] * 2
+    for batch in batches:
+        assert batch["next", "truncated"].sum() == 3 * 2  # two episodes of 5 in each row
+        assert (batch["action"].abs() <= 2).all()  # the actor's TanhNormal keeps +-2
+        # each row restarts from the zero latent after its truncation
+        restarted = batch["belief"][:, 5]
+        assert (restarted == 0).all()
