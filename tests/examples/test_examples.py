@@ -44,6 +44,7 @@ SHORT = {
     "crossq.py": "--total-frames 300 --learning-starts 200",
     "tqc.py": "--total-frames 300 --learning-starts 200",
     "ppo_lstm.py": "--total-frames 1024 --update-epochs 2",
+    "dreamer.py": "--total-frames 3000 --seed-episodes 2 --updates 3",
     "grpo_arithmetic.py": "--total-frames 512 --sft-steps 50 --sft-target 0 --prompts-per-step 4 "
     "--group-size 4 --minibatch-size 16 --validation-size 50",
     "ppo_atari.py": "--total-frames 256 --num-envs 2 --num-steps 64 --update-epochs 1 "
