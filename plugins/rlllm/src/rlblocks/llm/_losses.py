@@ -368,7 +368,5 @@ class GRPOLoss(_ResponseLoss):
             outside = ((ratio - 1).abs() > self.clip_epsilon).to(ratio.dtype)
             terms["clip_fraction"] = _masked_mean(outside, mask, per_sequence=False)
             terms["kl_approx"] = _masked_mean(-log_ratio, mask, per_sequence=False)
-            terms["advantage_std"] = (
-                advantage.std() if advantage.numel() > 1 else advantage.sum() * 0
-            )
+            terms["advantage_std"] = advantage.std(unbiased=False)  # 0 for one row, not NaN
         return self._output(**terms)

@@ -94,9 +94,12 @@ class RSSM(nn.Module):
             torch.zeros(*batch_shape, self.belief_dim, device=device),
         )
 
-    def _gaussian(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mean, raw_std = x.chunk(2, -1)
-        std = F.softplus(raw_std) + self.min_std
+        return mean, F.softplus(raw_std) + self.min_std
+
+    def _gaussian(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mean, std = self._stats(x)
         return mean, std, mean + std * torch.randn_like(std)
 
     def prior(
@@ -162,7 +165,7 @@ class RSSM(nn.Module):
             means.append(mean)
             stds.append(std)
         belief_seq = torch.stack(beliefs, -2)
-        prior_mean, prior_std, _ = self._gaussian(self.prior_net(belief_seq))
+        prior_mean, prior_std = self._stats(self.prior_net(belief_seq))  # no sample needed
         return {
             "prior_mean": prior_mean,
             "prior_std": prior_std,
