@@ -110,3 +110,29 @@ def test_pytree_mismatches_are_refused():
         layout.prepare({"obs": np.zeros((2, 3)), "r": torch.zeros(3)}, True, frozenset(), WHO)
     single = layout.prepare({"obs": np.zeros(3), "r": torch.tensor(0.0)}, False, frozenset(), WHO)
     assert single.n == 1 and single.leaves[0].shape == (1, 3)
+
+
+def test_strings_in_a_tensordict_are_refused_not_dropped(transitions):
+    # tensordict's leaves_only walk passes over non-tensor data: a storage that trusted it
+    # would keep the tensors and lose the strings without a word.
+    from tensordict import NonTensorStack
+
+    from rlblocks.buffers import LazyTensorStorage, ReplayBuffer
+
+    def with_text(key):
+        data = transitions(2)
+        data.set(key, NonTensorStack.from_list(["a", "b"]))
+        return data
+
+    with pytest.raises(StorageLayoutError, match=r"'text' is a NonTensorStack.*exclude"):
+        infer_layout(with_text("text"), True, frozenset(), WHO)
+    layout = infer_layout(transitions(2), True, frozenset(), WHO)
+    with pytest.raises(StorageLayoutError, match=r"\('next', 'text'\) is a NonTensorStack"):
+        layout.prepare(with_text(("next", "text")), True, frozenset(), WHO)
+    buffer = ReplayBuffer(storage=LazyTensorStorage(10))
+    buffer.extend(transitions(2))
+    with pytest.raises(StorageLayoutError, match="Nothing was written"):
+        buffer.extend(with_text("text"))
+    assert len(buffer) == 2
+    buffer.extend(with_text("text").exclude("text"))  # the fix the message gives
+    assert len(buffer) == 4

@@ -22,7 +22,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.utils._pytree as pytree
-from tensordict import TensorDict, is_tensor_collection
+from tensordict import (
+    NonTensorData,
+    NonTensorStack,
+    TensorDict,
+    TensorDictBase,
+    is_tensor_collection,
+)
 
 from rlblocks.buffers.errors import StorageLayoutError
 from rlblocks.core.fast_td import sub_batch_dims
@@ -31,6 +37,16 @@ __all__ = ["Batch", "Field", "Layout", "infer_layout", "key_name", "numpy_dtype"
 
 TENSORDICT = "tensordict"
 PYTREE = "pytree"
+_NON_TENSOR = (NonTensorData, NonTensorStack)
+
+
+def _is_leaf(cls: type) -> bool:
+    """The leaves of a TensorDict as a storage sees them: tensors, and non-tensor data too
+    (strings), which tensordict's default ``leaves_only`` walk passes over without a word;
+    a storage must refuse them instead of dropping them."""
+    return (
+        cls is torch.Tensor or not issubclass(cls, TensorDictBase) or issubclass(cls, _NON_TENSOR)
+    )
 
 
 def numpy_dtype(dtype: torch.dtype) -> np.dtype | None:
@@ -172,10 +188,12 @@ class Layout:
         leaves: list[Any] = [None] * len(self.fields)
         skip = 1 if batched else 0
         positions = self._positions
-        for key, value in data.items(include_nested=True, leaves_only=True):
+        for key, value in data.items(include_nested=True, leaves_only=True, is_leaf=_is_leaf):
             key = (key,) if isinstance(key, str) else key
             if key[0] in ignore:
                 continue
+            if not isinstance(value, torch.Tensor):
+                raise _not_a_tensor(who, key_name(key), value)
             pos = positions.get(key)
             if pos is None:
                 raise StorageLayoutError(
@@ -184,8 +202,6 @@ class Layout:
                     f"(data.exclude({key!r})), or start a new storage for this layout."
                 )
             f = self.fields[pos]
-            if not isinstance(value, torch.Tensor):
-                raise _not_a_tensor(who, f.name, value)
             if value.dtype != f.dtype or tuple(value.shape[skip:]) != f.shape:
                 raise _mismatch(who, f, tuple(value.shape[skip:]), value.dtype)
             leaves[pos] = value if batched else value.unsqueeze(0)
@@ -390,7 +406,8 @@ def _split_batch(data: Any, batched: bool, who: str) -> tuple[int, tuple[int, ..
 def _not_a_tensor(who: str, name: str, value: Any) -> StorageLayoutError:
     return StorageLayoutError(
         f"{who}: leaf {name} is a {type(value).__name__}, not a tensor; tensor storages hold "
-        f"tensors and numpy arrays only. Fix: use ListStorage for arbitrary Python objects."
+        f"tensors and numpy arrays only. Nothing was written. Fix: drop it "
+        f"(data.exclude({name})), or use ListStorage for arbitrary Python objects."
     )
 
 
@@ -428,7 +445,7 @@ def infer_layout(data: Any, batched: bool, ignore: frozenset, who: str) -> Layou
         n, element_batch = _split_batch(data, batched, who)
         nested_batch = sub_batch_dims(data)
         entries = []
-        for key, value in data.items(include_nested=True, leaves_only=True):
+        for key, value in data.items(include_nested=True, leaves_only=True, is_leaf=_is_leaf):
             key = (key,) if isinstance(key, str) else tuple(key)
             if key[0] in ignore:
                 continue
