@@ -99,9 +99,7 @@ def test_a_dreamer_iteration_trains_every_part(setup):
         total_loss(model_out).backward()
         optimizers[0].step()
         # The latents the model inferred (detached) start the imagination.
-        with torch.no_grad():
-            latents = world_model(batch.clone())
-        actor_out = actor_loss(latents)
+        actor_out = actor_loss(model_out["posterior"])
         optimizers[1].zero_grad()
         actor_out["loss_actor"].backward()
         optimizers[1].step()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import distributions as D
+from torch import nn
 
 from rlblocks.objectives import (
     DreamerActorLoss,
@@ -21,8 +23,11 @@ from rlblocks.objectives import (
 from rlblocks.objectives.modules import (
     MLP,
     RSSM,
+    NormalParamExtractor,
     ObsDecoder,
     ObsEncoder,
+    ProbabilisticActor,
+    TanhNormal,
     WorldModel,
 )
 
@@ -228,3 +233,95 @@ def test_actor_loss_refuses_sequences_shorter_than_the_horizon(dreamer):
         loss(dreamer.oscillator_batch(4, 16, seed=0))
     with pytest.raises(ObjectiveConfigError, match="imagination_horizon must be >= 1"):
         DreamerActorLoss(actor, value, dreamer.imagination(world_model), imagination_horizon=0)
+
+
+def test_model_loss_returns_the_posterior_latents_the_actor_loss_starts_from(dreamer):
+    world_model = dreamer.world_model()
+    batch = dreamer.oscillator_batch(4, 6, seed=0)
+    torch.manual_seed(1)
+    out = DreamerModelLoss(world_model)(batch)
+    torch.manual_seed(1)  # the same posterior noise
+    expected = world_model(batch.copy())
+    posterior = out["posterior"]
+    assert posterior.batch_size == batch.batch_size
+    for key in ("state", "belief"):
+        torch.testing.assert_close(posterior["next", key], expected["next", key])
+        assert not posterior["next", key].requires_grad
+    loss = DreamerActorLoss(
+        dreamer.actor(), dreamer.value(), dreamer.imagination(world_model), imagination_horizon=5
+    )
+    assert loss(posterior)["imagined"].batch_size == (24, 5)
+
+
+def test_actor_reads_the_imagined_states_detached(dreamer):
+    # Dreamer's stop-gradient: the returns reach the actor through its actions; its input
+    # carries no graph back into the dynamics of the steps before.
+    world_model = dreamer.world_model()
+    actor = dreamer.actor()
+    seen = []
+    actor.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0]["state"].requires_grad)
+    )
+    loss = DreamerActorLoss(
+        actor, dreamer.value(), dreamer.imagination(world_model), imagination_horizon=5
+    )
+    out = loss(world_model(dreamer.oscillator_batch(4, 6, seed=0)))
+    assert seen == [False] * 5
+    assert out["imagined", "state"].shape == (24, 5, dreamer.state)
+    out["loss_actor"].backward()  # the actions still carry the gradient into the dynamics
+    assert world_model.rssm.prior_net[0].weight.grad.abs().sum() > 0
+
+
+def _actor_with_get_dist(dreamer, loc_bias=None):
+    """A ProbabilisticActor on ``[state, belief]`` (it has ``get_dist``)."""
+    torch.manual_seed(0)
+    net = MLP(dreamer.state + dreamer.belief, 2 * dreamer.act, num_cells=[32])
+    if loc_bias is not None:
+        with torch.no_grad():
+            net[-1].bias[: dreamer.act] = loc_bias
+    features = TensorDictModule(
+        lambda s, b: torch.cat([s, b], -1), in_keys=["state", "belief"], out_keys=["features"]
+    )
+    params = TensorDictModule(
+        nn.Sequential(net, NormalParamExtractor()), ["features"], ["loc", "scale"]
+    )
+    return ProbabilisticActor(
+        TensorDictSequential(features, params),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+    ), net[-1]
+
+
+def test_entropy_bonus_pulls_a_saturated_actor_back_from_its_bound(dreamer):
+    # tanh(20) is 1 to float precision: the returns give the actor's mean no gradient, the
+    # entropy (the squashed sample's log-density) does, towards the inside of the bounds.
+    world_model = dreamer.world_model()
+    actor, last_layer = _actor_with_get_dist(dreamer, loc_bias=20.0)
+    loss = DreamerActorLoss(
+        actor,
+        dreamer.value(),
+        dreamer.imagination(world_model),
+        imagination_horizon=5,
+        entropy_coef=1e-3,
+    )
+    out = loss(world_model(dreamer.oscillator_batch(4, 6, seed=0)))
+    assert out["imagined"].batch_size == (24, 5)
+    (from_returns,) = torch.autograd.grad(out["loss_actor"], last_layer.bias, retain_graph=True)
+    (from_entropy,) = torch.autograd.grad(out["loss_entropy"], last_layer.bias)
+    assert from_returns[: dreamer.act].abs().max() < 1e-6
+    assert (from_entropy[: dreamer.act] > 0).all()  # a descent step lowers the mean
+    assert out["entropy"] < 0  # a near-point mass at the bound: negative differential entropy
+
+
+def test_entropy_bonus_needs_an_actor_with_get_dist(dreamer):
+    world_model = dreamer.world_model()
+    imagination = dreamer.imagination(world_model)
+    with pytest.raises(ObjectiveConfigError, match="get_dist"):
+        DreamerActorLoss(dreamer.actor(), dreamer.value(), imagination, entropy_coef=1e-4)
+    with pytest.raises(ObjectiveConfigError, match="entropy_coef must be >= 0"):
+        DreamerActorLoss(dreamer.actor(), dreamer.value(), imagination, entropy_coef=-1.0)
+    actor, _ = _actor_with_get_dist(dreamer)
+    out = DreamerActorLoss(actor, dreamer.value(), imagination, imagination_horizon=5)(
+        world_model(dreamer.oscillator_batch(4, 6, seed=0))
+    )
+    assert "loss_entropy" not in out.keys()  # off by default, as in Dreamer (v1)

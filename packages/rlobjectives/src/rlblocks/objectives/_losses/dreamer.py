@@ -18,6 +18,8 @@ from rlblocks.objectives._losses.base import (
     distance_loss,
     frozen_call,
     next_key,
+    reduce_to_batch,
+    sample_with_log_prob,
 )
 from rlblocks.objectives.errors import ObjectiveConfigError, ShapeMismatchError
 from rlblocks.objectives.modules._world_models import BELIEF, STATE, WorldModel
@@ -27,6 +29,7 @@ __all__ = ["DreamerActorLoss", "DreamerModelLoss", "DreamerValueLoss", "LAMBDA_T
 LAMBDA_TARGET = "lambda_target"
 """The lambda-return of an imagined state: the actor's objective, the value's target."""
 _WEIGHT = "discount_weight"
+_LOG_PROB = "_imagined_log_prob"  # the actor's log-probability of its imagined actions
 
 
 class _Imagination(Protocol):
@@ -54,6 +57,11 @@ class DreamerModelLoss(LossModule):
       ``free_nats`` the KL gets no gradient, so the posterior keeps information;
     - with a continue head, ``loss_continue`` (binary cross-entropy of not terminating).
 
+    The output also holds ``"posterior"``: the latents the model inferred for the batch,
+    ``("next", "state")`` and ``("next", "belief")`` of batch size ``[*batch, T]``,
+    detached. They are where :class:`DreamerActorLoss` starts imagining, so the world
+    model need not filter the batch a second time.
+
     Args:
         world_model: A :class:`~rlblocks.objectives.modules.WorldModel`.
         lambda_kl: Weight of the KL term.
@@ -69,6 +77,7 @@ class DreamerModelLoss(LossModule):
         >>> loss = DreamerModelLoss(world_model)
         >>> out = loss(buffer.sample())   # [B, T] slices
         >>> total_loss(out).backward()
+        >>> actor_out = actor_loss(out["posterior"])
     """
 
     default_keys: ClassVar = {"reward": REWARD, "terminated": TERMINATED, "done": "done"}
@@ -142,7 +151,10 @@ class DreamerModelLoss(LossModule):
                 out.get("continue_logit"), alive
             )
             terms["loss_continue"] = self.lambda_continue * bce
-        return self._output(**terms)
+        result = self._output(**terms)
+        posterior = out.select(STATE, BELIEF).detach()
+        result.set("posterior", posterior.empty().set("next", posterior))
+        return result
 
 
 class DreamerActorLoss(LossModule):
@@ -151,13 +163,20 @@ class DreamerActorLoss(LossModule):
     The latents the model loss inferred for a sequence batch (``("next", "state")``,
     ``("next", "belief")``, detached) start ``imagination_horizon``-step rollouts in the
     model-based env with the actor, whose actions are reparameterized samples: the
-    gradient of the returns flows back through the learned dynamics into the actor. With
-    rewards ``r_t`` and values ``v_t`` of the imagined states (from ``value_network``, its
-    parameters frozen here), ``R_t = r_t + gamma c_t ((1 - lambda) v_{t+1} + lambda
-    R_{t+1})`` with ``R_H = v_H``, and ``loss_actor = -mean(w_t R_t)`` with ``w_t =
-    prod_{k<t} gamma c_k``. ``c_t`` is the continue probability where the imagined steps
-    carry ``("next", "continue_logit")`` (a world model with a continue head, in an env
-    whose observation spec lists the key), else 1.
+    gradient of the returns flows back through the learned dynamics into the actor. As in
+    Dreamer, the actor reads each imagined state detached, so that gradient reaches it
+    through its actions only. With rewards ``r_t`` and values ``v_t`` of the imagined
+    states (from ``value_network``, its parameters frozen here), ``R_t = r_t + gamma c_t
+    ((1 - lambda) v_{t+1} + lambda R_{t+1})`` with ``R_H = v_H``, and ``loss_actor =
+    -mean(w_t R_t)`` with ``w_t = prod_{k<t} gamma c_k``. ``c_t`` is the continue
+    probability where the imagined steps carry ``("next", "continue_logit")`` (a world
+    model with a continue head, in an env whose observation spec lists the key), else 1.
+
+    With ``entropy_coef > 0`` the loss adds ``loss_entropy = -entropy_coef * mean(w_t H_t)``,
+    ``H_t = -log pi(a_t | s_t)`` of the imagined actions (DreamerV2's actor entropy; the
+    actor is then sampled through its ``get_dist``). It keeps a tanh-squashed actor from
+    saturating at its bounds, where the returns' gradient vanishes: the log-density of a
+    squashed sample grows without bound there.
 
     The output also holds ``"imagined"``, the imagined states with their ``lambda_target``
     (detached), which is what :class:`DreamerValueLoss` trains on.
@@ -173,13 +192,15 @@ class DreamerActorLoss(LossModule):
         imagination_horizon: Steps imagined from each start state (Dreamer: 15).
         gamma: Discount.
         lmbda: Lambda of the returns.
+        entropy_coef: Weight of the actor's entropy bonus (Dreamer: 0; DreamerV2: 1e-4).
 
     Raises:
-        ObjectiveConfigError: A bad horizon, ``gamma`` or ``lmbda``.
+        ObjectiveConfigError: A bad horizon, ``gamma``, ``lmbda`` or ``entropy_coef``, or
+            ``entropy_coef > 0`` with an actor that has no ``get_dist``.
 
     Example:
         >>> actor_loss = DreamerActorLoss(actor, value, model_env, imagination_horizon=15)
-        >>> out = actor_loss(model_batch)     # the model loss's input, after the model ran
+        >>> out = actor_loss(model_out["posterior"])  # DreamerModelLoss's output
         >>> value_out = DreamerValueLoss(value)(out["imagined"])
     """
 
@@ -194,6 +215,7 @@ class DreamerActorLoss(LossModule):
         imagination_horizon: int = 15,
         gamma: float = 0.99,
         lmbda: float = 0.95,
+        entropy_coef: float = 0.0,
     ) -> None:
         owner = type(self).__name__
         if isinstance(imagination_horizon, bool) or not isinstance(imagination_horizon, int):
@@ -206,7 +228,16 @@ class DreamerActorLoss(LossModule):
             raise ObjectiveConfigError(
                 f"{owner}: gamma and lmbda must be in [0, 1], got {gamma} and {lmbda}"
             )
+        if not entropy_coef >= 0:
+            raise ObjectiveConfigError(f"{owner}: entropy_coef must be >= 0, got {entropy_coef}")
+        if entropy_coef and not callable(getattr(actor_network, "get_dist", None)):
+            raise ObjectiveConfigError(
+                f"{owner}: entropy_coef={entropy_coef} needs the actions' log-probabilities, "
+                f"so an actor with get_dist (a ProbabilisticActor); "
+                f"{type(actor_network).__name__} has none"
+            )
         super().__init__(gamma=gamma, lmbda=lmbda)
+        self.entropy_coef = entropy_coef
         self.actor_network, self.value_network = actor_network, value_network
         # Not a submodule: the env holds the world model, which the model loss trains.
         self.__dict__["model_based_env"] = model_based_env
@@ -228,7 +259,7 @@ class DreamerActorLoss(LossModule):
         start = tensordict.get("next").select(STATE, BELIEF).reshape(-1).detach()
         imagined = self.model_based_env.rollout(
             self.imagination_horizon,
-            self.actor_network,
+            self._act_on_detached,
             auto_reset=False,
             tensordict=start,
             break_when_any_done=False,
@@ -248,13 +279,30 @@ class DreamerActorLoss(LossModule):
         targets = nxt.select(STATE, BELIEF).detach()
         targets.set(LAMBDA_TARGET, returns.detach())
         targets.set(_WEIGHT, weight)
-        out = self._output(
-            loss_actor=-(weight * returns).mean(),
-            imagined_return=returns.detach().mean(),
-            imagined_reward=reward.detach().mean(),
-        )
+        terms = {
+            "loss_actor": -(weight * returns).mean(),
+            "imagined_return": returns.detach().mean(),
+            "imagined_reward": reward.detach().mean(),
+        }
+        if self.entropy_coef:
+            entropy = -imagined.get(_LOG_PROB).unsqueeze(-1)
+            terms["loss_entropy"] = -self.entropy_coef * (weight * entropy).mean()
+            terms["entropy"] = entropy.detach().mean()
+        out = self._output(**terms)
         out.set("imagined", targets)
         return out
+
+    def _act_on_detached(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """The actor on the imagined state with its graph cut (Dreamer's stop-gradient):
+        the returns reach the actor through its actions, not back through its input into
+        the dynamics of earlier steps."""
+        if not self.entropy_coef:
+            action = self.actor_network(tensordict.detach()).get(self._keys.action)
+            return tensordict.set(self._keys.action, action)
+        dist = self.actor_network.get_dist(tensordict.detach())
+        action, log_prob = sample_with_log_prob(dist)
+        tensordict.set(_LOG_PROB, reduce_to_batch(log_prob, tensordict.batch_dims))
+        return tensordict.set(self._keys.action, action)
 
     def _lambda_returns(self, reward: Tensor, value: Tensor, discount: Tensor) -> Tensor:
         """``R_t = r_t + d_t ((1 - lambda) v_{t+1} + lambda R_{t+1})`` backwards, time dim 1.
