@@ -21,10 +21,10 @@ over seeds of the per-seed wall-clock ratios rlblocks/SB3 (target <= 0.7x) and
 rlblocks/floor (target <= 1.15x), and rlblocks' return on every seed (target: 475 on
 CartPole-v1, -200 on Pendulum-v1).
 
-Algorithms (``--algos``; by default those no setting covers: td3, ddpg, a2c and the
-multi-agent examples whose backend plugin is installed) train at the example's defaults and
-are checked for their return only. They run first and share the
-cores (``--jobs``): their returns do not depend on load, their wall-clock does.
+Algorithms (``--algos``; by default those no setting covers: td3, ddpg, a2c, the rest
+of the model-free table and the examples whose plugin is installed) train at the example's
+defaults and are checked for their return only. They run first and share the cores
+(``--jobs``): their returns do not depend on load, their wall-clock does.
 
 ``--total-frames-override N`` is a smoke-test aid: every run trains N frames, and the
 output says that its figures are not comparable to the targets (no verdicts). The last line
@@ -109,6 +109,12 @@ TARGETS = {
     # accuracy on 1000 held-out problems over the SFT-only model, in points. Frames are the
     # completions GRPO samples.
     "grpo_arithmetic": ("grpo_arithmetic.py", "arithmetic", 153_600, 20.0),
+    # Model-based (issue 18): Dreamer from states on dm_control cartpole/swingup, frames as
+    # physics steps (action repeat 8). The target is Dreamer's own score from pixels after
+    # 100k frames, 326 +- 27 (Hafner et al. 2020's curves, tabulated in Laskin et al. 2020,
+    # CURL, Table 1). Uniform random actions score 133 on average at this action repeat (20
+    # episodes, 29 to 238), constant full force about 75.
+    "dreamer": ("dreamer.py", "cartpole/swingup", 100_000, 326.0),
 }
 # The examples whose figure is the normalized score they print, not the evaluation return.
 SCORED = {"td3bc_offline", "iql_offline", "cql_offline", "dt_offline", "gail"}
@@ -125,6 +131,7 @@ NEEDS_PLUGIN = {
     "vdn_pettingzoo": "rlblocks.pettingzoo",
     **dict.fromkeys(sorted(SCORED), "rlblocks.minari"),  # their datasets are Minari's
     "grpo_arithmetic": "rlblocks.llm",
+    "dreamer": "rlblocks.dmcontrol",
 }
 DEFAULT_ALGOS = ["td3", "ddpg", "a2c", "redq", "crossq", "tqc", "rainbow", "her_bitflip", "impala"]
 DEFAULT_ALGOS += ["ppo_lstm"]

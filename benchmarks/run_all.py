@@ -41,6 +41,7 @@ DISTRIBUTIONS = [
     "h5py",
     "ale-py",
     "opencv-python-headless",
+    "transformers",
     "rlblocks-core",
     "rlblocks-envs",
     "rlblocks-buffers",
@@ -53,6 +54,7 @@ DISTRIBUTIONS = [
     "rlblocks-minari",
     "rlblocks-d4rl",
     "rlblocks-atari",
+    "rlblocks-llm",
 ]
 
 

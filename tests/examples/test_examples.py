@@ -155,3 +155,14 @@ def test_compile_runs_compiled_without_falling_back(script: str, flags: list[str
     if script == "ppo.py":
         eager = _run(script, tmp_path / "eager", *flags)
         assert _final_return(compiled) == _final_return(eager)
+
+
+def test_dreamer_runs_from_pixels(tmp_path: Path) -> None:
+    # The benchmarked run learns from states (a pixel update costs ~100x one from states on
+    # a CPU); --pixels swaps in the convolutional encoder and decoder on rendered frames.
+    small = ["--batch-size", "4", "--slice-len", "20", "--horizon", "5"]
+    result = _run("dreamer.py", tmp_path / "runs", "--pixels", *small)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "hparams.json").read_text())["pixels"] is True
+    assert "final evaluation return:" in result.stdout
