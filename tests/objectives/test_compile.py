@@ -360,7 +360,11 @@ def test_compiled_update_step_matches_eager(build, name):
     in values, gradients, parameters, buffers and priorities, also when a second call reuses
     the compiled graphs."""
     backend = CASES[name][2]
-    compiled = two_updates(build, name, compile={"backend": backend})  # compiled first
+    # A recompile at the second call (state the loss builds at its first call, read by the
+    # graph's guards) would compile each update twice: it raises here, and the step falls
+    # back to eager, which two_updates reports.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled = two_updates(build, name, compile={"backend": backend})  # compiled first
     eager = two_updates(build, name, compile=False)
     for (out, grads, batch, state), (e_out, e_grads, e_batch, e_state) in zip(compiled, eager):
         assert not any(v.requires_grad for v in out.values())

@@ -23,7 +23,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
-from rlblocks.objectives._losses.base import total_loss
+from rlblocks.objectives._losses.base import LossModule, total_loss
 from rlblocks.objectives.errors import ObjectiveConfigError
 
 __all__ = ["UpdateStep", "make_update_step"]
@@ -144,6 +144,8 @@ class UpdateStep:
     # -- compiling ------------------------------------------------------------------------
 
     def _compile(self, kwargs: dict[str, Any]) -> None:
+        if isinstance(self.loss_module, LossModule):
+            self.loss_module._build_lazy_parts()
         # One set of compiled entries per update step: several losses in one process do
         # not share (and exhaust) the recompile limit of these methods' code.
         whole = {"fullgraph": True, "isolate_recompiles": True, **kwargs}

@@ -36,6 +36,7 @@ from rlblocks.objectives.value import (
 
 __all__ = [
     "LossModule",
+    "remember",
     "RequiredKeys",
     "SoftUpdate",
     "HardUpdate",
@@ -54,6 +55,20 @@ __all__ = [
     "required_in_keys",
     "merge_network_keys",
 ]
+
+
+def remember(owner: object, name: str, value: Any) -> Any:
+    """``setattr(owner, name, value)``, except while ``torch.compile`` traces; ``value``.
+
+    For what a loss works out at its first call and keeps (a target entropy read from the
+    batch's action...): set inside a compiled call's trace, it would change what the
+    graph's guards read and compile the loss again at the next call. The traced graph holds
+    the value; the next eager call keeps it.
+    """
+    if not torch.compiler.is_compiling():
+        setattr(owner, name, value)
+    return value
+
 
 # Roles a loss shares with its value estimator (renaming one renames both). Their keys also
 # carry one trailing feature dim, which tells a plain-tensor call the batch shape.
@@ -409,6 +424,16 @@ class LossModule(nn.Module):
             self.make_value_estimator()
         return self._value_estimator
 
+    def _build_lazy_parts(self) -> None:
+        """Build now what the loss builds at its first call (its default estimator).
+
+        ``make_update_step(compile=...)`` calls it: built inside the first compiled call,
+        it would change what the graph's guards read and compile the loss again at the
+        second call.
+        """
+        if self._value_estimator is None and self.default_value_estimator is not None:
+            self.make_value_estimator()
+
     # -- target networks ------------------------------------------------------------------
 
     def _register_target(self, name: str) -> None:
@@ -481,7 +506,9 @@ class LossModule(nn.Module):
         )
         required = self._required_cache.get(case)
         if required is None:
-            required = self._required_cache[case] = self._required_keys(tensordict)
+            required = self._required_keys(tensordict)
+            if not torch.compiler.is_compiling():  # see remember()
+                self._required_cache[case] = required
         check_keys(type(self).__name__, tensordict, *required)
         return self._loss(tensordict)
 

@@ -25,6 +25,7 @@ from rlblocks.objectives._losses.base import (
     distance_loss,
     entropy,
     reduce_to_batch,
+    remember,
 )
 from rlblocks.objectives._losses.ddpg import _mu
 from rlblocks.objectives._losses.off_policy import TemperatureMixin
@@ -187,8 +188,9 @@ class OnlineDTLoss(TemperatureMixin, _SequenceLoss):
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         action, mask = self._target_action(tensordict)
         steps = action.ndim - 1
-        if self.target_entropy is None:
-            self.target_entropy = -float(action.shape[-1])
+        target_entropy = self.target_entropy
+        if target_entropy is None:
+            target_entropy = remember(self, "target_entropy", -float(action.shape[-1]))
         dist = self.actor_network.get_dist(tensordict.copy())
         log_prob = reduce_to_batch(dist.log_prob(action), steps)
         entropy_mean = self._masked_mean(entropy(dist, steps, self.samples_mc_entropy), mask)
@@ -196,7 +198,7 @@ class OnlineDTLoss(TemperatureMixin, _SequenceLoss):
         return self._output(
             loss_log_likelihood=-self._masked_mean(log_prob, mask),
             loss_entropy=-alpha * entropy_mean,
-            loss_alpha=self._alpha_loss(self.target_entropy - entropy_mean),
+            loss_alpha=self._alpha_loss(target_entropy - entropy_mean),
             entropy=entropy_mean.detach(),
             alpha=alpha,
         )

@@ -21,6 +21,7 @@ from rlblocks.objectives._losses.base import (
     merge_network_keys,
     per_sample_dims,
     reduce_to_batch,
+    remember,
     sample_with_log_prob,
 )
 from rlblocks.objectives._losses.dqn import select_action_values
@@ -132,7 +133,7 @@ class SACLoss(_SoftActorCritic):
             # "auto" without a spec: minus the number of action dims (per agent for a
             # group), read from the batch.
             action = tensordict.get(self._keys.action)
-            self.target_entropy = -float(action.shape[sample_dims:].numel())
+            return remember(self, "target_entropy", -float(action.shape[sample_dims:].numel()))
         return self.target_entropy
 
     def _sample(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
