@@ -271,7 +271,9 @@ def run_side(
     script = f"{setting.algo}.py"
     if side in ("rlblocks", "compiled"):
         command = [sys.executable, str(EXAMPLES / script), *common]
-        command += ["--runs-dir", runs_dir, "--no-progress"]
+        # No learning-curve plot (matplotlib's import and a PNG: about 0.4 s), which the
+        # floor and SB3 do not draw either.
+        command += ["--runs-dir", runs_dir, "--no-progress", "--no-plot"]
         command += ["--compile"] if side == "compiled" else []
     elif side == "floor":
         command = [sys.executable, str(FLOORS / script), *common]
@@ -396,8 +398,8 @@ def print_setting_header(name: str, setting: Setting, frames: int, sb3_status: s
     print(f"  source: {setting.source}")
     print(f"  flags, the same on every side: {setting.flags}")
     print(
-        f"  rlblocks: examples/{setting.algo}.py (also writes its run folder: CSV log, "
-        f"checkpoint, learning-curve plot)"
+        f"  rlblocks: examples/{setting.algo}.py --no-plot (also writes its run folder: CSV "
+        f"log, checkpoint)"
     )
     print(f"  floor: benchmarks/floors/{setting.algo}.py (plain PyTorch, no logging)")
     if sb3_status:

@@ -53,6 +53,11 @@ def base_parser(description: str, env_id: str, total_frames: int) -> argparse.Ar
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
+        "--no-plot",
+        action="store_true",
+        help="skip learning_curve.png (and importing matplotlib, about half a second)",
+    )
+    parser.add_argument(
         "--compile",
         action="store_true",
         help="compile each gradient update with torch.compile (eager after a warning if "
@@ -283,7 +288,8 @@ def finish(
     checkpoint = {name: module.state_dict() for name, module in modules.items()}
     torch.save({"frames": frames, "args": vars(args), **checkpoint}, run_dir / "checkpoint.pt")
     torch.save(policy, run_dir / "policy.pt")  # the whole module: torch.load(weights_only=False)
-    plot_learning_curve(run_dir)
+    if not getattr(args, "no_plot", False):
+        plot_learning_curve(run_dir)
     print(f"final evaluation return: {eval_return:.1f} ({args.eval_episodes} episodes)")
     print(f"run folder: {run_dir}")
     return eval_return

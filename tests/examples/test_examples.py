@@ -59,8 +59,13 @@ OPT_IN = {
         {"anneal_clip": True, "export": "pt2", "video": "gif"},
     ),
     "dqn.py": (
-        "--target-update-frames 10 --loss-function smooth_l1 --max-grad-norm 10",
-        {"target_update_frames": 10, "loss_function": "smooth_l1", "max_grad_norm": 10.0},
+        "--target-update-frames 10 --loss-function smooth_l1 --max-grad-norm 10 --no-plot",
+        {
+            "target_update_frames": 10,
+            "loss_function": "smooth_l1",
+            "max_grad_norm": 10.0,
+            "no_plot": True,
+        },
     ),
     "sac.py": ("--loss-function l2", {"loss_function": "l2"}),
 }
@@ -104,8 +109,11 @@ def test_example_runs_and_writes_its_run_folder(
     recorded = json.loads((run_dir / "hparams.json").read_text())
     assert {key: recorded[key] for key in hparams} == hparams
     assert run_dir.name.startswith(script.removesuffix(".py").removesuffix("_offline"))
-    for name in ("scalars.csv", "hparams.json", "checkpoint.pt", "learning_curve.png"):
+    for name in ("scalars.csv", "hparams.json", "checkpoint.pt"):
         assert (run_dir / name).stat().st_size > 0, name
+    curve = run_dir / "learning_curve.png"
+    assert curve.exists() != hparams.get("no_plot", False)  # --no-plot: no curve drawn
+    assert not curve.exists() or curve.stat().st_size > 0
     assert "eval/return" in (run_dir / "scalars.csv").read_text()
     assert "final evaluation return:" in result.stdout
     assert f"run folder: {run_dir}" in result.stdout
