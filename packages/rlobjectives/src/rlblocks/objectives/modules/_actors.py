@@ -426,7 +426,8 @@ class QValueModule(TensorDictModuleBase):
                 action = action.to(self.spec.dtype)
         action_key, value_key, chosen_key = self.out_keys
         tensordict.set(action_key, action)
-        tensordict.set(value_key, tensordict.get(self.action_value_key))
+        if value_key != self.action_value_key:
+            tensordict.set(value_key, tensordict.get(self.action_value_key))
         tensordict.set(chosen_key, chosen)
         return tensordict
 
