@@ -145,7 +145,8 @@ class FailingCompile:
 
     def __call__(self, fn, **kwargs):
         self.compiled.append(fn.__name__)
-        assert kwargs["fullgraph"] is (fn.__name__ != "_step")  # step() graph-breaks itself
+        # step() graph-breaks itself
+        assert kwargs["fullgraph"] is (fn.__name__ != "_clip_and_step")
 
         def compiled(*args):
             if fn.__name__ == self.failing:
@@ -155,14 +156,14 @@ class FailingCompile:
         return compiled
 
 
-@pytest.mark.parametrize("part", ["_forward", "_clip", "_step"])
+@pytest.mark.parametrize("part", ["_forward", "_clip_and_step"])
 def test_a_failing_compile_falls_back_to_eager_with_one_warning(build, monkeypatch, part):
     fake = FailingCompile(part)
     monkeypatch.setattr(torch, "compile", fake)
     loss, reference = ppo_loss(build), ppo_loss(build)
     update = make_update_step(loss, adam(loss), max_grad_norm=0.05, compile=True)
     eager = make_update_step(reference, adam(reference), max_grad_norm=0.05)
-    assert fake.compiled == ["_forward", "_clip", "_step"] and update.compiled
+    assert fake.compiled == ["_forward", "_clip_and_step"] and update.compiled
     with pytest.warns(UserWarning, match="ClipPPOLoss failed") as record:
         out = update(ppo_batch(build))
     assert len(record) == 1

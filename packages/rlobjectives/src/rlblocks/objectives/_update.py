@@ -1,14 +1,16 @@
 """``make_update_step``: one optimizer update of a loss, optionally under ``torch.compile``.
 
-An update is ``zero_grad -> loss -> backward -> clip -> step``. Compiled, it runs as three
+An update is ``zero_grad -> loss -> backward -> clip -> step``. Compiled, it runs as two
 compiled parts: the loss with its total (one graph; AOTAutograd compiles its backward, at
-the first ``backward()``), the gradient clipping (one graph) and ``optimizer.step()``
-(compiled the way PyTorch's "Compiling the optimizer with torch.compile" recipe does it: a
-function calling ``step()``, without ``fullgraph``, since ``step()`` graph-breaks around its
-body on purpose). A part that fails to compile falls back before the parameters or the
-optimizer changed: the loss and its backward run before the step, and the loss's buffers
-(e.g. ``KLPENPPOLoss``'s adaptive ``beta``) are put back before the eager rerun. That part
-and the rest of the update then run eager, and so does every later call.
+the first ``backward()``), and the gradient clipping with ``optimizer.step()`` (compiled the
+way PyTorch's "Compiling the optimizer with torch.compile" recipe does it: a function
+calling ``step()``, without ``fullgraph``, since ``step()`` graph-breaks around its body on
+purpose; the clipping is the graph before it). One part fewer than clipping apart: each
+compiled call checks its guards over every parameter, ~15 us a step on a small network. A
+part that fails to compile falls back before the parameters or the optimizer changed: the
+loss and its backward run before the step, and the loss's buffers (e.g. ``KLPENPPOLoss``'s
+adaptive ``beta``) are put back before the eager rerun. That part and the rest of the update
+then run eager, and so does every later call.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class UpdateStep:
         self.terms = terms
         self.optimizer = optimizer
         self.max_grad_norm = max_grad_norm
-        # "forward", "clip", "step" -> the compiled part; empty when running eager.
+        # "forward", "step" -> the compiled part; empty when running eager.
         self._compiled: dict[str, Callable[..., Any]] = {}
         self._warm = False  # whether a compiled call went through (compiling is done)
         if compile_kwargs is not None:
@@ -106,9 +108,9 @@ class UpdateStep:
         self.optimizer.zero_grad(set_to_none=True)
         out = self._run("forward", self._forward_backward, batch)
         result = out.detach()
-        if self.max_grad_norm is not None:
-            result.set("grad_norm", self._run("clip", self._clip).detach())
-        self._run("step", self._step)
+        norm = self._run("step", self._clip_and_step)
+        if norm is not None:
+            result.set("grad_norm", norm.detach())
         return result
 
     # -- the parts, eager -----------------------------------------------------------------
@@ -135,11 +137,13 @@ class UpdateStep:
         # Read at each call: a param group added later is clipped too.
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def _clip(self) -> Tensor:
-        return nn.utils.clip_grad_norm_(self._params(), self.max_grad_norm, foreach=True)
-
-    def _step(self) -> None:
+    def _clip_and_step(self) -> Tensor | None:
+        """Clip (when ``max_grad_norm`` is set), step; the norm before clipping, or None."""
+        norm = None
+        if self.max_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(self._params(), self.max_grad_norm, foreach=True)
         self.optimizer.step()
+        return norm
 
     # -- compiling ------------------------------------------------------------------------
 
@@ -151,10 +155,10 @@ class UpdateStep:
         whole = {"fullgraph": True, "isolate_recompiles": True, **kwargs}
         try:
             forward = torch.compile(self._forward, **whole)
-            clip = torch.compile(self._clip, **whole)
-            # step() graph-breaks around its body on purpose; the body is one graph,
-            # compiled before it runs.
-            step = torch.compile(self._step, **{**whole, "fullgraph": False})
+            # step() graph-breaks around its body on purpose; the clipping before it and
+            # the body are a graph each. If compiling the body fails, the eager rerun clips
+            # gradients the compiled clip already clipped: the same gradients again.
+            step = torch.compile(self._clip_and_step, **{**whole, "fullgraph": False})
         except Exception as error:
             raise ObjectiveConfigError(
                 f"make_update_step: torch.compile rejected compile={kwargs!r} "
@@ -170,7 +174,7 @@ class UpdateStep:
             return out
 
         if not kwargs.get("disable", False):
-            self._compiled = {"forward": forward_with_backward, "clip": clip, "step": step}
+            self._compiled = {"forward": forward_with_backward, "step": step}
 
     def _run(self, part: str, eager: Callable[..., Any], *args: Any) -> Any:
         """The compiled ``part`` on ``args``; if it fails, ``eager`` and eager from now on."""
