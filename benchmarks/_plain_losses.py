@@ -417,10 +417,10 @@ class PlainPPO(PlainA2C):
 class PlainUpdate:
     """One hand-written update: zero_grad, losses, backward, clipping, Adam step, targets.
 
-    With ``compile_kwargs`` (``torch.compile``'s arguments), the same three parts as
+    With ``compile_kwargs`` (``torch.compile``'s arguments), the same two parts as
     ``make_update_step`` are compiled: the losses with their sum (AOTAutograd compiles the
-    backward with them), the clipping, and ``optimizer.step()`` (as PyTorch's "Compiling the
-    optimizer" recipe does, without ``fullgraph``: ``step()`` graph-breaks on purpose).
+    backward with them), and the clipping with ``optimizer.step()`` (as PyTorch's "Compiling
+    the optimizer" recipe does, without ``fullgraph``: ``step()`` graph-breaks on purpose).
     """
 
     def __init__(
@@ -434,28 +434,24 @@ class PlainUpdate:
         self.params = algo.parameters()
         self.optimizer = torch.optim.Adam(self.params, **adam)
         self.max_grad_norm = max_grad_norm
-        self.forward, self.clip, self.step = self._forward, self._clip, self._step
+        self.forward, self.step = self._forward, self._clip_and_step
         if compile_kwargs is not None:
             self.forward = torch.compile(self._forward, **compile_kwargs)
-            self.clip = torch.compile(self._clip, **compile_kwargs)
-            self.step = torch.compile(self._step, **{**compile_kwargs, "fullgraph": False})
+            self.step = torch.compile(self._clip_and_step, **{**compile_kwargs, "fullgraph": False})
 
     def _forward(self, b: Batch) -> tuple[dict[str, Tensor], Tensor]:
         terms = self.algo.losses(b)
         return terms, sum(terms.values())
 
-    def _clip(self) -> Tensor:
-        return nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
-
-    def _step(self) -> None:
+    def _clip_and_step(self) -> None:
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         self.optimizer.step()
 
     def __call__(self, b: Batch) -> dict[str, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         terms, total = self.forward(b)
         total.backward()
-        if self.max_grad_norm is not None:
-            self.clip()
         self.step()
         self.algo.update_targets()
         return {k: v.detach() for k, v in terms.items()}
