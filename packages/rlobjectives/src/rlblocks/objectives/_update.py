@@ -6,8 +6,8 @@ the first ``backward()``), and the gradient clipping with ``optimizer.step()`` (
 way PyTorch's "Compiling the optimizer with torch.compile" recipe does it: a function
 calling ``step()``, without ``fullgraph``, since ``step()`` graph-breaks around its body on
 purpose; the clipping is the graph before it). One part fewer than clipping apart: each
-compiled call checks its guards over every parameter, ~15 us a step on a small network. A
-part that fails to compile falls back before the parameters or the optimizer changed: the
+compiled call checks its guards over every parameter (DQN's step on a 256x256 MLP: 831 ->
+792 us). A part that fails to compile falls back before the parameters or the optimizer changed: the
 loss and its backward run before the step, and the loss's buffers (e.g. ``KLPENPPOLoss``'s
 adaptive ``beta``) are put back before the eager rerun. That part and the rest of the update
 then run eager, and so does every later call.
