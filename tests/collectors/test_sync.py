@@ -167,6 +167,32 @@ def test_gym_env_fast_loop_gives_the_batches_of_the_step_loop(make):
     assert fast["next", "done"].sum() >= 2  # episodes ended, and continued across batches
 
 
+@pytest.mark.parametrize("frames_per_batch", [1, 7, 8])
+def test_short_batches_take_the_step_loop(frames_per_batch):
+    # The numpy loop's setup per batch costs more than it saves over fewer than
+    # MIN_NUMPY_LOOP_STEPS steps; the data are the same either way (test above).
+    from rlblocks.collectors._sync import MIN_NUMPY_LOOP_STEPS
+
+    net = torch.nn.Linear(4, 2)
+    module = TensorDictModule(lambda obs: net(obs).argmax(-1), ["observation"], ["action"])
+    env = GymEnv("CartPole-v1")
+    calls = []
+    numpy_loop = env.fast_rollout
+
+    def spy(*args, **kwargs):
+        out = numpy_loop(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    env.fast_rollout = spy
+    total = 4 * frames_per_batch
+    with SyncDataCollector(env, module, frames_per_batch=frames_per_batch, total_frames=total) as c:
+        frames = sum(batch.numel() for batch in c)
+    env.close()
+    assert frames == total
+    assert calls == ([True] * 3 if frames_per_batch >= MIN_NUMPY_LOOP_STEPS else [])
+
+
 def test_exploration_type_is_set_while_collecting(kit):
     seen = []
 

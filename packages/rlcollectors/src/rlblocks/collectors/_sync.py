@@ -37,6 +37,13 @@ from rlblocks.envs import EnvBase, StepCounter, TransformedEnv
 
 __all__ = ["SyncDataCollector", "env_chain", "env_resumable"]
 
+# An env's numpy loop (``fast_rollout``) sets up buffers, a trajectory writer and the
+# batch's TensorDict per call (~0.3 ms), and saves a few tens of microseconds per step
+# over the step loop. A batch of fewer steps per env than this has too few steps to pay
+# the setup back (Pendulum-v1, one env, a TanhNormal MLP policy: per frame, 473 us
+# numpy loop vs 275 us step loop at 1 step a batch, on par at 8, 139 vs 159 at 16).
+MIN_NUMPY_LOOP_STEPS = 8
+
 
 def env_chain(env: EnvBase) -> list[EnvBase]:
     """``env`` and the envs it wraps, outermost first (a chain of ``TransformedEnv``)."""
@@ -217,8 +224,10 @@ class SyncDataCollector(DataCollectorBase):
     def _fast_rollout(self, td: TensorDictBase, random: bool) -> TensorDictBase | None:
         """The batch from the env's own fast loop (e.g. numpy over gymnasium), if it has one
         for this policy; ``None`` otherwise. Not before the policy's first action was
-        validated by the step loop."""
+        validated by the step loop, nor for batches too short to pay for its setup."""
         policy = self._policy_call
+        if self.steps_per_batch < MIN_NUMPY_LOOP_STEPS:
+            return None
         if policy is not None and (random or self._move_for_policy or not self._checked):
             return None
         env = self.env
