@@ -463,3 +463,20 @@ def test_off_policy_loss_with_td_lambda_over_trajectories(build):
     )
     pred = net(td["observation"])[..., :1]
     torch.testing.assert_close(out["loss_qvalue"], F.mse_loss(pred, target))
+
+
+def test_frozen_call_blocks_parameter_grads_and_restores_requires_grad_after_errors():
+    from tensordict.nn import TensorDictModule
+
+    from rlblocks.objectives._losses.base import frozen_call
+
+    net = nn.Linear(3, 1)
+    net.bias.requires_grad_(False)  # already frozen by the user: stays frozen
+    critic = TensorDictModule(net, in_keys=["x"], out_keys=["y"])
+    x = torch.randn(4, 3, requires_grad=True)
+    frozen_call(critic, TensorDict(x=x, batch_size=[4]))["y"].sum().backward()
+    assert x.grad is not None and net.weight.grad is None
+    assert net.weight.requires_grad and not net.bias.requires_grad
+    with pytest.raises(RuntimeError):  # wrong input width: the call fails midway
+        frozen_call(critic, TensorDict(x=torch.randn(4, 2), batch_size=[4]))
+    assert net.weight.requires_grad and not net.bias.requires_grad

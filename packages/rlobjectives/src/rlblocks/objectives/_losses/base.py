@@ -132,8 +132,21 @@ def frozen_call(module: nn.Module, tensordict: TensorDictBase) -> TensorDictBase
     Gradients still flow through the inputs (e.g. an action from the actor) but none reach
     the module's parameters: how an actor loss reads a critic.
     """
-    params = {name: p.detach() for name, p in module.named_parameters()}
-    return torch.func.functional_call(module, params, (tensordict.copy(),), strict=False)
+    if torch.compiler.is_compiling():  # dynamo cannot trace requires_grad_()
+        params = {name: p.detach() for name, p in module.named_parameters()}
+        return torch.func.functional_call(module, params, (tensordict.copy(),), strict=False)
+    # Eager, the parameters stop requiring grad for the call (autograd records that at each
+    # op, so their uses before and after are unaffected): the result of the functional call
+    # above, without its swapping of every parameter in and out, which cost ~10% of a
+    # 256x256 critic's forward pass at batch 256 (380 vs 345 us).
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        return module(tensordict.copy())
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def reduce_to_batch(x: Tensor, batch_dims: int) -> Tensor:
