@@ -118,6 +118,19 @@ def test_the_direct_call_equals_the_sequence(exploration, return_log_prob):
             torch.testing.assert_close(direct[key], generic[key], rtol=0, atol=0)
 
 
+def test_the_direct_get_dist_equals_the_sequence():
+    """Losses call get_dist once per update; the direct path must build the distribution
+    tensordict's get_dist builds, and write the same parameters into the input."""
+    actor = gaussian_actor()
+    direct_td, generic_td = observations(), observations()
+    direct = actor.get_dist(direct_td)
+    generic = ProbabilisticTensorDictSequential.get_dist(actor, generic_td)
+    assert type(direct) is type(generic)
+    torch.testing.assert_close(direct.loc, generic.loc, rtol=0, atol=0)
+    torch.testing.assert_close(direct.scale, generic.scale, rtol=0, atol=0)
+    assert set(direct_td.keys()) == set(generic_td.keys()) == {"observation", "loc", "scale"}
+
+
 class _WritesAction(nn.Module):
     def forward(self, obs):
         return obs[..., :2], obs[..., :2].abs() + 0.1, torch.zeros(obs.shape[0], 2)
