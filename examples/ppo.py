@@ -83,6 +83,8 @@ loss_module = ClipPPOLoss(
     actor,
     critic,
     clip_epsilon=args.clip_coef,
+    # No entropy term at weight 0 (rl-zoo's): it would train nothing and cost ~5% of a step.
+    entropy_bonus=args.ent_coef > 0,
     entropy_coef=args.ent_coef,
     critic_coef=args.vf_coef,
     loss_critic_type="l2",  # squared error, as SB3 and CleanRL
@@ -125,9 +127,9 @@ for update, batch in enumerate(collector):
     metrics.add(
         pg_loss=out["loss_objective"],
         v_loss=out["loss_critic"],
-        entropy=out["entropy"],
         clipfrac=out["clip_fraction"],
         approx_kl=out["kl_approx"],
+        **({"entropy": out["entropy"]} if "entropy" in out.keys() else {}),
     )
     metrics.flush(logger, frames)
     log_episodes(logger, bar, batch, frames)
