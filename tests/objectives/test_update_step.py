@@ -295,3 +295,39 @@ def test_a_failing_backward_compile_falls_back_before_the_loss_changed_anything(
     assert_same(out, make_update_step(reference, adam(reference))(batch()))
     assert float(loss.beta) == float(reference.beta) != 1.0  # adapted once, not twice
     assert_same(state(loss), state(reference))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_step_body_that_fails_to_compile_after_the_compiled_clip_ran(build):
+    # The clip is the graph before step()'s own graph break; here it compiles and runs,
+    # then the optimizer's body fails to compile. The eager rerun clips again (gradients
+    # already within the norm stay as they are) and steps once: the eager update's state.
+    def backend(graph, example_inputs):
+        if any("addcdiv" in str(node.target) for node in graph.graph.nodes):
+            raise RuntimeError("the optimizer body fails on purpose")
+        compiled.append(graph)
+        return graph.forward
+
+    compiled = []
+
+    torch._dynamo.reset()
+    loss, reference = ppo_loss(build), ppo_loss(build)
+    max_norm = 1e-3  # small enough that the first clip changes the gradients
+    update = make_update_step(
+        loss, adam(loss), max_grad_norm=max_norm, compile={"backend": backend}
+    )
+    with pytest.warns(UserWarning, match="ClipPPOLoss failed .*optimizer body fails on purpose"):
+        out = update(ppo_batch(build))
+    torch._dynamo.reset()
+    expected = make_update_step(reference, adam(reference), max_grad_norm=max_norm)(
+        ppo_batch(build)
+    )
+    assert not update.compiled
+    # The loss's graph and the clip's ran compiled before the body failed.
+    assert any("foreach_norm" in str(n.target) for g in compiled for n in g.graph.nodes)
+    assert_same(state(loss), state(reference))
+    # On this one call the norm is read after the first clip: the threshold, not the
+    # pre-clip norm the eager update reports.
+    assert float(expected["grad_norm"]) > max_norm
+    torch.testing.assert_close(float(out["grad_norm"]), max_norm, rtol=1e-4, atol=0)
+    assert_same(out.exclude("grad_norm"), expected.exclude("grad_norm"))
