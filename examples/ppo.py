@@ -83,7 +83,7 @@ loss_module = ClipPPOLoss(
     actor,
     critic,
     clip_epsilon=args.clip_coef,
-    # No entropy term at weight 0 (rl-zoo's): it would train nothing and cost ~5% of a step.
+    # No entropy term at weight 0 (rl-zoo's): it would train nothing, at ~4% of a step.
     entropy_bonus=args.ent_coef > 0,
     entropy_coef=args.ent_coef,
     critic_coef=args.vf_coef,
