@@ -480,3 +480,30 @@ def test_frozen_call_blocks_parameter_grads_and_restores_requires_grad_after_err
     with pytest.raises(RuntimeError):  # wrong input width: the call fails midway
         frozen_call(critic, TensorDict(x=torch.randn(4, 2), batch_size=[4]))
     assert net.weight.requires_grad and not net.bias.requires_grad
+
+
+def test_frozen_call_inside_an_outer_functional_call_blocks_the_swapped_in_parameters():
+    # Parameters computed from others (meta-learning, torch.func) are not leaves: their
+    # requires_grad flag cannot be turned off, so the call detaches them instead.
+    from tensordict.nn import TensorDictModule
+
+    from rlblocks.objectives._losses.base import frozen_call
+
+    class Reader(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.critic = TensorDictModule(nn.Linear(3, 1), in_keys=["x"], out_keys=["y"])
+
+        def forward(self, td):
+            return frozen_call(self.critic, td)["y"]
+
+    reader = Reader()
+    base = {name: p for name, p in reader.named_parameters()}
+    swapped = {name: p * 2.0 for name, p in base.items()}  # computed: not leaves
+    x = torch.randn(4, 3, requires_grad=True)
+    y = torch.func.functional_call(reader, swapped, (TensorDict(x=x, batch_size=[4]),))
+    y.sum().backward()
+    assert x.grad is not None
+    assert all(p.grad is None for p in base.values())
+    weight = swapped["critic.module.weight"]
+    torch.testing.assert_close(x.grad, weight.detach().expand(4, 3))

@@ -132,14 +132,16 @@ def frozen_call(module: nn.Module, tensordict: TensorDictBase) -> TensorDictBase
     Gradients still flow through the inputs (e.g. an action from the actor) but none reach
     the module's parameters: how an actor loss reads a critic.
     """
-    if torch.compiler.is_compiling():  # dynamo cannot trace requires_grad_()
-        params = {name: p.detach() for name, p in module.named_parameters()}
-        return torch.func.functional_call(module, params, (tensordict.copy(),), strict=False)
-    # Eager, the parameters stop requiring grad for the call (autograd records that at each
-    # op, so their uses before and after are unaffected): the result of the functional call
-    # above, without its swapping of every parameter in and out, which cost ~10% of a
-    # 256x256 critic's forward pass at batch 256 (380 vs 345 us).
     params = [p for p in module.parameters() if p.requires_grad]
+    # Dynamo cannot trace requires_grad_(), and only leaves have the flag to change (not,
+    # e.g., parameters an outer torch.func.functional_call swapped in as computed tensors).
+    if torch.compiler.is_compiling() or not all(p.is_leaf for p in params):
+        detached = {name: p.detach() for name, p in module.named_parameters()}
+        return torch.func.functional_call(module, detached, (tensordict.copy(),), strict=False)
+    # Otherwise the parameters stop requiring grad for the call (autograd records that at
+    # each op, so their uses before and after are unaffected): the result of the functional
+    # call above, without its swapping of every parameter in and out, which cost ~10% of a
+    # 256x256 critic's forward pass at batch 256 (380 vs 345 us).
     for p in params:
         p.requires_grad_(False)
     try:
