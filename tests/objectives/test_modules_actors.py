@@ -131,6 +131,30 @@ def test_the_direct_get_dist_equals_the_sequence():
     assert set(direct_td.keys()) == set(generic_td.keys()) == {"observation", "loc", "scale"}
 
 
+def test_get_dist_runs_the_stages_under_the_samplers_default_interaction_type():
+    from tensordict.nn import interaction_type
+
+    seen = []
+
+    class Reads(nn.Module):
+        def forward(self, obs):
+            seen.append(interaction_type())
+            return obs[..., :2], obs[..., :2].abs() + 0.1
+
+    net = TensorDictModule(Reads(), ["observation"], ["loc", "scale"])
+    actor = ProbabilisticActor(
+        net,
+        ["loc", "scale"],
+        distribution_class=TanhNormal,
+        default_interaction_type=ExplorationType.DETERMINISTIC,
+    )
+    actor.get_dist(observations())
+    ProbabilisticTensorDictSequential.get_dist(actor, observations())
+    with set_exploration_type(ExplorationType.RANDOM):
+        actor.get_dist(observations())
+    assert seen == [ExplorationType.DETERMINISTIC] * 2 + [ExplorationType.RANDOM]
+
+
 class _WritesAction(nn.Module):
     def forward(self, obs):
         return obs[..., :2], obs[..., :2].abs() + 0.1, torch.zeros(obs.shape[0], 2)
