@@ -5,7 +5,9 @@ A policy is any callable ``TensorDict -> TensorDict``. Calling a plain
 usually wraps (argument dispatch, key unravelling, error wrapping), so when the module is a
 plain one (no hooks, no keyword mapping, in-place output) the collector reads the inputs,
 calls the wrapped module and writes the outputs itself: the same result, a fraction of the
-overhead. Anything else is called as given.
+overhead. A plain ``TensorDictSequential`` of such modules (a Q-value actor followed by
+epsilon-greedy exploration) runs its modules that way, in order. Anything else is called as
+given.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 
 from rlblocks.collectors.errors import CollectorConfigError
@@ -44,12 +46,20 @@ def check_policy(owner: str, policy: Any) -> None:
         )
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether ``module(...)`` does more than ``module.forward(...)``: hooks, or a
+    ``module.compile()``d call."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._compiled_call_impl is not None
+    )
+
+
 def _is_plain_module(policy: Any) -> bool:
-    if type(policy) is not TensorDictModule:
+    if type(policy) is not TensorDictModule or _has_hooks(policy):
         return False
-    # Hooks, keyword inputs, a method, non in-place output or selected out keys all change
-    # what __call__ does; such modules keep going through it.
-    if policy._forward_hooks or policy._forward_pre_hooks or policy._kwargs is not None:
+    # Keyword inputs, a method, non in-place output or selected out keys all change what
+    # __call__ does; such modules keep going through it.
+    if policy._kwargs is not None:
         return False
     if policy.method is not None or policy.method_kwargs or policy._get_kwargs:
         return False
@@ -58,17 +68,34 @@ def _is_plain_module(policy: Any) -> bool:
     return list(policy.out_keys) == list(policy.out_keys_source)
 
 
-def fast_policy_call(policy: PolicyFn) -> PolicyFn:
-    """Return a function that computes ``policy(td)`` with the least Python overhead.
+def _is_plain_sequence(policy: Any) -> bool:
+    """A ``TensorDictSequential`` (or a subclass that keeps its call, e.g. ``QValueActor``)
+    that runs its modules in place, in order, and returns what they wrote."""
+    if not isinstance(policy, TensorDictSequential) or _has_hooks(policy):
+        return False
+    cls = type(policy)
+    for name in ("forward", "_run_module", "_module_iter"):
+        if getattr(cls, name) is not getattr(TensorDictSequential, name):
+            return False
+    if policy.partial_tolerant or policy.inplace not in (None, True):
+        return False
+    return list(policy.out_keys) == list(policy.out_keys_source)
 
-    Args:
-        policy: The policy; a plain ``TensorDictModule`` gets a direct call of its module.
 
-    Returns:
-        A callable with the semantics of ``policy`` (writes into and returns ``td``).
-    """
-    if not _is_plain_module(policy) or nn.modules.module._global_forward_hooks:
-        return policy
+def _direct_call(policy: Any) -> PolicyFn | None:
+    """A function with the semantics of ``policy(td)`` minus the wrappers, or ``None``
+    when ``policy`` must keep its own call."""
+    if not isinstance(policy, nn.Module) or _has_hooks(policy):
+        return None
+    if _is_plain_module(policy):
+        return _module_call(policy)
+    if _is_plain_sequence(policy):
+        return _sequence_call(policy)
+    return policy.forward  # nn.Module.__call__ without hooks is forward
+
+
+def _module_call(policy: TensorDictModule) -> PolicyFn:
+    """Read the inputs, call the wrapped module, write the outputs."""
     module = policy.module
     in_keys = list(policy.in_keys)
     out_keys = list(policy.out_keys)
@@ -86,8 +113,61 @@ def fast_policy_call(policy: PolicyFn) -> PolicyFn:
         _write_outputs(policy, td, out)
         return td
 
+    return call
+
+
+def _sequence_call(policy: TensorDictSequential) -> PolicyFn:
+    """Run the modules' direct calls in order, as ``TensorDictSequential`` runs them."""
+    children = policy.module
+    modules = list(children.values() if isinstance(children, nn.ModuleDict) else children)
+    steps = [(_direct_call(m) or m, m) for m in modules]
+    out_keys = list(policy.out_keys)
+    into_input = policy.inplace is True  # None: return what the last module returned
+
+    def call(td: TensorDictBase) -> TensorDictBase:
+        current = td
+        for number, (step, module) in enumerate(steps):
+            try:
+                current = step(current)
+            except Exception as error:
+                # The note TensorDictSequential adds: which module failed.
+                error.add_note(f"Failed while executing module '{number}' ({module}).")
+                raise
+        if into_input and current is not td:  # a module returned a new TensorDict
+            td.update(current, keys_to_update=out_keys)
+            return td
+        return current
+
+    return call
+
+
+def fast_policy_call(policy: PolicyFn) -> PolicyFn:
+    """Return a function that computes ``policy(td)`` with the least Python overhead.
+
+    Calling a ``tensordict.nn`` module costs more than the small networks it usually
+    wraps (argument dispatch, key unravelling, error wrapping). Without hooks, a plain
+    ``TensorDictModule`` gets a direct call of its module, a plain ``TensorDictSequential``
+    (``QValueActor``, ``TensorDictSequential(actor, EGreedyModule(spec))``...) the direct
+    calls of its modules in order, any other ``nn.Module`` its ``forward``.
+
+    Args:
+        policy: The policy.
+
+    Returns:
+        A callable with the semantics of ``policy`` (writes into and returns ``td``), with
+        the policy's ``in_keys``/``out_keys``; ``policy`` itself when nothing is gained.
+    """
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return policy
+    if _is_plain_module(policy):
+        call = _module_call(policy)
+    elif _is_plain_sequence(policy):
+        call = _sequence_call(policy)
+    else:
+        return policy
     # What the policy reads and writes: lets an env's fast rollout loop drive the call.
-    call.in_keys, call.out_keys = in_keys, out_keys  # type: ignore[attr-defined]
+    call.in_keys = list(policy.in_keys)  # type: ignore[attr-defined]
+    call.out_keys = list(policy.out_keys)  # type: ignore[attr-defined]
     return call
 
 
