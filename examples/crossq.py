@@ -37,6 +37,7 @@ from _common import (
     make_train_env,
     progress,
     setup,
+    store,
     td3_step,
 )
 
@@ -86,7 +87,7 @@ collector = SyncDataCollector(
 metrics, bar, frames, updates = Metrics(), progress(args), 0, 0
 for batch in collector:
     frames += batch.numel()
-    replay_buffer.extend(batch.reshape(-1))
+    store(replay_buffer, batch, loss_module)
     if frames >= args.learning_starts:
         for _ in range(max(1, int(args.utd * batch.numel()))):
             updates += 1

@@ -21,6 +21,7 @@ from _common import (
     make_train_env,
     progress,
     setup,
+    store,
     update_step,
 )
 from tensordict.nn import TensorDictSequential
@@ -94,7 +95,7 @@ collector = SyncDataCollector(
 metrics, bar, frames = Metrics(), progress(args), 0
 for batch in collector:
     frames += batch.numel()
-    replay_buffer.extend(batch.reshape(-1))
+    store(replay_buffer, batch, loss_module)
     explore.step(batch.numel())
     every = args.target_update_frames
     if every and frames // every > (frames - batch.numel()) // every:

@@ -25,6 +25,7 @@ from _common import (
     make_train_env,
     progress,
     setup,
+    store,
     td3_step,
 )
 from tensordict.nn import TensorDictSequential
@@ -79,7 +80,7 @@ collector = SyncDataCollector(
 metrics, bar, frames, updates = Metrics(), progress(args), 0, 0
 for batch in collector:
     frames += batch.numel()
-    replay_buffer.extend(batch.reshape(-1))
+    store(replay_buffer, batch, loss_module)
     if frames < args.learning_starts:
         log_episodes(logger, bar, batch, frames)
         continue

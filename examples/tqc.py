@@ -36,6 +36,7 @@ from _common import (
     make_train_env,
     progress,
     setup,
+    store,
     update_step,
 )
 
@@ -83,7 +84,7 @@ collector = SyncDataCollector(
 metrics, bar, frames = Metrics(), progress(args), 0
 for batch in collector:
     frames += batch.numel()
-    replay_buffer.extend(batch.reshape(-1))
+    store(replay_buffer, batch, loss_module)
     if frames >= args.learning_starts:
         for _ in range(max(1, int(args.utd * batch.numel()))):
             out = update(replay_buffer.sample())
