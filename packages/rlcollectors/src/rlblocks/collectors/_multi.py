@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch.multiprocessing
@@ -132,6 +132,7 @@ class _MultiCollectorBase(PoolCollectorBase):
         device: Any = None,
         storing_device: Any = None,
         replay_buffer: Any = None,
+        compile_policy: bool | Mapping[str, Any] = False,
         mp_start_method: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
@@ -159,6 +160,7 @@ class _MultiCollectorBase(PoolCollectorBase):
             device=device,
             storing_device=storing_device,
             replay_buffer=replay_buffer,
+            compile_policy=compile_policy,
         )
         weights = policy_weights(policy)
         self._shared_weights = None if weights is None else weights.clone().share_memory_()
@@ -415,6 +417,7 @@ class MultiSyncDataCollector(_MultiCollectorBase):
             :class:`MultiSyncDataCollector` batch gathering several devices is stacked on
             the CPU (as TorchRL does).
         replay_buffer: See :class:`SyncDataCollector` (written from this process).
+        compile_policy: See :class:`SyncDataCollector`; each worker compiles its copy.
         mp_start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; ``None`` uses the
             platform's default.
         timeout: Seconds a worker may take to answer: to build its env, to collect one

@@ -13,6 +13,8 @@ given.
 from __future__ import annotations
 
 import copy
+import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +26,9 @@ from torch import nn
 from rlblocks.collectors.errors import CollectorConfigError
 
 __all__ = [
+    "CompiledPolicy",
     "PolicyFn",
+    "check_compile_policy",
     "check_policy",
     "fast_policy_call",
     "policy_weights",
@@ -169,6 +173,101 @@ def fast_policy_call(policy: PolicyFn) -> PolicyFn:
     call.in_keys = list(policy.in_keys)  # type: ignore[attr-defined]
     call.out_keys = list(policy.out_keys)  # type: ignore[attr-defined]
     return call
+
+
+_COMPILE_ARGS = frozenset(inspect.signature(torch.compile).parameters) - {"model"}
+_MESSAGE_CHARS = 400
+
+
+def check_compile_policy(owner: str, compile_policy: Any) -> dict[str, Any] | None:
+    """The ``torch.compile`` keyword arguments ``compile_policy`` asks for, or ``None``.
+
+    Raises:
+        CollectorConfigError: ``compile_policy`` is not a bool or a mapping of
+            ``torch.compile`` arguments.
+    """
+    if compile_policy is None or compile_policy is False:
+        return None
+    if compile_policy is True:
+        return {}
+    if not isinstance(compile_policy, Mapping):
+        raise CollectorConfigError(
+            f"{owner}: compile_policy must be True, False or a dict of torch.compile keyword "
+            f"arguments (e.g. {{'mode': 'reduce-overhead'}}), got "
+            f"{type(compile_policy).__name__} {compile_policy!r}"
+        )
+    unknown = sorted(set(compile_policy) - _COMPILE_ARGS)
+    if unknown:
+        raise CollectorConfigError(
+            f"{owner}: compile_policy has {unknown}, which torch.compile does not take; its "
+            f"arguments are {sorted(_COMPILE_ARGS)}"
+        )
+    try:  # torch.compile checks the mode, backend and options when called (lazily compiles)
+        torch.compile(_identity, **compile_policy)
+    except Exception as error:
+        raise CollectorConfigError(
+            f"{owner}: torch.compile rejected compile_policy={dict(compile_policy)!r} "
+            f"({type(error).__name__}: {error}); fix that argument, or pass "
+            f"compile_policy=True for torch.compile's defaults"
+        ) from error
+    return dict(compile_policy)
+
+
+def _identity(tensordict: TensorDictBase) -> TensorDictBase:
+    return tensordict
+
+
+class CompiledPolicy:
+    """``policy`` called through ``torch.compile``, eager from the first call that fails
+    to compile (after one warning), with the same results.
+
+    Compiling happens at the first call. If a call fails, the policy runs eager on the
+    same input: when that fails too, the input was at fault and its error is raised (the
+    compiled path stays); otherwise compiling was at fault, and every later call runs
+    eager. ``in_keys``/``out_keys`` are the policy's (an env's fast loop reads them).
+
+    Args:
+        policy: The policy (or its fast call, see :func:`fast_policy_call`).
+        options: ``torch.compile`` keyword arguments, as :func:`check_compile_policy`
+            returns them.
+        owner: Who compiles it, for the messages.
+    """
+
+    def __init__(self, policy: PolicyFn, options: Mapping[str, Any], owner: str) -> None:
+        self._eager = policy
+        self._owner = owner
+        self._compiled: PolicyFn | None = torch.compile(policy, **options)
+        for name in ("in_keys", "out_keys"):
+            if hasattr(policy, name):
+                setattr(self, name, list(getattr(policy, name)))
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls run compiled (``False`` after a fallback)."""
+        return self._compiled is not None
+
+    def __call__(self, tensordict: TensorDictBase) -> TensorDictBase:
+        compiled = self._compiled
+        if compiled is None:
+            return self._eager(tensordict)
+        try:
+            return compiled(tensordict)
+        except Exception as error:
+            failure = error
+        # Bad input fails eager too, with the policy's own error: raised as is.
+        out = self._eager(tensordict)
+        self._compiled = None
+        message = " ".join(str(failure).split())
+        if len(message) > _MESSAGE_CHARS:
+            message = message[: _MESSAGE_CHARS - 3] + "..."
+        warnings.warn(
+            f"{self._owner}: compiling the policy failed ({type(failure).__name__}: "
+            f"{message}); it runs eager now, with the same results (pass "
+            f"compile_policy=False to skip compiling).",
+            UserWarning,
+            stacklevel=2,
+        )
+        return out
 
 
 def _write_outputs(policy: TensorDictModule, td: TensorDictBase, out: Any) -> None:

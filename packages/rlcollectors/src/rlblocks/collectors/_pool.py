@@ -23,7 +23,12 @@ from rlblocks.collectors._base import (
     check_device,
     check_traj_limit,
 )
-from rlblocks.collectors._policy import as_weights, check_policy, policy_weights
+from rlblocks.collectors._policy import (
+    as_weights,
+    check_compile_policy,
+    check_policy,
+    policy_weights,
+)
 from rlblocks.collectors.errors import CollectorConfigError
 from rlblocks.core import ExplorationType
 from rlblocks.envs import EnvBase
@@ -158,8 +163,10 @@ class PoolCollectorBase(DataCollectorBase):
         device: Any,
         storing_device: Any,
         replay_buffer: Any,
+        compile_policy: bool | Mapping[str, Any] = False,
     ) -> None:
         owner = type(self).__name__
+        compile_options = check_compile_policy(owner, compile_policy)
         super().__init__(
             frames_per_batch=frames_per_batch,
             total_frames=total_frames,
@@ -190,6 +197,7 @@ class PoolCollectorBase(DataCollectorBase):
             "max_frames_per_traj": max_frames_per_traj,
             "reset_at_each_iter": reset_at_each_iter,
             "exploration_type": exploration_type,
+            "compile_policy": compile_options,  # each worker compiles its own copy
         }
         self._worker_configs = [
             {**common, "device": devices[i], "storing_device": storing[i] or devices[i]}

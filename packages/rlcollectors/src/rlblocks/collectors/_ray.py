@@ -99,6 +99,7 @@ class RayCollector(PoolCollectorBase):
             :class:`~rlblocks.buffers.RayReplayBuffer`): each actor then writes its batches
             into it itself (after ``split_trajs`` and ``postproc``, which run in the actor)
             and only their sizes reach the driver.
+        compile_policy: See :class:`SyncDataCollector`; each actor compiles its copy.
         ray_init_config: Keyword arguments of ``ray.init`` when Ray is not initialized.
         remote_config: Options of the actors (``ray.remote``), e.g. ``{"num_cpus": 1}``
             (the default) or ``{"num_gpus": 1}``.
@@ -142,6 +143,7 @@ class RayCollector(PoolCollectorBase):
         device: Any = None,
         storing_device: Any = None,
         replay_buffer: Any = None,
+        compile_policy: bool | Mapping[str, Any] = False,
         ray_init_config: Mapping[str, Any] | None = None,
         remote_config: Mapping[str, Any] | None = None,
         start_timeout: float = 300.0,
@@ -167,6 +169,7 @@ class RayCollector(PoolCollectorBase):
             device=device,
             storing_device=storing_device,
             replay_buffer=replay_buffer,
+            compile_policy=compile_policy,
         )
         if not ray.is_initialized():
             ray.init(**dict(ray_init_config or {}))

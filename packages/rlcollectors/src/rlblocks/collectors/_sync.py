@@ -24,7 +24,9 @@ from rlblocks.collectors._base import (
     make_env,
 )
 from rlblocks.collectors._policy import (
+    CompiledPolicy,
     as_weights,
+    check_compile_policy,
     check_policy,
     fast_policy_call,
     place_policy,
@@ -121,6 +123,14 @@ class SyncDataCollector(DataCollectorBase):
         replay_buffer: If given, batches are written to it with ``extend`` (one element
             per frame, or per trajectory with ``split_trajs``) and iteration yields
             ``None``.
+        compile_policy: Call the policy through ``torch.compile``: ``True`` for its
+            defaults, or a dict of its keyword arguments (``{"mode": "reduce-overhead"}``,
+            ``{"backend": "aot_eager"}``...). Compiling happens at the first step; if it
+            fails, the policy runs eager after one ``UserWarning``. On CPU a small MLP policy
+            gains little (DQN's CartPole policy, MLP 256x256: 47 -> 46 us a step) for about
+            2 s of compiling; it pays for larger networks and on GPU. A stochastic policy
+            compiled with inductor draws other random numbers than eager (same
+            distribution).
 
     Raises:
         CollectorConfigError: An argument is invalid; the message names the fix.
@@ -152,8 +162,10 @@ class SyncDataCollector(DataCollectorBase):
         device: Any = None,
         storing_device: Any = None,
         replay_buffer: Any = None,
+        compile_policy: bool | Mapping[str, Any] = False,
     ) -> None:
         owner = type(self).__name__
+        compile_options = check_compile_policy(owner, compile_policy)
         super().__init__(
             frames_per_batch=frames_per_batch,
             total_frames=total_frames,
@@ -191,6 +203,8 @@ class SyncDataCollector(DataCollectorBase):
         self._move_for_policy = self.device is not None and self.device != env.device
         self.policy, self._source_policy = place_policy(policy, self.device)
         self._policy_call = fast_policy_call(self.policy) if self.policy is not None else None
+        if self._policy_call is not None and compile_options is not None:
+            self._policy_call = CompiledPolicy(self._policy_call, compile_options, owner)
         self._traj = TrajectoryIds(env.batch_size, self.storing_device)
         self._carry: TensorDictBase | None = None  # the input of the next step
         self._checked = False  # the first step validates the policy's action
