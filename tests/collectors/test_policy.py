@@ -167,3 +167,15 @@ def test_weights_helpers():
     # Already on the wanted device: no copy is made.
     assert place_policy(policy, torch.device("cpu")) == (policy, None)
     assert place_policy(policy, None) == (policy, None)
+
+
+def test_hooks_and_modules_added_later_are_honoured():
+    policy = q_policy()
+    fast = fast_policy_call(policy)
+    calls = []
+    policy.module[0].module[0].register_forward_hook(lambda *args: calls.append("values"))
+    policy.module[1].register_forward_hook(lambda *args: calls.append("explore"))
+    policy.module.append(TensorDictModule(lambda a: a + 1, ["action"], ["shifted"]))
+    out = same_call(policy, fast, data())
+    assert calls == ["values", "explore"] * 2
+    assert torch.equal(out["shifted"], out["action"] + 1)

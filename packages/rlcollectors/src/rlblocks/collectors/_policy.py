@@ -87,15 +87,13 @@ def _is_plain_sequence(policy: Any) -> bool:
 
 
 def _direct_call(policy: Any) -> PolicyFn | None:
-    """A function with the semantics of ``policy(td)`` minus the wrappers, or ``None``
-    when ``policy`` must keep its own call."""
-    if not isinstance(policy, nn.Module) or _has_hooks(policy):
-        return None
+    """A function with the semantics of ``policy(td)`` minus tensordict's wrappers, or
+    ``None`` when ``policy`` keeps its own call."""
     if _is_plain_module(policy):
         return _module_call(policy)
     if _is_plain_sequence(policy):
         return _sequence_call(policy)
-    return policy.forward  # nn.Module.__call__ without hooks is forward
+    return None
 
 
 def _module_call(policy: TensorDictModule) -> PolicyFn:
@@ -106,6 +104,8 @@ def _module_call(policy: TensorDictModule) -> PolicyFn:
     single = out_keys[0] if len(out_keys) == 1 else None
 
     def call(td: TensorDictBase) -> TensorDictBase:
+        if _has_hooks(policy):  # registered since: they run
+            return policy(td)
         inputs = [td.get(k, None) for k in in_keys]
         for value in inputs:
             if value is None:
@@ -123,12 +123,14 @@ def _module_call(policy: TensorDictModule) -> PolicyFn:
 def _sequence_call(policy: TensorDictSequential) -> PolicyFn:
     """Run the modules' direct calls in order, as ``TensorDictSequential`` runs them."""
     children = policy.module
-    modules = list(children.values() if isinstance(children, nn.ModuleDict) else children)
+    modules = _children(children)
     steps = [(_direct_call(m) or m, m) for m in modules]
     out_keys = list(policy.out_keys)
     into_input = policy.inplace is True  # None: return what the last module returned
 
     def call(td: TensorDictBase) -> TensorDictBase:
+        if _has_hooks(policy) or _children(children) != modules:  # changed since: as it is
+            return policy(td)
         current = td
         for number, (step, module) in enumerate(steps):
             try:
@@ -145,6 +147,10 @@ def _sequence_call(policy: TensorDictSequential) -> PolicyFn:
     return call
 
 
+def _children(container: nn.Module) -> tuple[nn.Module, ...]:
+    return tuple(container.values() if isinstance(container, nn.ModuleDict) else container)
+
+
 def fast_policy_call(policy: PolicyFn) -> PolicyFn:
     """Return a function that computes ``policy(td)`` with the least Python overhead.
 
@@ -152,7 +158,8 @@ def fast_policy_call(policy: PolicyFn) -> PolicyFn:
     wraps (argument dispatch, key unravelling, error wrapping). Without hooks, a plain
     ``TensorDictModule`` gets a direct call of its module, a plain ``TensorDictSequential``
     (``QValueActor``, ``TensorDictSequential(actor, EGreedyModule(spec))``...) the direct
-    calls of its modules in order, any other ``nn.Module`` its ``forward``.
+    calls of its modules in order (other modules are called as they are). A module given
+    hooks, or a sequence given other modules, after this call is called as it is again.
 
     Args:
         policy: The policy.
@@ -163,11 +170,8 @@ def fast_policy_call(policy: PolicyFn) -> PolicyFn:
     """
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return policy
-    if _is_plain_module(policy):
-        call = _module_call(policy)
-    elif _is_plain_sequence(policy):
-        call = _sequence_call(policy)
-    else:
+    call = _direct_call(policy)
+    if call is None:
         return policy
     # What the policy reads and writes: lets an env's fast rollout loop drive the call.
     call.in_keys = list(policy.in_keys)  # type: ignore[attr-defined]
