@@ -7,8 +7,8 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 
-from rlblocks.collectors import CollectorConfigError
 from rlblocks.collectors._policy import as_weights, fast_policy_call, place_policy, policy_weights
+from rlblocks.core import ModuleOutputError
 
 
 def data():
@@ -53,7 +53,7 @@ def test_missing_input_is_reported_by_the_module():
 
 def test_wrong_number_of_outputs_names_the_fix():
     policy = TensorDictModule(TwoOutputs(), ["observation"], ["a", "b", "c"])
-    with pytest.raises(CollectorConfigError, match="returned 2 outputs but .* 3 out_keys"):
+    with pytest.raises(ModuleOutputError, match="returned 2 outputs but .* 3 out_keys"):
         fast_policy_call(policy)(data())
 
 

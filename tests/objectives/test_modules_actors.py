@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+from copy import deepcopy
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -129,6 +132,30 @@ def test_the_direct_get_dist_equals_the_sequence():
     torch.testing.assert_close(direct.loc, generic.loc, rtol=0, atol=0)
     torch.testing.assert_close(direct.scale, generic.scale, rtol=0, atol=0)
     assert set(direct_td.keys()) == set(generic_td.keys()) == {"observation", "loc", "scale"}
+
+
+def test_hooks_registered_on_a_stage_after_the_first_call_run():
+    actor = gaussian_actor()
+    actor(observations())  # the direct calls are built
+    calls = []
+    actor.module[0].register_forward_hook(lambda *args: calls.append(1))
+    actor(observations())
+    actor.get_dist(observations())
+    assert calls == [1, 1]
+
+
+def test_a_copy_calls_its_own_stages_and_pickles():
+    actor = gaussian_actor()
+    actor(observations())  # the direct calls are built
+    copy = pickle.loads(pickle.dumps(actor))
+    deep = deepcopy(actor)
+    for other in (copy, deep):
+        with torch.no_grad():
+            for p in other.parameters():
+                p.zero_()
+        loc = other.get_dist(observations()).loc
+        assert torch.equal(loc, torch.zeros_like(loc))  # the copy's zeroed weights
+    assert not torch.equal(actor.get_dist(observations()).loc, loc)
 
 
 def test_get_dist_runs_the_stages_under_the_samplers_default_interaction_type():

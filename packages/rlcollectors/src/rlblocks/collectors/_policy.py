@@ -1,13 +1,9 @@
-"""How a collector calls its policy: the fast path, device moves and weight syncing.
+"""How a collector calls its policy: the fast path, compiling, device moves, weight syncing.
 
-A policy is any callable ``TensorDict -> TensorDict``. Calling a plain
-``tensordict.nn.TensorDictModule`` through its ``__call__`` costs more than the small MLP it
-usually wraps (argument dispatch, key unravelling, error wrapping), so when the module is a
-plain one (no hooks, no keyword mapping, in-place output) the collector reads the inputs,
-calls the wrapped module and writes the outputs itself: the same result, a fraction of the
-overhead. A plain ``TensorDictSequential`` of such modules (a Q-value actor followed by
-epsilon-greedy exploration) runs its modules that way, in order. Anything else is called as
-given.
+A policy is any callable ``TensorDict -> TensorDict``. A plain ``TensorDictModule`` or
+``TensorDictSequential`` (a Q-value actor followed by epsilon-greedy exploration) is called
+through :func:`rlblocks.core.fast_module.direct_call`, without tensordict.nn's per-call
+wrappers: the same result, a fraction of the overhead. Anything else is called as given.
 """
 
 from __future__ import annotations
@@ -20,10 +16,10 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 
 from rlblocks.collectors.errors import CollectorConfigError
+from rlblocks.core.fast_module import direct_call
 
 __all__ = [
     "CompiledPolicy",
@@ -50,116 +46,11 @@ def check_policy(owner: str, policy: Any) -> None:
         )
 
 
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether ``module(...)`` does more than ``module.forward(...)``: hooks, or a
-    ``module.compile()``d call."""
-    return bool(
-        module._forward_hooks or module._forward_pre_hooks or module._compiled_call_impl is not None
-    )
-
-
-def _is_plain_module(policy: Any) -> bool:
-    if type(policy) is not TensorDictModule or _has_hooks(policy):
-        return False
-    # Keyword inputs, a method, non in-place output or selected out keys all change what
-    # __call__ does; such modules keep going through it.
-    if policy._kwargs is not None:
-        return False
-    if policy.method is not None or policy.method_kwargs or policy._get_kwargs:
-        return False
-    if policy.inplace is not True or "_" in policy.out_keys:
-        return False
-    return list(policy.out_keys) == list(policy.out_keys_source)
-
-
-def _is_plain_sequence(policy: Any) -> bool:
-    """A ``TensorDictSequential`` (or a subclass that keeps its call, e.g. ``QValueActor``)
-    that runs its modules in place, in order, and returns what they wrote."""
-    if not isinstance(policy, TensorDictSequential) or _has_hooks(policy):
-        return False
-    cls = type(policy)
-    for name in ("forward", "_run_module", "_module_iter"):
-        if getattr(cls, name) is not getattr(TensorDictSequential, name):
-            return False
-    if policy.partial_tolerant or policy.inplace not in (None, True):
-        return False
-    return list(policy.out_keys) == list(policy.out_keys_source)
-
-
-def _direct_call(policy: Any) -> PolicyFn | None:
-    """A function with the semantics of ``policy(td)`` minus tensordict's wrappers, or
-    ``None`` when ``policy`` keeps its own call."""
-    if _is_plain_module(policy):
-        return _module_call(policy)
-    if _is_plain_sequence(policy):
-        return _sequence_call(policy)
-    return None
-
-
-def _module_call(policy: TensorDictModule) -> PolicyFn:
-    """Read the inputs, call the wrapped module, write the outputs."""
-    module = policy.module
-    in_keys = list(policy.in_keys)
-    out_keys = list(policy.out_keys)
-    single = out_keys[0] if len(out_keys) == 1 else None
-
-    def call(td: TensorDictBase) -> TensorDictBase:
-        if _has_hooks(policy):  # registered since: they run
-            return policy(td)
-        inputs = [td.get(k, None) for k in in_keys]
-        for value in inputs:
-            if value is None:
-                return policy(td)  # a missing input: TensorDictModule's error names it
-        out = module(*inputs)
-        if single is not None and type(out) is torch.Tensor:
-            td.set(single, out)
-            return td
-        _write_outputs(policy, td, out)
-        return td
-
-    return call
-
-
-def _sequence_call(policy: TensorDictSequential) -> PolicyFn:
-    """Run the modules' direct calls in order, as ``TensorDictSequential`` runs them."""
-    children = policy.module
-    modules = _children(children)
-    steps = [(_direct_call(m) or m, m) for m in modules]
-    out_keys = list(policy.out_keys)
-    into_input = policy.inplace is True  # None: return what the last module returned
-
-    def call(td: TensorDictBase) -> TensorDictBase:
-        if _has_hooks(policy) or _children(children) != modules:  # changed since: as it is
-            return policy(td)
-        current = td
-        for number, (step, module) in enumerate(steps):
-            try:
-                current = step(current)
-            except Exception as error:
-                # The note TensorDictSequential adds: which module failed.
-                error.add_note(f"Failed while executing module '{number}' ({module}).")
-                raise
-        if into_input and current is not td:  # a module returned a new TensorDict
-            td.update(current, keys_to_update=out_keys)
-            return td
-        return current
-
-    return call
-
-
-def _children(container: nn.Module) -> tuple[nn.Module, ...]:
-    return tuple(container.values() if isinstance(container, nn.ModuleDict) else container)
-
-
 def fast_policy_call(policy: PolicyFn) -> PolicyFn:
-    """Return a function that computes ``policy(td)`` with the least Python overhead.
-
-    Calling a ``tensordict.nn`` module costs more than the small networks it usually
-    wraps (argument dispatch, key unravelling, error wrapping). Without hooks, a plain
-    ``TensorDictModule`` gets a direct call of its module, a plain ``TensorDictSequential``
-    (``QValueActor``, ``TensorDictSequential(actor, EGreedyModule(spec))``...) the direct
-    calls of its modules in order (other modules are called as they are). A module given
-    hooks, or a sequence given other modules, after this call is called as it is again.
+    """Return a function that computes ``policy(td)`` with the least Python overhead: the
+    :func:`~rlblocks.core.fast_module.direct_call` of a plain ``TensorDictModule`` or
+    ``TensorDictSequential`` (``QValueActor``, ``TensorDictSequential(actor,
+    EGreedyModule(spec))``...), unless global module hooks are set.
 
     Args:
         policy: The policy.
@@ -170,7 +61,7 @@ def fast_policy_call(policy: PolicyFn) -> PolicyFn:
     """
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return policy
-    call = _direct_call(policy)
+    call = direct_call(policy)
     if call is None:
         return policy
     # What the policy reads and writes: lets an env's fast rollout loop drive the call.
@@ -272,23 +163,6 @@ class CompiledPolicy:
             stacklevel=2,
         )
         return out
-
-
-def _write_outputs(policy: TensorDictModule, td: TensorDictBase, out: Any) -> None:
-    """Write a module's output to ``td`` the way ``TensorDictModule`` does."""
-    out_keys = list(policy.out_keys)
-    if isinstance(out, (dict, TensorDictBase)) and all(k in out for k in out_keys):
-        out = tuple(out[k] for k in out_keys)
-    elif not isinstance(out, tuple):
-        out = (out,)
-    if len(out) != len(out_keys):
-        raise CollectorConfigError(
-            f"policy: {type(policy.module).__name__} returned {len(out)} outputs but its "
-            f"TensorDictModule has {len(out_keys)} out_keys {out_keys}. Fix: give one out_key "
-            f"per output."
-        )
-    for key, value in zip(out_keys, out):
-        td.set(key, value if isinstance(value, torch.Tensor) else TensorDict.from_any(value))
 
 
 def policy_weights(policy: Any) -> TensorDictBase | None:

@@ -61,6 +61,10 @@ class MissingKeyError(RLBlocksError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ModuleOutputError(RLBlocksError, ValueError):
+    """A module returned a different number of outputs than its ``out_keys``."""
+
+
 class LoggerError(RLBlocksError, ValueError):
     """A logger was given a bad experiment name, metric name, value, step or hyper-parameter."""
 

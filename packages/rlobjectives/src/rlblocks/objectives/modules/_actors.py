@@ -8,6 +8,7 @@ that samples under ``ExplorationType.RANDOM`` and acts deterministically otherwi
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from torch import distributions as D
 from torch import nn
 
 from rlblocks.core import ACTION, DEFAULT_EXPLORATION_TYPE, OBSERVATION, ExplorationType
+from rlblocks.core.fast_module import direct_call
 from rlblocks.core.specs import Bounded, Categorical, Composite, OneHot, TensorSpec
 from rlblocks.objectives._keys import (
     ACTION_VALUE,
@@ -188,6 +190,10 @@ class Actor(SafeModule):
         )
 
 
+# _ProjectingSequential -> (its stages, their direct calls or None), see _direct_stages.
+_DIRECT_STAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _ProjectingSequential(ProbabilisticTensorDictSequential):
     """A probabilistic pipeline that projects its outputs into ``_specs`` (empty: no-op)."""
 
@@ -204,16 +210,16 @@ class _ProjectingSequential(ProbabilisticTensorDictSequential):
             # draws as it does inside the sequence) without the sequence's generic
             # machinery, which costs about a third of a small MLP policy's call.
             out = tensordict
-            for stage in stages:
-                out = stage(out)
+            for call in stages:
+                out = call(out)
         project_outputs(out, self._specs)
         return out
 
-    def _direct_stages(self) -> tuple[nn.Module, ...] | None:
-        """The stages, when calling them in turn is exactly what the sequence would do: the
-        outputs written in place, no selection or composite output, a sampler last that
-        samples, and no earlier stage writing what it samples (the sequence would keep that
-        value instead of sampling)."""
+    def _direct_stages(self) -> tuple[Callable[[TensorDictBase], TensorDictBase], ...] | None:
+        """The calls of the stages (``direct_call`` where it serves), when calling them in
+        turn is exactly what the sequence would do: the outputs written in place, no
+        selection or composite output, a sampler last that samples, and no earlier stage
+        writing what it samples (the sequence would keep that value instead of sampling)."""
         if (
             self.inplace not in (None, True)
             or self._select_before_return
@@ -222,15 +228,18 @@ class _ProjectingSequential(ProbabilisticTensorDictSequential):
         ):
             return None
         current = tuple(self.module)
-        cached = self.__dict__.get("_stages")  # (the stages it was checked for, verdict)
+        # (the stages it was checked for, verdict), kept outside the module: the calls
+        # close over its stages, so a copy or a pickle of the module must not carry them.
+        cached = _DIRECT_STAGES.get(self)
         if cached is None or cached[0] != current:  # modules compare by identity
             sampler = current[-1]
             written = {key for stage in current[:-1] for key in getattr(stage, "out_keys", ())}
             direct = isinstance(sampler, ProbabilisticTensorDictModule) and not (
                 written & set(sampler.out_keys)
             )
-            cached = (current, current if direct else None)
-            self.__dict__["_stages"] = cached
+            calls = tuple(direct_call(stage) or stage for stage in current)
+            cached = (current, calls if direct else None)
+            _DIRECT_STAGES[self] = cached
         return cached[1]
 
     def get_dist(
@@ -238,10 +247,11 @@ class _ProjectingSequential(ProbabilisticTensorDictSequential):
     ) -> D.Distribution:
         """The distribution the policy samples from; the parameters are written into
         ``tensordict`` (see ``ProbabilisticTensorDictSequential.get_dist``)."""
-        stages = None if tensordict_out is not None or kwargs else self._direct_stages()
+        calls = None if tensordict_out is not None or kwargs else self._direct_stages()
         # Stages before the sampler that draw nothing run as they are, once per loss call;
         # tensordict's walk over the modules cost ~5 of a 64x64 PPO actor's 130 us.
-        if stages is None or any(
+        stages = tuple(self.module)
+        if calls is None or any(
             isinstance(s, (ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential))
             for s in stages[:-1]
         ):
@@ -250,8 +260,8 @@ class _ProjectingSequential(ProbabilisticTensorDictSequential):
         # As tensordict's get_dist_params: the stages run under the interaction type in
         # force, else the sampler's default (an exploration stage may read it).
         with set_interaction_type(interaction_type() or sampler.default_interaction_type):
-            for stage in stages[:-1]:
-                tensordict = stage(tensordict)
+            for call in calls[:-1]:
+                tensordict = call(tensordict)
         return sampler.get_dist(tensordict)
 
     def build_dist_from_params(self, tensordict: TensorDictBase) -> D.Distribution:

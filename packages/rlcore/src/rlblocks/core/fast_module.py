@@ -1,0 +1,161 @@
+"""Calls of tensordict.nn modules for per-step hot paths, with the module's call as fallback.
+
+Calling a ``tensordict.nn.TensorDictModule`` costs more than the small MLP it usually wraps:
+argument dispatch, skip-existing handling, key unravelling and error wrapping take ~10 us a
+call, and a ``TensorDictSequential`` adds its own walk over its modules. A collector calls its
+policy once per env step and a loss calls its networks once per update, so for modules whose
+call does nothing beyond reading inputs, calling the wrapped module and writing outputs,
+:func:`direct_call` does just that: same outputs, a fraction of the overhead. Anything else
+(hooks, keyword inputs, selected out keys, other module classes) keeps its own call.
+
+Used by the collectors (the policy) and by the losses' actors in rlblocks-objectives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
+
+from rlblocks.core.errors import ModuleOutputError
+
+__all__ = ["TensorDictFn", "direct_call"]
+
+TensorDictFn = Callable[[TensorDictBase], TensorDictBase]
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether ``module(...)`` does more than ``module.forward(...)``: hooks, or a
+    ``module.compile()``d call."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._compiled_call_impl is not None
+    )
+
+
+def _is_plain_module(policy: Any) -> bool:
+    if type(policy) is not TensorDictModule or _has_hooks(policy):
+        return False
+    # Keyword inputs, a method, non in-place output or selected out keys all change what
+    # __call__ does; such modules keep going through it.
+    if policy._kwargs is not None:
+        return False
+    if policy.method is not None or policy.method_kwargs or policy._get_kwargs:
+        return False
+    if policy.inplace is not True or "_" in policy.out_keys:
+        return False
+    return list(policy.out_keys) == list(policy.out_keys_source)
+
+
+def _is_plain_sequence(policy: Any) -> bool:
+    """A ``TensorDictSequential`` (or a subclass that keeps its call, e.g. ``QValueActor``)
+    that runs its modules in place, in order, and returns what they wrote."""
+    if not isinstance(policy, TensorDictSequential) or _has_hooks(policy):
+        return False
+    cls = type(policy)
+    for name in ("forward", "_run_module", "_module_iter"):
+        if getattr(cls, name) is not getattr(TensorDictSequential, name):
+            return False
+    if policy.partial_tolerant or policy.inplace not in (None, True):
+        return False
+    return list(policy.out_keys) == list(policy.out_keys_source)
+
+
+def direct_call(module: Any) -> TensorDictFn | None:
+    """A function computing ``module(td)`` without tensordict.nn's per-call wrappers, or
+    ``None`` when ``module`` must keep its own call.
+
+    A plain ``TensorDictModule`` (its own class, no hooks, no keyword inputs, no method,
+    written in place, no selected out keys) is called as "read the inputs, call the wrapped
+    module, write the outputs"; a plain ``TensorDictSequential`` (or a subclass that keeps
+    its call, e.g. ``QValueActor``) runs the direct calls of its modules in order, other
+    modules as they are. Either falls back to ``module(td)`` for a missing input (so that
+    tensordict's error names it), for hooks registered since, and for a sequence given other
+    modules since.
+
+    Args:
+        module: Anything; only the two kinds above get a direct call.
+
+    Returns:
+        The function (``td -> td``, writing into ``td`` as ``module`` does), or ``None``.
+    """
+    if _is_plain_module(module):
+        return _module_call(module)
+    if _is_plain_sequence(module):
+        return _sequence_call(module)
+    return None
+
+
+def _module_call(policy: TensorDictModule) -> TensorDictFn:
+    """Read the inputs, call the wrapped module, write the outputs."""
+    module = policy.module
+    in_keys = list(policy.in_keys)
+    out_keys = list(policy.out_keys)
+    single = out_keys[0] if len(out_keys) == 1 else None
+
+    def call(td: TensorDictBase) -> TensorDictBase:
+        if _has_hooks(policy):  # registered since: they run
+            return policy(td)
+        inputs = [td.get(k, None) for k in in_keys]
+        for value in inputs:
+            if value is None:
+                return policy(td)  # a missing input: TensorDictModule's error names it
+        out = module(*inputs)
+        if single is not None and type(out) is torch.Tensor:
+            td.set(single, out)
+            return td
+        _write_outputs(policy, td, out)
+        return td
+
+    return call
+
+
+def _sequence_call(policy: TensorDictSequential) -> TensorDictFn:
+    """Run the modules' direct calls in order, as ``TensorDictSequential`` runs them."""
+    children = policy.module
+    modules = _children(children)
+    steps = [(direct_call(m) or m, m) for m in modules]
+    out_keys = list(policy.out_keys)
+    into_input = policy.inplace is True  # None: return what the last module returned
+
+    def call(td: TensorDictBase) -> TensorDictBase:
+        if _has_hooks(policy) or _children(children) != modules:  # changed since: as it is
+            return policy(td)
+        current = td
+        for number, (step, module) in enumerate(steps):
+            try:
+                current = step(current)
+            except Exception as error:
+                # The note TensorDictSequential adds: which module failed.
+                error.add_note(f"Failed while executing module '{number}' ({module}).")
+                raise
+        if into_input and current is not td:  # a module returned a new TensorDict
+            td.update(current, keys_to_update=out_keys)
+            return td
+        return current
+
+    return call
+
+
+def _children(container: nn.Module) -> tuple[nn.Module, ...]:
+    return tuple(container.values() if isinstance(container, nn.ModuleDict) else container)
+
+
+def _write_outputs(policy: TensorDictModule, td: TensorDictBase, out: Any) -> None:
+    """Write a module's output to ``td`` the way ``TensorDictModule`` does."""
+    out_keys = list(policy.out_keys)
+    if isinstance(out, (dict, TensorDictBase)) and all(k in out for k in out_keys):
+        out = tuple(out[k] for k in out_keys)
+    elif not isinstance(out, tuple):
+        out = (out,)
+    if len(out) != len(out_keys):
+        raise ModuleOutputError(
+            f"{type(policy.module).__name__} returned {len(out)} outputs but its "
+            f"TensorDictModule has {len(out_keys)} out_keys {out_keys}. Fix: give one out_key "
+            f"per output."
+        )
+    for key, value in zip(out_keys, out):
+        td.set(key, value if isinstance(value, torch.Tensor) else TensorDict.from_any(value))
