@@ -194,6 +194,15 @@ class Actor(SafeModule):
 _DIRECT_STAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _stage_calls(stages: tuple[nn.Module, ...]) -> tuple[Callable, ...] | None:
+    """The stages' calls if a sampler last that samples what no earlier stage writes."""
+    sampler = stages[-1]
+    written = {key for stage in stages[:-1] for key in getattr(stage, "out_keys", ())}
+    if not isinstance(sampler, ProbabilisticTensorDictModule) or written & set(sampler.out_keys):
+        return None
+    return tuple(direct_call(stage) or stage for stage in stages)
+
+
 class _ProjectingSequential(ProbabilisticTensorDictSequential):
     """A probabilistic pipeline that projects its outputs into ``_specs`` (empty: no-op)."""
 
@@ -228,17 +237,13 @@ class _ProjectingSequential(ProbabilisticTensorDictSequential):
         ):
             return None
         current = tuple(self.module)
+        if torch.compiler.is_compiling():  # traced once: no cache for dynamo to guard on
+            return _stage_calls(current)
         # (the stages it was checked for, verdict), kept outside the module: the calls
         # close over its stages, so a copy or a pickle of the module must not carry them.
         cached = _DIRECT_STAGES.get(self)
         if cached is None or cached[0] != current:  # modules compare by identity
-            sampler = current[-1]
-            written = {key for stage in current[:-1] for key in getattr(stage, "out_keys", ())}
-            direct = isinstance(sampler, ProbabilisticTensorDictModule) and not (
-                written & set(sampler.out_keys)
-            )
-            calls = tuple(direct_call(stage) or stage for stage in current)
-            cached = (current, calls if direct else None)
+            cached = (current, _stage_calls(current))
             _DIRECT_STAGES[self] = cached
         return cached[1]
 
