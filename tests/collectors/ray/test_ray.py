@@ -141,9 +141,25 @@ def test_the_timeout_is_validated():
         RayCollector([lambda: CartPoleEnv()], frames_per_batch=4, timeout=-1)
 
 
+def wait_until_dead(actor, timeout: float = 60.0) -> None:
+    """``ray.kill`` returns before the actor is gone: a call made meanwhile may still be
+    answered. Wait until calls fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.batch_size.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            continue
+        time.sleep(0.1)
+    raise AssertionError(f"the killed actor still answers after {timeout} s")
+
+
 def test_a_killed_actor_surfaces_in_the_driver(make):
     collector = make([lambda: CartPoleEnv()] * 2, frames_per_batch=4, sync=True)
     ray.kill(collector.actors[1])
+    wait_until_dead(collector.actors[1])
     with pytest.raises(CollectorWorkerError, match="an actor failed"):
         collector.next()
 
