@@ -9,7 +9,6 @@ wrappers: the same result, a fraction of the overhead. Anything else is called a
 from __future__ import annotations
 
 import copy
-import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 
 from rlblocks.collectors.errors import CollectorConfigError
 from rlblocks.core.fast_module import direct_call
+from rlblocks.core.utils import TORCH_COMPILE_ARGS, error_summary
 
 __all__ = [
     "CompiledPolicy",
@@ -70,10 +70,6 @@ def fast_policy_call(policy: PolicyFn) -> PolicyFn:
     return call
 
 
-_COMPILE_ARGS = frozenset(inspect.signature(torch.compile).parameters) - {"model"}
-_MESSAGE_CHARS = 400
-
-
 def check_compile_policy(owner: str, compile_policy: Any) -> dict[str, Any] | None:
     """The ``torch.compile`` keyword arguments ``compile_policy`` asks for, or ``None``.
 
@@ -91,11 +87,11 @@ def check_compile_policy(owner: str, compile_policy: Any) -> dict[str, Any] | No
             f"arguments (e.g. {{'mode': 'reduce-overhead'}}), got "
             f"{type(compile_policy).__name__} {compile_policy!r}"
         )
-    unknown = sorted(set(compile_policy) - _COMPILE_ARGS)
+    unknown = sorted(set(compile_policy) - TORCH_COMPILE_ARGS)
     if unknown:
         raise CollectorConfigError(
             f"{owner}: compile_policy has {unknown}, which torch.compile does not take; its "
-            f"arguments are {sorted(_COMPILE_ARGS)}"
+            f"arguments are {sorted(TORCH_COMPILE_ARGS)}"
         )
     try:  # torch.compile checks the mode, backend and options when called (lazily compiles)
         torch.compile(_identity, **compile_policy)
@@ -152,13 +148,9 @@ class CompiledPolicy:
         # Bad input fails eager too, with the policy's own error: raised as is.
         out = self._eager(tensordict)
         self._compiled = None
-        message = " ".join(str(failure).split())
-        if len(message) > _MESSAGE_CHARS:
-            message = message[: _MESSAGE_CHARS - 3] + "..."
         warnings.warn(
-            f"{self._owner}: compiling the policy failed ({type(failure).__name__}: "
-            f"{message}); it runs eager now, with the same results (pass "
-            f"compile_policy=False to skip compiling).",
+            f"{self._owner}: compiling the policy failed ({error_summary(failure)}); it runs "
+            f"eager now, with the same results (pass compile_policy=False to skip compiling).",
             UserWarning,
             stacklevel=2,
         )

@@ -9,6 +9,9 @@
   the same GPU compare equal.
 * :func:`stop_processes`: bounded, idempotent shutdown of worker processes (a polite
   message, then SIGTERM, then SIGKILL), leaving no child behind.
+* :data:`TORCH_COMPILE_ARGS` and :func:`error_summary`: what an option forwarded to
+  ``torch.compile`` may hold, and the one-line quote of a compile failure in the warning
+  of a component that then runs eager.
 
 They are public so that third-party plugins (env backends with worker processes,
 storages with checkpoints) behave like rlblocks' own components; the shared checkpoint
@@ -18,6 +21,7 @@ format (manifests, checksums, atomic overwrites) is :mod:`rlblocks.core.checkpoi
 from __future__ import annotations
 
 import contextlib
+import inspect
 import numbers
 import operator
 import time
@@ -32,7 +36,22 @@ __all__ = [
     "as_device",
     "as_optional_device",
     "stop_processes",
+    "TORCH_COMPILE_ARGS",
+    "error_summary",
 ]
+
+TORCH_COMPILE_ARGS: frozenset[str] = frozenset(inspect.signature(torch.compile).parameters) - {
+    "model"
+}
+"""The keyword arguments ``torch.compile`` takes besides the function."""
+
+
+def error_summary(error: BaseException, limit: int = 400) -> str:
+    """``"Type: message"`` on one line, cut to ``limit`` characters (with ``...``)."""
+    message = " ".join(str(error).split())
+    if len(message) > limit:
+        message = message[: limit - 3] + "..."
+    return f"{type(error).__name__}: {message}"
 
 
 def check_int(

@@ -15,7 +15,6 @@ then run eager, and so does every later call.
 
 from __future__ import annotations
 
-import inspect
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -25,13 +24,11 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
+from rlblocks.core.utils import TORCH_COMPILE_ARGS, error_summary
 from rlblocks.objectives._losses.base import LossModule, total_loss
 from rlblocks.objectives.errors import ObjectiveConfigError
 
 __all__ = ["UpdateStep", "make_update_step"]
-
-_COMPILE_ARGS = frozenset(inspect.signature(torch.compile).parameters) - {"model"}
-_MESSAGE_CHARS = 400
 
 
 class UpdateStep:
@@ -205,13 +202,10 @@ class UpdateStep:
 
     def _fall_back(self, error: Exception) -> None:
         self._compiled = {}
-        message = " ".join(str(error).split())
-        if len(message) > _MESSAGE_CHARS:
-            message = message[: _MESSAGE_CHARS - 3] + "..."
         warnings.warn(
             f"make_update_step: compiling the update step of {type(self.loss_module).__name__} "
-            f"failed ({type(error).__name__}: {message}); it runs eager now, with the same "
-            f"results (pass compile=False to skip compiling).",
+            f"failed ({error_summary(error)}); it runs eager now, with the same results (pass "
+            f"compile=False to skip compiling).",
             UserWarning,
             stacklevel=4,
         )
@@ -318,11 +312,11 @@ def _compile_kwargs(compile: object) -> dict[str, Any] | None:
             f"make_update_step: compile must be True, False or a dict of torch.compile "
             f"keyword arguments, got {type(compile).__name__} {compile!r}"
         )
-    unknown = sorted(str(k) for k in compile if k not in _COMPILE_ARGS)
+    unknown = sorted(str(k) for k in compile if k not in TORCH_COMPILE_ARGS)
     if unknown:
         raise ObjectiveConfigError(
             f"make_update_step: compile has keys torch.compile does not take: {unknown}; "
-            f"it takes {sorted(_COMPILE_ARGS)}"
+            f"it takes {sorted(TORCH_COMPILE_ARGS)}"
         )
     return dict(compile)
 
