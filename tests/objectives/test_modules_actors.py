@@ -242,6 +242,49 @@ def test_value_operator_default_keys():
     assert q(td)["state_action_value"].shape == (5, 1)
 
 
+def _critic_and_reference():
+    torch.manual_seed(0)
+    critic = ValueOperator(MLP(3, 1, num_cells=[4]))
+    return critic, TensorDictModule(critic.module, ["observation"], ["state_value"])
+
+
+def test_value_operator_call_equals_tensordict_modules():
+    critic, reference = _critic_and_reference()
+    td = observations()
+    out = critic(td)
+    assert out is td  # written in place, as TensorDictModule does
+    assert torch.equal(out["state_value"], reference(observations())["state_value"])
+    # Keyword tensors in, tensors out: tensordict's dispatch still serves.
+    assert torch.equal(critic(observation=td["observation"]), td["state_value"])
+
+
+def test_value_operator_runs_hooks_and_honours_skip_existing():
+    from tensordict.nn import set_skip_existing
+
+    critic, _ = _critic_and_reference()
+    calls = []
+    critic.register_forward_hook(lambda module, args, out: calls.append(out))
+    td = observations()
+    critic(td)
+    assert len(calls) == 1
+    td["state_value"] = torch.full((5, 1), 7.0)
+    with set_skip_existing(True):
+        critic(td)
+    assert (td["state_value"] == 7.0).all()  # skipped: the value was there
+
+
+def test_value_operator_missing_input_names_it():
+    critic, _ = _critic_and_reference()
+    with pytest.raises(KeyError, match="observation"):
+        critic(TensorDict(pixels=torch.zeros(5, 3), batch_size=[5]))
+
+
+def test_safe_module_direct_forward_still_projects():
+    actor = Actor(nn.Linear(3, 2), spec=Bounded(-1.0, 1.0, shape=(2,)), safe=True)
+    td = TensorDict(observation=100 * torch.ones(5, 3), batch_size=[5])
+    assert actor(td)["action"].abs().max() <= 1.0
+
+
 def test_qvalue_module_categorical_one_hot_and_mask():
     values = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]])
     td = TensorDict(action_value=values.clone(), batch_size=[2])

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn import TensorDictModule, TensorDictSequential, skip_existing
 from torch import nn
 
 from rlblocks.core.errors import ModuleOutputError
 
-__all__ = ["TensorDictFn", "direct_call"]
+__all__ = ["TensorDictFn", "direct_call", "plain_forward"]
 
 TensorDictFn = Callable[[TensorDictBase], TensorDictBase]
 
@@ -37,10 +37,13 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 def _is_plain_module(policy: Any) -> bool:
-    if type(policy) is not TensorDictModule or _has_hooks(policy):
-        return False
-    # Keyword inputs, a method, non in-place output or selected out keys all change what
-    # __call__ does; such modules keep going through it.
+    return type(policy) is TensorDictModule and not _has_hooks(policy) and _reads_and_writes(policy)
+
+
+def _reads_and_writes(policy: TensorDictModule) -> bool:
+    """Whether ``policy.forward`` only reads the inputs, calls the network and writes the
+    outputs in place. Keyword inputs, a method, non in-place output or selected out keys
+    all change what it does; such modules keep going through it."""
     if policy._kwargs is not None:
         return False
     if policy.method is not None or policy.method_kwargs or policy._get_kwargs:
@@ -97,7 +100,7 @@ def _module_call(policy: TensorDictModule) -> TensorDictFn:
     single = out_keys[0] if len(out_keys) == 1 else None
 
     def call(td: TensorDictBase) -> TensorDictBase:
-        if _has_hooks(policy):  # registered since: they run
+        if _has_hooks(policy) or skip_existing():  # hooks registered since run
             return policy(td)
         inputs = [td.get(k, None) for k in in_keys]
         for value in inputs:
@@ -111,6 +114,31 @@ def _module_call(policy: TensorDictModule) -> TensorDictFn:
         return td
 
     return call
+
+
+def plain_forward(policy: TensorDictModule, td: TensorDictBase) -> TensorDictBase | None:
+    """``policy.forward(td)`` without tensordict.nn's per-call wrappers, for a module class
+    that keeps ``TensorDictModule``'s forward: the inputs read, the network called, the
+    outputs written into ``td``, which is returned. ``None``, having done nothing, when the
+    forward must run as it is: keyword inputs, a method, outputs not written in place or
+    selected, ``skip_existing`` on, or an input missing (so that tensordict's error names it).
+
+    For a subclass's ``forward`` (hooks run around it, in ``nn.Module.__call__``); checked at
+    each call, so attributes changed since are honoured.
+    """
+    if skip_existing() or not _reads_and_writes(policy):
+        return None
+    inputs = [td.get(k, None) for k in policy.in_keys]
+    for value in inputs:
+        if value is None:
+            return None
+    out = policy.module(*inputs)
+    out_keys = policy.out_keys
+    if len(out_keys) == 1 and type(out) is torch.Tensor:
+        td.set(out_keys[0], out)
+    else:
+        _write_outputs(policy, td, out)
+    return td
 
 
 def _sequence_call(policy: TensorDictSequential) -> TensorDictFn:

@@ -26,6 +26,9 @@ __all__ = [
     "fast_set",
     "top_items",
     "new_tensordict",
+    "flat_entries",
+    "shallow_copy",
+    "detached",
     "sub_batch_dims",
     "set_sub_batch_dims",
 ]
@@ -90,6 +93,45 @@ def new_tensordict(
         out._td_dim_names = None
         return out
     return TensorDict(data, batch_size=batch_size, device=device)
+
+
+def flat_entries(tensordict: TensorDictBase) -> dict[str, torch.Tensor] | None:
+    """The entries of a plain TensorDict that holds only tensors (no sub-TensorDicts, no
+    dim names), as the TensorDict's own dict: read it, never change it. ``None`` for any
+    other TensorDict, and while ``torch.compile`` traces (dynamo knows the public API)."""
+    if (
+        PLAIN_LAYOUT
+        and type(tensordict) is TensorDict
+        and tensordict._td_dim_names is None
+        and not torch.compiler.is_compiling()
+    ):
+        data = tensordict._tensordict
+        if all(type(value) is torch.Tensor for value in data.values()):
+            return data
+    return None
+
+
+def shallow_copy(tensordict: TensorDictBase) -> TensorDictBase:
+    """``tensordict.copy()``: a new TensorDict holding the same tensors, so that what a
+    module writes into the copy leaves ``tensordict`` as it was.
+
+    A loss hands one to each network it calls, once or twice per update; tensordict's
+    ``copy`` takes about 20 Python calls, this one a dict copy where :func:`flat_entries`
+    serves.
+    """
+    data = flat_entries(tensordict)
+    if data is None:
+        return tensordict.copy()
+    return new_tensordict(dict(data), tensordict.batch_size, tensordict.device)
+
+
+def detached(tensordict: TensorDictBase) -> TensorDictBase:
+    """``tensordict.detach()``, built directly where :func:`flat_entries` serves."""
+    data = flat_entries(tensordict)
+    if data is None:
+        return tensordict.detach()
+    entries = {key: value.detach() for key, value in data.items()}
+    return new_tensordict(entries, tensordict.batch_size, tensordict.device)
 
 
 SubBatchDims = tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]

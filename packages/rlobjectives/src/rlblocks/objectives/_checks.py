@@ -10,6 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED, TRUNCATED
+from rlblocks.core.fast_td import flat_entries
 from rlblocks.objectives.errors import (
     MissingInputError,
     ObjectiveConfigError,
@@ -114,7 +115,10 @@ def check_keys(
         MissingInputError: Listing what is needed, what is missing, what was given and how
             to rename keys with ``set_keys``.
     """
-    present = set(tensordict.keys(include_nested=True))
+    # A flat TensorDict's own dict answers ``in`` for its keys; a nested key is in neither.
+    present = flat_entries(tensordict)
+    if present is None:
+        present = set(tensordict.keys(include_nested=True))
     # A fallback role is needed only when the role it falls back to is not read either.
     required = {
         name: key

@@ -24,6 +24,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
 
+from rlblocks.core.fast_td import detached, fast_set
 from rlblocks.core.utils import TORCH_COMPILE_ARGS, error_summary
 from rlblocks.objectives._losses.base import LossModule, total_loss
 from rlblocks.objectives.errors import ObjectiveConfigError
@@ -104,10 +105,10 @@ class UpdateStep:
             )
         self.optimizer.zero_grad(set_to_none=True)
         out = self._run("forward", self._forward_backward, batch)
-        result = out.detach()
+        result = detached(out)
         norm = self._run("step", self._clip_and_step)
         if norm is not None:
-            result.set("grad_norm", norm.detach())
+            fast_set(result, "grad_norm", norm.detach())
         return result
 
     # -- the parts, eager -----------------------------------------------------------------

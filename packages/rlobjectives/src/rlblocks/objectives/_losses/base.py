@@ -18,6 +18,7 @@ from torch import distributions as D
 from torch.nn.parameter import is_lazy
 
 from rlblocks.core import NEXT
+from rlblocks.core.fast_td import new_tensordict, shallow_copy
 from rlblocks.objectives._checks import (
     check_keys,
     check_same_shape,
@@ -69,6 +70,8 @@ def remember(owner: object, name: str, value: Any) -> Any:
         setattr(owner, name, value)
     return value
 
+
+_SCALAR = torch.Size([])  # the batch size of a loss's output
 
 # Roles a loss shares with its value estimator (renaming one renames both). Their keys also
 # carry one trailing feature dim, which tells a plain-tensor call the batch shape.
@@ -137,7 +140,9 @@ def frozen_call(module: nn.Module, tensordict: TensorDictBase) -> TensorDictBase
     # e.g., parameters an outer torch.func.functional_call swapped in as computed tensors).
     if torch.compiler.is_compiling() or not all(p.is_leaf for p in params):
         detached = {name: p.detach() for name, p in module.named_parameters()}
-        return torch.func.functional_call(module, detached, (tensordict.copy(),), strict=False)
+        return torch.func.functional_call(
+            module, detached, (shallow_copy(tensordict),), strict=False
+        )
     # Otherwise the parameters stop requiring grad for the call (autograd records that at
     # each op, so their uses before and after are unaffected): the result of the functional
     # call above, without its swapping of every parameter in and out, which cost ~10% of a
@@ -145,7 +150,7 @@ def frozen_call(module: nn.Module, tensordict: TensorDictBase) -> TensorDictBase
     for p in params:
         p.requires_grad_(False)
     try:
-        return module(tensordict.copy())
+        return module(shallow_copy(tensordict))
     finally:
         for p in params:
             p.requires_grad_(True)
@@ -531,8 +536,10 @@ class LossModule(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def _output(**terms: Tensor) -> TensorDict:
-        return TensorDict(terms, batch_size=[])
+    def _output(**terms: Tensor) -> TensorDictBase:
+        if torch.compiler.is_compiling() or not all(type(t) is Tensor for t in terms.values()):
+            return TensorDict(terms, batch_size=[])
+        return new_tensordict(terms, _SCALAR, None)  # once per update: no per-entry checks
 
 
 class _TargetUpdater:

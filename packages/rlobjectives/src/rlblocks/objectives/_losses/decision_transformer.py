@@ -17,6 +17,7 @@ from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
 from rlblocks.core import ACTION
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.core.specs import TensorSpec
 from rlblocks.objectives._checks import check_probabilistic, fmt_key
 from rlblocks.objectives._losses.base import (
@@ -116,7 +117,7 @@ class DecisionTransformerLoss(_SequenceLoss):
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         target, mask = self._target_action(tensordict)
-        predicted = _mu(self.actor_network, tensordict.copy()).get(self._keys.action_pred)
+        predicted = _mu(self.actor_network, shallow_copy(tensordict)).get(self._keys.action_pred)
         error = distance_loss(type(self).__name__, predicted, target, self.loss_function)
         return self._output(loss_actor=self._masked_mean(error, mask))
 
@@ -191,7 +192,7 @@ class OnlineDTLoss(TemperatureMixin, _SequenceLoss):
         target_entropy = self.target_entropy
         if target_entropy is None:
             target_entropy = remember(self, "target_entropy", -float(action.shape[-1]))
-        dist = self.actor_network.get_dist(tensordict.copy())
+        dist = self.actor_network.get_dist(shallow_copy(tensordict))
         log_prob = reduce_to_batch(dist.log_prob(action), steps)
         entropy_mean = self._masked_mean(entropy(dist, steps, self.samples_mc_entropy), mask)
         alpha = self.alpha

@@ -9,6 +9,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.objectives._checks import read_discount, read_flags
 from rlblocks.objectives._keys import ACTION_VALUE
 from rlblocks.objectives._losses.base import next_key
@@ -179,7 +180,7 @@ class DistributionalDQNLoss(OffPolicyLoss):
         key = self._keys.action_value
         support = self.value_network.support
         value_net = values_only(self.value_network)
-        log_probs = value_net(tensordict.copy()).get(key)
+        log_probs = value_net(shallow_copy(tensordict)).get(key)
         expected_action_values(log_probs, support)  # checks the atoms dim
         log_p = chosen_action_atoms(owner, log_probs, tensordict.get(self._keys.action))
         with torch.no_grad():

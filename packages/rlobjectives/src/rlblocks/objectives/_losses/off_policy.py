@@ -12,6 +12,7 @@ from tensordict.utils import NestedKey
 from torch import Tensor, nn
 
 from rlblocks.core import ACTION, DONE, NEXT, REWARD, TERMINATED
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.core.specs import Bounded, TensorSpec
 from rlblocks.objectives._keys import STEPS_TO_NEXT_OBS, TD_ERROR
 from rlblocks.objectives._losses.base import (
@@ -119,7 +120,7 @@ class OffPolicyLoss(LossModule):
         """Run each network on ``tensordict`` and read ``key``; frozen: no parameter grads."""
         if frozen:
             return [frozen_call(net, tensordict).get(key) for net in networks]
-        return [net(tensordict.copy()).get(key) for net in networks]
+        return [net(shallow_copy(tensordict)).get(key) for net in networks]
 
 
 class TemperatureMixin(nn.Module):

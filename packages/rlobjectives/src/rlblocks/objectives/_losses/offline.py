@@ -9,6 +9,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 from rlblocks.core import ACTION
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.objectives._checks import check_same_shape
 from rlblocks.objectives._keys import STATE_ACTION_VALUE, STATE_VALUE
 from rlblocks.objectives._losses.base import (
@@ -102,7 +103,7 @@ class IQLLoss(OffPolicyLoss):
             targets = self._target("qvalue_networks", self.delay_qvalue)
             q_target = torch.stack(self._evaluate(targets, tensordict, q_key, False)).amin(0)
             next_value = self.value_network(self._with_action(tensordict, None, True)).get(v_key)
-        value = self.value_network(tensordict.copy()).get(v_key)
+        value = self.value_network(shallow_copy(tensordict)).get(v_key)
         check_same_shape("IQLLoss", "min_i Q'_i(s, a)", q_target, "V(s)", value)
         diff = q_target - value
         weight = (self.expectile - (diff < 0).to(diff.dtype)).abs()
@@ -114,7 +115,7 @@ class IQLLoss(OffPolicyLoss):
             distance_loss("IQLLoss", p, target, self.loss_function).mean() for p in preds
         )
 
-        dist = self.actor_network.get_dist(tensordict.copy())
+        dist = self.actor_network.get_dist(shallow_copy(tensordict))
         action = tensordict.get(self._keys.action)
         log_prob = reduce_to_batch(dist.log_prob(action), tensordict.batch_dims)
         with torch.no_grad():
@@ -171,9 +172,9 @@ class BCLoss(LossModule):
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get(self._keys.action)
         if self.loss_function == "nll":
-            dist = self.actor_network.get_dist(tensordict.copy())
+            dist = self.actor_network.get_dist(shallow_copy(tensordict))
             log_prob = reduce_to_batch(dist.log_prob(action), tensordict.batch_dims)
             return self._output(loss_bc=-log_prob.mean())
-        predicted = self.actor_network(tensordict.copy()).get(self._keys.action)
+        predicted = self.actor_network(shallow_copy(tensordict)).get(self._keys.action)
         loss = distance_loss("BCLoss", predicted, action, self.loss_function)
         return self._output(loss_bc=loss.mean())

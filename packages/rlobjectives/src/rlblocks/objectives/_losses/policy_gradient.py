@@ -12,6 +12,7 @@ from torch import Tensor
 from torch import distributions as D
 
 from rlblocks.core import ACTION, DONE, REWARD, TERMINATED
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.objectives._checks import check_probabilistic
 from rlblocks.objectives._keys import ADVANTAGE, SAMPLE_LOG_PROB, STATE_VALUE, VALUE_TARGET
 from rlblocks.objectives._losses.base import (
@@ -153,7 +154,7 @@ class PolicyGradientLoss(LossModule):
             return {}
         owner = type(self).__name__
         target = tensordict.get(self._keys.value_target)
-        value = self.critic_network(tensordict.copy()).get(self._keys.value)
+        value = self.critic_network(shallow_copy(tensordict)).get(self._keys.value)
         loss = distance_loss(owner, value, target, self.loss_critic_type)
         terms: dict[str, Tensor] = {}
         if self.clip_value is not None:
@@ -167,7 +168,7 @@ class PolicyGradientLoss(LossModule):
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         advantage = self._advantage(tensordict)
-        dist = self.actor_network.get_dist(tensordict.copy())
+        dist = self.actor_network.get_dist(shallow_copy(tensordict))
         terms = self._policy_terms(tensordict, dist, advantage)
         terms.update(self._entropy_terms(dist, per_sample_dims(tensordict.batch_dims, advantage)))
         terms.update(self._critic_terms(tensordict))

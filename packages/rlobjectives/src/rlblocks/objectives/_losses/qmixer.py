@@ -11,6 +11,7 @@ from tensordict.utils import NestedKey
 from torch import Tensor
 
 from rlblocks.core import NEXT
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.core.specs import Categorical, OneHot, TensorSpec
 from rlblocks.objectives._checks import fmt_key
 from rlblocks.objectives._keys import ACTION_VALUE, CHOSEN_ACTION_VALUE
@@ -193,9 +194,11 @@ class QMixerLoss(OffPolicyLoss):
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self._keys
-        values = values_only(self.local_value_network)(tensordict.copy()).get(keys.action_value)
+        values = values_only(self.local_value_network)(shallow_copy(tensordict)).get(
+            keys.action_value
+        )
         chosen = self._chosen_values(values, tensordict.get(keys.action))
-        mixer_in = tensordict.copy()
+        mixer_in = shallow_copy(tensordict)
         mixer_in.set(keys.local_value, chosen)
         pred = self.mixer_network(mixer_in).get(keys.global_value)
         self._check_team_value(tensordict, pred)

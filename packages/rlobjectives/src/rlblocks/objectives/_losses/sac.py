@@ -10,6 +10,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor, nn
 
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.core.specs import TensorSpec
 from rlblocks.objectives._checks import check_probabilistic
 from rlblocks.objectives._keys import ACTION_VALUE, STATE_ACTION_VALUE
@@ -141,7 +142,7 @@ class SACLoss(_SoftActorCritic):
 
         Reduce the log-probability like the ``Q`` it goes with (per agent for a group).
         """
-        return sample_with_log_prob(self.actor_network.get_dist(tensordict.copy()))
+        return sample_with_log_prob(self.actor_network.get_dist(shallow_copy(tensordict)))
 
     def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
         """A reparameterized action and its log-probability per sample of ``tensordict``."""
@@ -281,7 +282,7 @@ class DiscreteSACLoss(_SoftActorCritic):
 
     def _probs(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
         """``(p, log p)`` over the actions, ``[*batch, n]``."""
-        dist = self.actor_network.get_dist(tensordict.copy())
+        dist = self.actor_network.get_dist(shallow_copy(tensordict))
         log_p = torch.log_softmax(dist.logits, -1)
         return log_p.exp(), log_p
 

@@ -12,6 +12,7 @@ from tensordict.utils import NestedKey
 from torch import Tensor
 
 from rlblocks.core import ACTION
+from rlblocks.core.fast_td import shallow_copy
 from rlblocks.objectives._checks import check_probabilistic, check_same_shape, fmt_key
 from rlblocks.objectives._keys import SAMPLE_LOG_PROB
 from rlblocks.objectives.value._estimators import (
@@ -96,7 +97,7 @@ class VTrace(ValueEstimatorBase):
         with torch.no_grad():
             # A shallow copy: the actor's intermediate outputs (loc, scale...) stay out of
             # the caller's data.
-            dist = self.actor_network.get_dist(tensordict.copy())
+            dist = self.actor_network.get_dist(shallow_copy(tensordict))
             log_pi = dist.log_prob(tensordict.get(keys.action))
         log_mu = tensordict.get(keys.sample_log_prob).detach()
         batch_dims = tensordict.batch_dims
