@@ -299,10 +299,24 @@ def ppo_epochs(
     update: UpdateStep, data: TensorDictBase, args: argparse.Namespace
 ) -> TensorDictBase:
     """``args.update_epochs`` passes over the flat batch ``data`` in shuffled minibatches of
-    ``args.minibatch_size``; returns the last gradient step's output (what CleanRL logs)."""
-    for _epoch in range(args.update_epochs):
-        for index in torch.randperm(data.shape[0]).split(args.minibatch_size):
-            out = update(data[index])
+    ``args.minibatch_size``; returns the last gradient step's output (what CleanRL logs).
+
+    A PPO loss computes its diagnostics (KL, ESS, clip fraction) for that last step only,
+    the one logged: in eager mode they cost ~4% of each step. A compiled step keeps them on
+    every step (switching would compile a second graph; fused, they cost next to nothing).
+    """
+    loss = update.loss_module
+    logged = getattr(loss, "diagnostics", None)
+    switch = logged is not None and not update.compiled
+    steps = [
+        index
+        for _epoch in range(args.update_epochs)
+        for index in torch.randperm(data.shape[0]).split(args.minibatch_size)
+    ]
+    for number, index in enumerate(steps, 1):
+        if switch:
+            loss.diagnostics = logged and number == len(steps)
+        out = update(data[index])
     return out
 
 

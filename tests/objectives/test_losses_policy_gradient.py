@@ -77,6 +77,23 @@ def test_clip_ppo_matches_reference(build):
     assert not out["clip_fraction"].requires_grad and not out["ESS"].requires_grad
 
 
+@pytest.mark.parametrize("cls", [PPOLoss, ClipPPOLoss, KLPENPPOLoss])
+def test_diagnostics_off_leaves_the_terms_and_can_switch_between_calls(build, cls):
+    actor, critic = build.gaussian_actor(), build.critic()
+    td = ppo_batch(build, actor)
+    with torch.no_grad():  # pi_old's parameters, which KLPENPPOLoss reads
+        td["loc"], td["scale"] = actor.module[0].module(td["observation"])
+    full = cls(actor, critic)(td.clone())
+    loss = cls(actor, critic, diagnostics=False)
+    lean = loss(td.clone())
+    extra = {"kl_approx", "ESS"} | ({"clip_fraction"} if cls is ClipPPOLoss else set())
+    assert set(full.keys()) - set(lean.keys()) == extra
+    for key in lean.keys():
+        torch.testing.assert_close(lean[key], full[key])
+    loss.diagnostics = True
+    assert extra <= set(loss(td.clone()).keys())
+
+
 def test_zero_entropy_weight_keeps_the_diagnostic_but_builds_no_graph(build):
     actor, critic = build.gaussian_actor(), build.critic()
     td = ppo_batch(build, actor)
