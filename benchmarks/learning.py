@@ -5,6 +5,7 @@
     python benchmarks/learning.py --settings ppo-zoo ppo-example --threads default --no-sb3
     python benchmarks/learning.py --algos td3 a2c --jobs 1
     python benchmarks/learning.py --settings dqn-zoo --seeds 1 --total-frames-override 4000
+    python benchmarks/learning.py --settings ppo-zoo --repeats 2   # each side's fastest of 2
 
 Every run is a script in a fresh interpreter, as a user starts it; its final evaluation
 return is read from its output and its wall-clock is the whole process, start to exit.
@@ -515,6 +516,15 @@ def main() -> int:
     )
     parser.add_argument("--jobs", type=int, default=2, help="untimed runs at once")
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="timed runs per side and seed, in rounds (every side once, then again); each "
+        "side's figure for the seed is its fastest run, on every side alike (for a machine "
+        "whose speed drifts between runs)",
+    )
+    parser.add_argument(
         "--total-frames-override",
         type=int,
         default=None,
@@ -561,9 +571,15 @@ def main() -> int:
         if settings:
             threads_note = " (torch's default here)" if args.threads == "default" else ""
             seeds = " ".join(map(str, args.seeds))
+            repeats = (
+                f" Each side ran {args.repeats} times per seed, in rounds; its figure per "
+                f"seed is its fastest run."
+                if args.repeats > 1
+                else ""
+            )
             print(
                 f"\nSettings, timed: one run at a time, no other run of this script beside "
-                f"it, a seed's runs next to each other. Every side: the same flags and "
+                f"it, a seed's runs next to each other.{repeats} Every side: the same flags and "
                 f"frames, seeds {seeds}, {threads} torch thread(s){threads_note}; "
                 f"final evaluation: mean return of {EVAL_EPISODES} deterministic "
                 f"episodes, the first of each of {EVAL_EPISODES} envs seeded from seed + "
@@ -586,13 +602,22 @@ def main() -> int:
             print_setting_header(name, setting, frames, sb3_status)
             runs = {}
             for seed in args.seeds:
+                rounds = [
+                    {s: run_side(s, setting, seed, frames, threads, runs_dir) for s in sides}
+                    for _ in range(max(1, args.repeats))
+                ]
                 runs[seed] = {
-                    s: run_side(s, setting, seed, frames, threads, runs_dir) for s in sides
+                    s: min((r[s] for r in rounds), key=lambda r: r.seconds) for s in sides
                 }
                 print(
                     f"  seed {seed}: "
                     + " | ".join(
                         f"{SIDE_NAMES[s]} return {r.eval_return:.1f} in {r.seconds:.1f} s"
+                        + (
+                            f" (fastest of {' / '.join(f'{x[s].seconds:.1f}' for x in rounds)})"
+                            if len(rounds) > 1
+                            else ""
+                        )
                         for s, r in runs[seed].items()
                     ),
                     flush=True,
