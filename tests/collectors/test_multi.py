@@ -125,10 +125,13 @@ def test_update_policy_weights_in_async_collector(kit, make):
     assert (collector.next()["action"] == 1).all()
     greedy.prefer(0)
     collector.update_policy_weights_()
-    # The batch of the other worker may have started before the update; the next ones
-    # are asked for after it.
+    # Only the other worker's batch, started before the update, may carry the old weights:
+    # one batch at most, arriving whenever that worker finishes (first, second or third,
+    # depending on which worker is faster); every batch asked for after it is new.
     actions = [collector.next()["action"] for _ in range(3)]
-    assert (actions[-1] == 0).all() and (actions[-2] == 0).all()
+    old = [bool((a == 1).all()) for a in actions]
+    assert all(stale or (a == 0).all() for stale, a in zip(old, actions))
+    assert sum(old) <= 1, f"{sum(old)} of 3 batches after the update used the old weights"
 
 
 def test_init_random_frames_in_workers(kit, make):
