@@ -7,8 +7,11 @@ policy once per env step and a loss calls its networks once per update, so for m
 call does nothing beyond reading inputs, calling the wrapped module and writing outputs,
 :func:`direct_call` does just that: same outputs, a fraction of the overhead. Anything else
 (hooks, keyword inputs, selected out keys, other module classes) keeps its own call.
+:func:`plain_forward` is the same read-call-write for the ``forward`` of a subclass that
+keeps ``TensorDictModule``'s (hooks then run in ``nn.Module.__call__`` around it).
 
-Used by the collectors (the policy) and by the losses' actors in rlblocks-objectives.
+Used by the collectors (the policy) and, in rlblocks-objectives, by the actors' stages and
+the ``forward`` of ``ValueOperator`` and ``SafeModule``.
 """
 
 from __future__ import annotations
