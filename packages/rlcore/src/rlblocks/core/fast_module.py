@@ -100,21 +100,12 @@ def _module_call(policy: TensorDictModule) -> TensorDictFn:
     module = policy.module
     in_keys = list(policy.in_keys)
     out_keys = list(policy.out_keys)
-    single = out_keys[0] if len(out_keys) == 1 else None
 
     def call(td: TensorDictBase) -> TensorDictBase:
         if _has_hooks(policy) or skip_existing():  # hooks registered since run
             return policy(td)
-        inputs = [td.get(k, None) for k in in_keys]
-        for value in inputs:
-            if value is None:
-                return policy(td)  # a missing input: TensorDictModule's error names it
-        out = module(*inputs)
-        if single is not None and type(out) is torch.Tensor:
-            td.set(single, out)
-            return td
-        _write_outputs(policy, td, out)
-        return td
+        out = _read_call_write(policy, module, in_keys, out_keys, td)
+        return policy(td) if out is None else out  # a missing input: tensordict names it
 
     return call
 
@@ -131,12 +122,23 @@ def plain_forward(policy: TensorDictModule, td: TensorDictBase) -> TensorDictBas
     """
     if skip_existing() or not _reads_and_writes(policy):
         return None
-    inputs = [td.get(k, None) for k in policy.in_keys]
+    return _read_call_write(policy, policy.module, policy.in_keys, policy.out_keys, td)
+
+
+def _read_call_write(
+    policy: TensorDictModule,
+    module: Callable,
+    in_keys: list,
+    out_keys: list,
+    td: TensorDictBase,
+) -> TensorDictBase | None:
+    """``module`` on ``td``'s ``in_keys``, its outputs written at ``out_keys``; ``None``,
+    having done nothing, when an input is missing."""
+    inputs = [td.get(k, None) for k in in_keys]
     for value in inputs:
         if value is None:
             return None
-    out = policy.module(*inputs)
-    out_keys = policy.out_keys
+    out = module(*inputs)
     if len(out_keys) == 1 and type(out) is torch.Tensor:
         td.set(out_keys[0], out)
     else:
