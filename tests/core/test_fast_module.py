@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn import (
+    CompositeDistribution,
+    ProbabilisticTensorDictModule,
+    TensorDictModule,
+    TensorDictSequential,
+    set_interaction_type,
+    set_skip_existing,
+)
 
 from rlblocks.core import ModuleOutputError
 from rlblocks.core.fast_module import direct_call
@@ -56,3 +65,139 @@ def test_errors_name_the_module_and_the_fix():
     outputs = TensorDictModule(lambda o: (o, o), ["observation"], ["a", "b", "c"])
     with pytest.raises(ModuleOutputError, match="returned 2 outputs but .* 3 out_keys"):
         direct_call(outputs)(data())
+
+
+# -- the sampler: ProbabilisticTensorDictModule -------------------------------------------
+
+
+class _JointNormal(torch.distributions.Normal):
+    """A Normal that scores its draws through ``rsample_and_log_prob``, offset by 1 so that
+    a test sees which path wrote the log-probability."""
+
+    def rsample_and_log_prob(self, sample_shape=()):
+        value = self.rsample(sample_shape)
+        return value, self.log_prob(value) + 1.0
+
+
+def _sampler(distribution_class, in_keys, **kwargs):
+    return ProbabilisticTensorDictModule(
+        in_keys=in_keys,
+        out_keys=["action"],
+        distribution_class=distribution_class,
+        default_interaction_type="random",
+        **kwargs,
+    )
+
+
+def _params():
+    return TensorDict(
+        {"logits": torch.randn(5, 3), "loc": torch.randn(5, 2), "scale": torch.rand(5, 2) + 0.1},
+        batch_size=[5],
+    )
+
+
+def _same_draws(make, td, *, direct):
+    """A sampler's call and the direct call of a second one from ``make``, from the same
+    generator state: equal entries, the same draws. ``direct``: whether the direct call
+    must do without the sampler's ``forward``."""
+    torch.manual_seed(1)
+    expected = make()(td.clone())
+    after_expected = torch.rand(3)
+    sampler = make()
+    call = direct_call(sampler)
+    assert call is not None
+    if direct:
+        sampler.forward = lambda *args, **kwargs: pytest.fail("the sampler's forward ran")
+    torch.manual_seed(1)
+    got = call(td.clone())
+    assert torch.equal(torch.rand(3), after_expected)  # the same number of draws
+    assert set(got.keys(True, True)) == set(expected.keys(True, True))
+    for key in expected.keys(True, True):
+        assert torch.equal(got[key], expected[key]), key
+    return got
+
+
+@pytest.mark.parametrize("return_log_prob", [True, False])
+@pytest.mark.parametrize(
+    ("distribution_class", "in_keys"),
+    [
+        (torch.distributions.Categorical, ["logits"]),
+        (torch.distributions.Normal, ["loc", "scale"]),
+        (_JointNormal, ["loc", "scale"]),
+    ],
+)
+def test_sampler_draws_what_its_call_draws(distribution_class, in_keys, return_log_prob):
+    def make():
+        return _sampler(distribution_class, in_keys, return_log_prob=return_log_prob)
+
+    got = _same_draws(make, _params(), direct=True)
+    assert ("action_log_prob" in got.keys()) is return_log_prob
+    if distribution_class is _JointNormal and return_log_prob:  # the joint path scored it
+        expected = make().get_dist(got).log_prob(got["action"]) + 1.0
+        torch.testing.assert_close(got["action_log_prob"], expected)
+
+
+@pytest.mark.parametrize("case", ["mode", "generator", "num_samples"])
+def test_sampler_under_other_settings_gives_its_results(case):
+    normal = (torch.distributions.Normal, ["loc", "scale"])
+
+    def make():
+        if case == "generator":  # a fresh one per sampler: both draw the same
+            return _sampler(*normal, generator=torch.Generator().manual_seed(3))
+        if case == "num_samples":
+            return _sampler(*normal, num_samples=4)
+        return _sampler(*normal, return_log_prob=True)
+
+    with set_interaction_type("mode") if case == "mode" else contextlib.nullcontext():
+        _same_draws(make, _params(), direct=False)
+
+
+def test_sampler_honours_skip_existing_and_later_hooks():
+    call_of = _sampler(torch.distributions.Normal, ["loc", "scale"])
+    call = direct_call(call_of)
+    td = _params().set("action", torch.zeros(5, 2))
+    with set_skip_existing(True):
+        assert torch.equal(call(td)["action"], torch.zeros(5, 2))  # kept, as the call keeps it
+    seen = []
+    call_of.register_forward_hook(lambda *args: seen.append(1))
+    call(_params())
+    assert seen == [1]
+
+
+def test_sampler_of_a_composite_distribution_gives_its_results():
+    def make():
+        return ProbabilisticTensorDictModule(
+            in_keys=["params"],
+            out_keys=[("sample", "a"), ("sample", "b")],
+            distribution_class=CompositeDistribution,
+            distribution_kwargs={
+                "distribution_map": {
+                    ("sample", "a"): torch.distributions.Normal,
+                    ("sample", "b"): torch.distributions.Categorical,
+                }
+            },
+            default_interaction_type="random",
+            return_log_prob=True,
+        )
+
+    params = TensorDict(
+        {
+            "params": {
+                ("sample", "a"): {"loc": torch.zeros(5, 2), "scale": torch.ones(5, 2)},
+                ("sample", "b"): {"logits": torch.zeros(5, 3)},
+            }
+        },
+        batch_size=[5],
+    )
+    got = _same_draws(make, params, direct=False)
+    assert ("sample", "b") in got.keys(True)
+
+
+def test_sampler_with_a_missing_parameter_fails_as_its_call():
+    sampler = _sampler(torch.distributions.Normal, ["loc", "scale"])
+    td = TensorDict({"loc": torch.zeros(5, 2)}, batch_size=[5])
+    with pytest.raises(ValueError, match="must all be instances") as expected:
+        sampler(td.clone())
+    with pytest.raises(ValueError, match="must all be instances") as got:
+        direct_call(sampler)(td.clone())
+    assert str(got.value) == str(expected.value)

@@ -21,7 +21,15 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictSequential, skip_existing
+from tensordict.nn import (
+    CompositeDistribution,
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    TensorDictModule,
+    TensorDictSequential,
+    interaction_type,
+    skip_existing,
+)
 from torch import nn
 
 from rlblocks.core.errors import ModuleOutputError
@@ -78,9 +86,11 @@ def direct_call(module: Any) -> TensorDictFn | None:
     written in place, no selected out keys) is called as "read the inputs, call the wrapped
     module, write the outputs"; a plain ``TensorDictSequential`` (or a subclass that keeps
     its call, e.g. ``QValueActor``) runs the direct calls of its modules in order, other
-    modules as they are. Either falls back to ``module(td)`` for a missing input (so that
-    tensordict's error names it), for hooks registered since, and for a sequence given other
-    modules since.
+    modules as they are; a ``ProbabilisticTensorDictModule`` (its own class) that samples
+    is called as "build the distribution, draw, write the draw and its log-probability".
+    Each falls back to ``module(td)`` for a missing input (so that tensordict's error names
+    it), for hooks registered since, and for a sequence given other modules since; the
+    sampler also for anything but a plain draw (see :func:`_sampler_call`).
 
     Args:
         module: Anything; only the two kinds above get a direct call.
@@ -92,6 +102,8 @@ def direct_call(module: Any) -> TensorDictFn | None:
         return _module_call(module)
     if _is_plain_sequence(module):
         return _sequence_call(module)
+    if type(module) is ProbabilisticTensorDictModule and not module._warn_default_out_key:
+        return _sampler_call(module)
     return None
 
 
@@ -144,6 +156,53 @@ def _read_call_write(
     else:
         _write_outputs(policy, td, out)
     return td
+
+
+def _sampler_call(sampler: ProbabilisticTensorDictModule) -> TensorDictFn:
+    """Build the distribution, draw one value, write it (and its log-probability) in place.
+
+    What ``sampler(td)`` does under ``InteractionType.RANDOM`` without a generator, extra
+    samples or ``skip_existing``, for a distribution that is not a ``CompositeDistribution``:
+    ``rsample_and_log_prob``/``sample_and_log_prob`` where the distribution defines it and
+    the log-probability is written (the score of the very draw), else ``rsample()`` or
+    ``sample()`` then ``log_prob``. Anything else, checked at each call, is the sampler's
+    own call: its generic path costs about 20 us a call, most of a small policy's overhead.
+    """
+
+    def call(td: TensorDictBase) -> TensorDictBase:
+        if (
+            _has_hooks(sampler)
+            or skip_existing()
+            or sampler._generator is not None
+            or sampler._generator_key is not None
+            or sampler.num_samples is not None
+            or (interaction_type() or sampler.default_interaction_type)
+            is not InteractionType.RANDOM
+        ):
+            return sampler(td)
+        dist = sampler.get_dist(td)
+        if isinstance(dist, CompositeDistribution):  # built twice: composites are rare
+            return sampler(td)
+        with_log_prob = sampler.return_log_prob
+        joint = _joint_sample_and_log_prob(dist) if with_log_prob else None
+        if joint is not None:
+            sample, log_prob = joint(torch.Size(()))
+        else:
+            sample, log_prob = (dist.rsample() if dist.has_rsample else dist.sample()), None
+        samples = (sample,) if isinstance(sample, torch.Tensor) else sample
+        for key, value in zip(sampler.dist_sample_keys, samples, strict=True):
+            td.set(key, value)
+        if with_log_prob:
+            td.set(sampler.log_prob_key, dist.log_prob(*samples) if log_prob is None else log_prob)
+        return td
+
+    return call
+
+
+def _joint_sample_and_log_prob(dist: Any) -> Callable | None:
+    """The method that draws and scores the same draw, where the distribution has one."""
+    name = "rsample_and_log_prob" if dist.has_rsample else "sample_and_log_prob"
+    return getattr(dist, name) if callable(getattr(type(dist), name, None)) else None
 
 
 def _sequence_call(policy: TensorDictSequential) -> TensorDictFn:
