@@ -507,3 +507,21 @@ def test_frozen_call_inside_an_outer_functional_call_blocks_the_swapped_in_param
     assert all(p.grad is None for p in base.values())
     weight = swapped["critic.module.weight"]
     torch.testing.assert_close(x.grad, weight.detach().expand(4, 3))
+
+
+@pytest.mark.parametrize(
+    ("kind", "reference"),
+    [("l1", F.l1_loss), ("l2", F.mse_loss), ("smooth_l1", F.smooth_l1_loss)],
+)
+def test_distances_equal_torch_functions_in_values_and_gradients(kind, reference):
+    from rlblocks.objectives._losses.base import distance_loss
+
+    torch.manual_seed(0)
+    pred, target = torch.randn(64, 3, requires_grad=True), torch.randn(64, 3, requires_grad=True)
+    got = distance_loss("test", pred, target, kind)
+    expected = reference(pred, target, reduction="none")
+    assert torch.equal(got, expected)
+    got_grads = torch.autograd.grad(got.mean() * 0.3, (pred, target))
+    expected_grads = torch.autograd.grad(expected.mean() * 0.3, (pred, target))
+    for a, b in zip(got_grads, expected_grads, strict=True):
+        assert torch.equal(a, b)

@@ -105,7 +105,9 @@ def total_loss(losses: Mapping[str, Tensor] | TensorDictBase) -> Tensor:
 
 _DISTANCES = {
     "l1": lambda a, b: (a - b).abs(),
-    "l2": lambda a, b: nn.functional.mse_loss(a, b, reduction="none"),
+    # mse_loss(reduction="none")'s values and gradients, without its Python-side
+    # broadcasting checks (shapes are checked before): ~5 us of a small critic's update.
+    "l2": lambda a, b: (a - b).square(),
     "smooth_l1": lambda a, b: nn.functional.smooth_l1_loss(a, b, reduction="none"),
 }
 
