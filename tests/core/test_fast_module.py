@@ -17,7 +17,7 @@ from tensordict.nn import (
 )
 
 from rlblocks.core import ModuleOutputError
-from rlblocks.core.fast_module import direct_call
+from rlblocks.core.fast_module import direct_call, keeps_plain_forward, module_call
 
 
 def data():
@@ -201,3 +201,40 @@ def test_sampler_with_a_missing_parameter_fails_as_its_call():
     with pytest.raises(ValueError, match="must all be instances") as got:
         direct_call(sampler)(td.clone())
     assert str(got.value) == str(expected.value)
+
+
+# -- module_call ---------------------------------------------------------------------------
+
+
+def test_module_call_gives_what_the_call_gives_and_honours_hooks_and_skip_existing():
+    module = sequence()[0]
+    td = data()
+    assert torch.equal(module_call(module, td.clone())["logits"], module(td.clone())["logits"])
+    with set_skip_existing(True):  # the output is there: kept, as the module's call keeps it
+        kept = module_call(module, td.clone().set("logits", torch.zeros(3, 2)))
+    assert torch.equal(kept["logits"], torch.zeros(3, 2))
+    seen = []
+    module.register_forward_hook(lambda *args: seen.append(1))
+    module_call(module, td.clone())
+    assert seen == [1]
+
+
+def test_module_call_runs_a_subclass_forward_unless_declared_plain():
+    class Doubling(TensorDictModule):
+        def forward(self, tensordict):
+            return super().forward(tensordict).apply(lambda x: 2 * x)
+
+    @keeps_plain_forward
+    class Declared(TensorDictModule):
+        def forward(self, tensordict):
+            return super().forward(tensordict)
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(4, 2)
+    td = data()
+    expected = linear(td["observation"])
+    doubled = module_call(Doubling(linear, ["observation"], ["logits"]), td.clone())
+    assert torch.equal(doubled["logits"], 2 * expected)
+    declared = Declared(linear, ["observation"], ["logits"])
+    declared.forward = lambda *args: pytest.fail("a declared class is read-call-written")
+    assert torch.equal(module_call(declared, td.clone())["logits"], expected)

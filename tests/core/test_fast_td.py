@@ -6,7 +6,14 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from rlblocks.core.fast_td import PLAIN_LAYOUT, detached, flat_entries, shallow_copy
+from rlblocks.core.fast_td import (
+    PLAIN_LAYOUT,
+    detached,
+    fast_get,
+    flat_entries,
+    has_key,
+    shallow_copy,
+)
 
 
 def flat() -> TensorDict:
@@ -45,8 +52,29 @@ def test_shallow_copy_holds_the_same_tensors_and_leaves_the_original(make):
     assert copy.batch_size == td.batch_size and copy.names == td.names
     copy["logits"] = torch.zeros(4, 2)
     copy["action"] = torch.ones(4)
+    copy["next", "observation"] = torch.zeros(4, 3)
     assert "logits" not in td.keys()
     assert (td["action"] == 0).all()
+    assert ("next", "observation") not in td.keys(True)
+
+
+def test_shallow_copy_of_a_deeper_tree_keeps_each_level():
+    td = nested()
+    td["next", "agents"] = TensorDict({"reward": torch.ones(4, 2, 1)}, batch_size=[4, 2])
+    copy = shallow_copy(td)
+    assert copy["next", "agents"].batch_size == torch.Size([4, 2])
+    assert copy["next", "agents"] is not td["next", "agents"]
+    assert copy["next", "agents", "reward"] is td["next", "agents", "reward"]
+    copy["next", "agents", "done"] = torch.zeros(4, 2, 1, dtype=torch.bool)
+    assert ("next", "agents", "done") not in td.keys(True)
+
+
+@pytest.mark.parametrize("make", [flat, nested, named])
+def test_has_key_answers_as_the_nested_keys(make):
+    td = make()
+    for key in [*td.keys(True), "next", ("next", "reward"), ("next", "done"), "missing",
+                ("observation", "x"), ("next", "reward", "x")]:  # fmt: skip
+        assert has_key(td, key) == (key in td.keys(True)), key
 
 
 @pytest.mark.parametrize("make", [flat, nested, named])
@@ -67,3 +95,12 @@ def test_a_copy_of_a_locked_tensordict_takes_writes():
     copy = shallow_copy(td)
     copy["logits"] = torch.zeros(4, 2)
     assert "logits" in copy.keys()
+
+
+@pytest.mark.parametrize("make", [flat, nested, named])
+def test_fast_get_reads_what_get_reads(make):
+    td = make()
+    for key in [*td.keys(True), "next", ("next", "reward"), ("next", "done"), "missing"]:
+        expected = td.get(key, "absent")
+        got = fast_get(td, key, "absent")
+        assert got is expected or (got == "absent" and expected == "absent"), key

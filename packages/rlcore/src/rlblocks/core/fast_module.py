@@ -34,7 +34,7 @@ from torch import nn
 
 from rlblocks.core.errors import ModuleOutputError
 
-__all__ = ["TensorDictFn", "direct_call", "plain_forward"]
+__all__ = ["TensorDictFn", "direct_call", "keeps_plain_forward", "module_call", "plain_forward"]
 
 TensorDictFn = Callable[[TensorDictBase], TensorDictBase]
 
@@ -120,6 +120,34 @@ def _module_call(policy: TensorDictModule) -> TensorDictFn:
         return policy(td) if out is None else out  # a missing input: tensordict names it
 
     return call
+
+
+# TensorDictModule subclasses whose forward does what TensorDictModule's does (see
+# keeps_plain_forward): module_call may skip their call.
+_PLAIN_FORWARD: set[type] = {TensorDictModule}
+
+
+def keeps_plain_forward(cls: type[TensorDictModule]) -> type[TensorDictModule]:
+    """Declare (as a class decorator) that ``cls.forward`` computes what
+    ``TensorDictModule.forward`` does, so that :func:`module_call` may run its
+    read-call-write directly. Returns ``cls``."""
+    _PLAIN_FORWARD.add(cls)
+    return cls
+
+
+def module_call(module: Any, td: TensorDictBase) -> TensorDictBase:
+    """``module(td)``: for a ``TensorDictModule`` (or a class declared with
+    :func:`keeps_plain_forward`) without hooks, its read-call-write directly where
+    :func:`plain_forward` serves; any other module, or setting, through its own call.
+
+    For calls that look their module up each time (a loss's networks, once or twice per
+    update): the checks run at each call, nothing is cached.
+    """
+    if type(module) in _PLAIN_FORWARD and not _has_hooks(module):
+        out = plain_forward(module, td)
+        if out is not None:
+            return out
+    return module(td)
 
 
 def plain_forward(policy: TensorDictModule, td: TensorDictBase) -> TensorDictBase | None:

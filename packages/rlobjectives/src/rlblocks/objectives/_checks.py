@@ -10,7 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED, TRUNCATED
-from rlblocks.core.fast_td import flat_entries
+from rlblocks.core.fast_td import fast_get, flat_entries, has_key
 from rlblocks.objectives.errors import (
     MissingInputError,
     ObjectiveConfigError,
@@ -115,28 +115,32 @@ def check_keys(
         MissingInputError: Listing what is needed, what is missing, what was given and how
             to rename keys with ``set_keys``.
     """
-    # A flat TensorDict's own dict answers ``in`` for its keys; a nested key is in neither.
-    present = flat_entries(tensordict)
-    if present is None:
-        present = set(tensordict.keys(include_nested=True))
+    # A flat TensorDict's own dict answers ``in`` for its keys (a nested key is in none);
+    # otherwise each key is looked up along its path, without listing every nested key.
+    flat = flat_entries(tensordict)
+
+    def present(key: NestedKey) -> bool:
+        key = _norm(key)
+        return key in flat if flat is not None else has_key(tensordict, key)
+
     # A fallback role is needed only when the role it falls back to is not read either.
     required = {
         name: key
         for name, key in loss_keys.items()
-        if FALLBACK_ROLES.get(name) not in loss_keys or _norm(key) in present
+        if FALLBACK_ROLES.get(name) not in loss_keys or present(key)
     }
     missing_loss = [
         (name, key)
         for name, key in required.items()
-        if _norm(key) not in present
+        if not present(key)
         # A group without flags of its own reads the env-level ones (read_flags).
-        and not (name in FLAG_ROLES and _norm(env_level_key(key)) in present)
+        and not (name in FLAG_ROLES and present(env_level_key(key)))
     ]
     own = {_norm(k) for k in loss_keys.values()}
     missing_net = [
         (key, who)
         for key, who in network_keys.items()
-        if _norm(key) not in present and _norm(key) not in own
+        if not present(key) and _norm(key) not in own
     ]
     if not missing_loss and not missing_net:
         return
@@ -144,7 +148,8 @@ def check_keys(
     missing = list(
         dict.fromkeys([fmt_key(k) for _, k in missing_loss] + [fmt_key(k) for k, _ in missing_net])
     )
-    given = sorted(fmt_key(k) for k in present if not _is_subtree(tensordict, k))
+    keys = tensordict.keys(include_nested=True)
+    given = sorted(fmt_key(k) for k in keys if not _is_subtree(tensordict, k))
     fixes = []
     if missing_loss:
         name, key = missing_loss[0]
@@ -253,11 +258,11 @@ def read_flags(
     Returns:
         ``(done, terminated)``, shaped like ``like``.
     """
-    done = tensordict.get(done_key, None)
+    done = fast_get(tensordict, done_key)
     if done is None:
         done_key, terminated_key = env_level_key(done_key), env_level_key(terminated_key)
         done = tensordict.get(done_key)
-    terminated = tensordict.get(terminated_key, None)
+    terminated = fast_get(tensordict, terminated_key)
     if terminated is None:
         terminated, terminated_key = done, done_key
     batch_dims = tensordict.batch_dims
@@ -293,7 +298,7 @@ def read_discount(
     Returns:
         ``gamma``, or a tensor shaped like ``like``.
     """
-    steps = tensordict.get(steps_key, None)
+    steps = fast_get(tensordict, steps_key)
     if steps is None:
         return gamma
     if steps.shape == like.shape[:-1] and like.shape[-1:] == (1,):

@@ -18,6 +18,7 @@ from torch import distributions as D
 from torch.nn.parameter import is_lazy
 
 from rlblocks.core import NEXT
+from rlblocks.core.fast_module import module_call
 from rlblocks.core.fast_td import new_tensordict, shallow_copy
 from rlblocks.objectives._checks import (
     check_keys,
@@ -43,6 +44,7 @@ __all__ = [
     "HardUpdate",
     "total_loss",
     "distance_loss",
+    "network_output",
     "check_distance",
     "next_key",
     "frozen_call",
@@ -131,6 +133,14 @@ def check_distance(owner: str, kind: str) -> str:
     return kind
 
 
+def network_output(network: nn.Module, tensordict: TensorDictBase, key: NestedKey) -> Any:
+    """What ``network`` writes at ``key`` when run on a shallow copy of ``tensordict``
+    (which is left as it was): how a loss reads its networks, once or twice per update,
+    without tensordict.nn's per-call wrappers where they change nothing
+    (:func:`~rlblocks.core.fast_module.module_call`)."""
+    return module_call(network, shallow_copy(tensordict)).get(key)
+
+
 def frozen_call(module: nn.Module, tensordict: TensorDictBase) -> TensorDictBase:
     """Run ``module`` on a shallow copy of ``tensordict`` with its parameters detached.
 
@@ -152,7 +162,7 @@ def frozen_call(module: nn.Module, tensordict: TensorDictBase) -> TensorDictBase
     for p in params:
         p.requires_grad_(False)
     try:
-        return module(shallow_copy(tensordict))
+        return module_call(module, shallow_copy(tensordict))
     finally:
         for p in params:
             p.requires_grad_(True)

@@ -10,10 +10,9 @@ from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
 from rlblocks.core import ExplorationType, set_exploration_type
-from rlblocks.core.fast_td import shallow_copy
 from rlblocks.core.specs import TensorSpec
 from rlblocks.objectives._keys import STATE_ACTION_VALUE
-from rlblocks.objectives._losses.base import check_distance, distance_loss, ensemble
+from rlblocks.objectives._losses.base import check_distance, distance_loss, ensemble, network_output
 from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss, action_bounds
 from rlblocks.objectives.errors import ObjectiveConfigError
 
@@ -113,7 +112,7 @@ class DDPGLoss(OffPolicyLoss):
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         key = self._keys.state_action_value
-        pred = self.value_network(shallow_copy(tensordict)).get(key)
+        pred = network_output(self.value_network, tensordict, key)
         with torch.no_grad():
             nxt = self._with_action(tensordict, None, nested=True)
             _mu(self._target("actor_network", self.delay_actor), nxt)

@@ -9,10 +9,10 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
-from rlblocks.core.fast_td import shallow_copy
+from rlblocks.core import NEXT
 from rlblocks.objectives._checks import read_discount, read_flags
 from rlblocks.objectives._keys import ACTION_VALUE
-from rlblocks.objectives._losses.base import next_key
+from rlblocks.objectives._losses.base import network_output, next_key
 from rlblocks.objectives._losses.dqn import values_only
 from rlblocks.objectives._losses.off_policy import (
     OFF_POLICY_KEYS,
@@ -180,15 +180,15 @@ class DistributionalDQNLoss(OffPolicyLoss):
         key = self._keys.action_value
         support = self.value_network.support
         value_net = values_only(self.value_network)
-        log_probs = value_net(shallow_copy(tensordict)).get(key)
+        log_probs = network_output(value_net, tensordict, key)
         expected_action_values(log_probs, support)  # checks the atoms dim
         log_p = chosen_action_atoms(owner, log_probs, tensordict.get(self._keys.action))
         with torch.no_grad():
             target_net = values_only(self._target("value_network", self.delay_value))
-            next_log_probs = target_net(self._with_action(tensordict, None, nested=True)).get(key)
+            next_log_probs = network_output(target_net, tensordict.get(NEXT), key)
             chooser = next_log_probs
             if self.double_dqn:
-                chooser = value_net(self._with_action(tensordict, None, nested=True)).get(key)
+                chooser = network_output(value_net, tensordict.get(NEXT), key)
             best = expected_action_values(chooser, support).argmax(-1)
             next_probs = chosen_action_atoms(owner, next_log_probs.exp(), best)
             target_probs = categorical_projection(

@@ -10,9 +10,9 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import Tensor
 
-from rlblocks.core.fast_td import shallow_copy
+from rlblocks.core import NEXT
 from rlblocks.objectives._keys import ACTION_VALUE
-from rlblocks.objectives._losses.base import check_distance, distance_loss
+from rlblocks.objectives._losses.base import check_distance, distance_loss, network_output
 from rlblocks.objectives._losses.off_policy import (
     OFF_POLICY_KEYS,
     PRIORITY_WEIGHT,
@@ -133,13 +133,13 @@ class DQNLoss(OffPolicyLoss):
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         key = self._keys.action_value
         value_net = values_only(self.value_network)
-        values = value_net(shallow_copy(tensordict)).get(key)
+        values = network_output(value_net, tensordict, key)
         pred = select_action_values("DQNLoss", values, tensordict.get(self._keys.action))
         with torch.no_grad():
             target_net = values_only(self._target("value_network", self.delay_value))
-            next_td = self._with_action(tensordict, None, nested=True)
-            next_values = target_net(next_td).get(key)
-            online = value_net(shallow_copy(next_td)).get(key) if self.double_dqn else None
+            next_td = tensordict.get(NEXT)
+            next_values = network_output(target_net, next_td, key)
+            online = network_output(value_net, next_td, key) if self.double_dqn else None
             mask = None if self._mask_key is None else next_td.get(self._mask_key)
             next_value = greedy_values(next_values, online, mask)
         target = self._bootstrap(tensordict, next_value)

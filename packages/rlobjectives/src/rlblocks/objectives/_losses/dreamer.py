@@ -11,13 +11,13 @@ from tensordict.nn import TensorDictModuleBase
 from torch import Tensor
 
 from rlblocks.core import ACTION, REWARD, TERMINATED
-from rlblocks.core.fast_td import shallow_copy
 from rlblocks.objectives._keys import STATE_VALUE
 from rlblocks.objectives._losses.base import (
     LossModule,
     check_distance,
     distance_loss,
     frozen_call,
+    network_output,
     next_key,
     reduce_to_batch,
     sample_with_log_prob,
@@ -118,7 +118,7 @@ class DreamerModelLoss(LossModule):
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         owner = type(self).__name__
         model = self.world_model
-        out = model(shallow_copy(tensordict)).get("next")
+        out = network_output(model, tensordict, "next")
         transition = self._transition_keys()
         batch_dims = tensordict.batch_dims
         kl = _gaussian_kl(
@@ -347,7 +347,7 @@ class DreamerValueLoss(LossModule):
         )
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
-        value = self.value_network(shallow_copy(tensordict)).get(self._keys.value)
+        value = network_output(self.value_network, tensordict, self._keys.value)
         target = tensordict.get(self._keys.lambda_target)
         error = distance_loss(type(self).__name__, value, target, self.loss_function)
         if self.loss_function == "l2":

@@ -12,13 +12,14 @@ from tensordict.utils import NestedKey
 from torch import Tensor, nn
 
 from rlblocks.core import ACTION, DONE, NEXT, REWARD, TERMINATED
-from rlblocks.core.fast_td import shallow_copy
+from rlblocks.core.fast_td import fast_get, shallow_copy
 from rlblocks.core.specs import Bounded, TensorSpec
 from rlblocks.objectives._keys import STEPS_TO_NEXT_OBS, TD_ERROR
 from rlblocks.objectives._losses.base import (
     LossModule,
     frozen_call,
     merge_network_keys,
+    network_output,
     next_key,
 )
 from rlblocks.objectives.errors import ObjectiveConfigError
@@ -78,8 +79,8 @@ class OffPolicyLoss(LossModule):
         """The mean of ``per_sample`` (``[*batch, ...]``), each sample weighted by prioritized
         replay's importance weight when the batch carries one (role ``priority_weight``,
         ``"_weight"``, in the losses that declare it); uniform otherwise."""
-        key = self._keys.as_dict().get("priority_weight")
-        weight = None if key is None else tensordict.get(key, None)
+        key = getattr(self._keys, "priority_weight", None)
+        weight = None if key is None else fast_get(tensordict, key)
         if weight is None:
             return per_sample.mean()
         weight = weight.to(per_sample.dtype).reshape(
@@ -95,9 +96,12 @@ class OffPolicyLoss(LossModule):
         ``predictions``: one per critic, in a list or stacked along a first dim.
         """
         with torch.no_grad():
-            if not isinstance(predictions, Tensor):
-                predictions = torch.stack(list(predictions))
-            errors = (predictions - target).abs().amax(0)
+            if isinstance(predictions, Tensor):
+                errors = (predictions - target).abs().amax(0)
+            elif len(predictions) == 1:  # one critic: nothing to stack or reduce over
+                errors = (predictions[0] - target).abs()
+            else:
+                errors = (torch.stack(list(predictions)) - target).abs().amax(0)
             batch = tensordict.batch_dims
             if errors.ndim > batch:
                 errors = errors.flatten(batch).amax(-1)
@@ -108,7 +112,7 @@ class OffPolicyLoss(LossModule):
         self, tensordict: TensorDictBase, action: Tensor | None, nested: bool = False
     ) -> TensorDictBase:
         """A shallow copy of the root (or of ``"next"``), with ``action`` written into it."""
-        out = (tensordict.get(NEXT) if nested else tensordict).copy()
+        out = shallow_copy(tensordict.get(NEXT) if nested else tensordict)
         if action is not None:
             out.set(self._keys.action, action)
         return out
@@ -120,7 +124,7 @@ class OffPolicyLoss(LossModule):
         """Run each network on ``tensordict`` and read ``key``; frozen: no parameter grads."""
         if frozen:
             return [frozen_call(net, tensordict).get(key) for net in networks]
-        return [net(shallow_copy(tensordict)).get(key) for net in networks]
+        return [network_output(net, tensordict, key) for net in networks]
 
 
 class TemperatureMixin(nn.Module):

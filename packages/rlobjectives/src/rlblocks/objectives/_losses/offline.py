@@ -19,6 +19,7 @@ from rlblocks.objectives._losses.base import (
     distance_loss,
     ensemble,
     merge_network_keys,
+    network_output,
     reduce_to_batch,
 )
 from rlblocks.objectives._losses.off_policy import OFF_POLICY_KEYS, OffPolicyLoss
@@ -103,7 +104,7 @@ class IQLLoss(OffPolicyLoss):
             targets = self._target("qvalue_networks", self.delay_qvalue)
             q_target = torch.stack(self._evaluate(targets, tensordict, q_key, False)).amin(0)
             next_value = self.value_network(self._with_action(tensordict, None, True)).get(v_key)
-        value = self.value_network(shallow_copy(tensordict)).get(v_key)
+        value = network_output(self.value_network, tensordict, v_key)
         check_same_shape("IQLLoss", "min_i Q'_i(s, a)", q_target, "V(s)", value)
         diff = q_target - value
         weight = (self.expectile - (diff < 0).to(diff.dtype)).abs()
@@ -175,6 +176,6 @@ class BCLoss(LossModule):
             dist = self.actor_network.get_dist(shallow_copy(tensordict))
             log_prob = reduce_to_batch(dist.log_prob(action), tensordict.batch_dims)
             return self._output(loss_bc=-log_prob.mean())
-        predicted = self.actor_network(shallow_copy(tensordict)).get(self._keys.action)
+        predicted = network_output(self.actor_network, tensordict, self._keys.action)
         loss = distance_loss("BCLoss", predicted, action, self.loss_function)
         return self._output(loss_bc=loss.mean())

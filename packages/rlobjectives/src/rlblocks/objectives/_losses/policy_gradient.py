@@ -23,6 +23,7 @@ from rlblocks.objectives._losses.base import (
     distance_loss,
     entropy,
     merge_network_keys,
+    network_output,
     per_sample_dims,
     reduce_to_batch,
 )
@@ -154,7 +155,7 @@ class PolicyGradientLoss(LossModule):
             return {}
         owner = type(self).__name__
         target = tensordict.get(self._keys.value_target)
-        value = self.critic_network(shallow_copy(tensordict)).get(self._keys.value)
+        value = network_output(self.critic_network, tensordict, self._keys.value)
         loss = distance_loss(owner, value, target, self.loss_critic_type)
         terms: dict[str, Tensor] = {}
         if self.clip_value is not None:

@@ -20,6 +20,7 @@ from rlblocks.objectives._losses.base import (
     check_distance,
     distance_loss,
     merge_network_keys,
+    network_output,
     next_key,
 )
 from rlblocks.objectives._losses.dqn import greedy_values, select_action_values, values_only
@@ -194,8 +195,8 @@ class QMixerLoss(OffPolicyLoss):
 
     def _loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self._keys
-        values = values_only(self.local_value_network)(shallow_copy(tensordict)).get(
-            keys.action_value
+        values = network_output(
+            values_only(self.local_value_network), tensordict, keys.action_value
         )
         chosen = self._chosen_values(values, tensordict.get(keys.action))
         mixer_in = shallow_copy(tensordict)

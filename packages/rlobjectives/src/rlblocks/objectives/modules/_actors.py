@@ -29,7 +29,7 @@ from torch import distributions as D
 from torch import nn
 
 from rlblocks.core import ACTION, DEFAULT_EXPLORATION_TYPE, OBSERVATION, ExplorationType
-from rlblocks.core.fast_module import direct_call, plain_forward
+from rlblocks.core.fast_module import direct_call, keeps_plain_forward, plain_forward
 from rlblocks.core.specs import Bounded, Categorical, Composite, OneHot, TensorSpec
 from rlblocks.objectives._keys import (
     ACTION_VALUE,
@@ -369,6 +369,7 @@ class ProbabilisticActor(_ProjectingSequential):
         self._specs = _output_specs(spec, out) if safe else {}
 
 
+@keeps_plain_forward
 class ValueOperator(TensorDictModule):
     """A critic: ``state_value = V(observation)`` or ``state_action_value = Q(obs, action)``.
 

@@ -14,6 +14,7 @@ from tensordict.utils import NestedKey
 from torch import Tensor, nn
 
 from rlblocks.core import DONE, NEXT, REWARD, TERMINATED
+from rlblocks.core.fast_td import fast_get
 from rlblocks.objectives._checks import (
     check_keys,
     check_same_shape,
@@ -185,7 +186,7 @@ class ValueEstimatorBase(nn.Module):
         check_keys(type(self).__name__, tensordict, loss_keys, network_keys)
         owner = type(self).__name__
         reward_key = _next(keys.reward)
-        reward = tensordict.get(reward_key)
+        reward = fast_get(tensordict, reward_key)
         with self._grad_context():
             if need_state_value:
                 state_value = self._values(tensordict, nested=False)
