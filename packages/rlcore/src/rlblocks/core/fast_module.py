@@ -10,8 +10,9 @@ call does nothing beyond reading inputs, calling the wrapped module and writing 
 :func:`plain_forward` is the same read-call-write for the ``forward`` of a subclass that
 keeps ``TensorDictModule``'s (hooks then run in ``nn.Module.__call__`` around it).
 
-Used by the collectors (the policy) and, in rlblocks-objectives, by the actors' stages and
-the ``forward`` of ``ValueOperator`` and ``SafeModule``.
+Used by the collectors (the policy) and, in rlblocks-objectives, by the actors' stages
+(a sampling ``ProbabilisticTensorDictModule`` included), the ``forward`` of ``ValueOperator``
+and ``SafeModule``, and the losses' network calls (:func:`module_call`).
 """
 
 from __future__ import annotations
