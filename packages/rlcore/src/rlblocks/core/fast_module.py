@@ -94,7 +94,7 @@ def direct_call(module: Any) -> TensorDictFn | None:
     sampler also for anything but a plain draw (see :func:`_sampler_call`).
 
     Args:
-        module: Anything; only the two kinds above get a direct call.
+        module: Anything; only the three kinds above get a direct call.
 
     Returns:
         The function (``td -> td``, writing into ``td`` as ``module`` does), or ``None``.
